@@ -1,0 +1,1 @@
+"""The LLMDeployment API: models, CRD generation and validation. No I/O."""

@@ -1,0 +1,650 @@
+"""LLMDeployment spec and status: the single source of the API and of its CRD schema.
+
+Every field has a description (it becomes `kubectl explain` text), bounds and
+defaults; cross-field rules are CEL rules from `rules.py`, re-checked offline by
+the model validators below with the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+from llm_operator.api import rules
+from llm_operator.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
+
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(max_length=64)],
+    Field(description="A Kubernetes resource quantity, e.g. 4, 500m, 16Gi."),
+]
+ShortStr = Annotated[str, StringConstraints(max_length=253)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+AnnotationValue = Annotated[str, StringConstraints(max_length=4096)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, unknown fields rejected, values validated on set."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+
+def _check(condition: bool, rule: rules.CelRule) -> None:
+    if not condition:
+        raise ValueError(rule.message)
+
+
+# --- building blocks ------------------------------------------------------------------
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the LLMDeployment's namespace."""
+
+    name: Name = Field(description="Name of the Secret.")
+    key: Name = Field(description="Key within the Secret.")
+
+
+class ConfigMapKeySelector(ApiModel):
+    """A key of a ConfigMap in the LLMDeployment's namespace."""
+
+    name: Name = Field(description="Name of the ConfigMap.")
+    key: Name = Field(description="Key within the ConfigMap.")
+
+
+class FieldSelector(ApiModel):
+    """A field of the pod, as in the downward API."""
+
+    field_path: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Path of the pod field, e.g. metadata.name or status.podIP."
+    )
+
+
+class EnvVarSource(ApiModel):
+    """Where an environment variable's value comes from (exactly one source)."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.VALUE_FROM_EXACTLY_ONE))
+
+    secret_key_ref: SecretKeySelector | None = Field(
+        default=None, description="Value from a key of a Secret."
+    )
+    config_map_key_ref: ConfigMapKeySelector | None = Field(
+        default=None, description="Value from a key of a ConfigMap."
+    )
+    field_ref: FieldSelector | None = Field(
+        default=None, description="Value from a field of the pod."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvVarSource:
+        chosen = [self.secret_key_ref, self.config_map_key_ref, self.field_ref]
+        _check(sum(x is not None for x in chosen) == 1, rules.VALUE_FROM_EXACTLY_ONE)
+        return self
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the Ray containers."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.ENV_VALUE_XOR_VALUE_FROM))
+
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    ] = Field(description="Variable name (a C identifier).")
+    value: Annotated[str, StringConstraints(max_length=32768)] | None = Field(
+        default=None, description="Literal value."
+    )
+    value_from: EnvVarSource | None = Field(
+        default=None, description="Value taken from a Secret, ConfigMap or pod field."
+    )
+
+    @model_validator(mode="after")
+    def _value_or_value_from(self) -> EnvVar:
+        _check(self.value is None or self.value_from is None, rules.ENV_VALUE_XOR_VALUE_FROM)
+        return self
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object by name in the same namespace."""
+
+    name: Name = Field(description="Name of the referenced object.")
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration for the GPU worker pods."""
+
+    key: ShortStr | None = Field(
+        default=None, description="Taint key; empty with Exists matches all."
+    )
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: LabelValue | None = Field(default=None, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for a Ray container. GPUs are derived from the engine's parallelism."""
+
+    requests: dict[Annotated[str, StringConstraints(max_length=253)], Quantity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Minimum resources, e.g. {cpu: 8, memory: 64Gi}.",
+    )
+    limits: dict[Annotated[str, StringConstraints(max_length=253)], Quantity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Maximum resources, e.g. {cpu: 8, memory: 64Gi}.",
+    )
+
+
+# --- spec sections --------------------------------------------------------------------
+
+
+class ModelSpec(ApiModel):
+    """Which model to serve and where its weights come from."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.SOURCE_SCHEME))
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="Model id served on the OpenAI-compatible API; defaults to metadata.name.",
+    )
+    source: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description=(
+            "Where the weights come from: hf://<org>/<model> (Hugging Face), "
+            "s3://<bucket>/<path>, gs://<bucket>/<path>, or pvc://<claim>/<path> "
+            "(a PersistentVolumeClaim in this namespace, mounted read-only)."
+        )
+    )
+    revision: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, description="Model revision (branch, tag or commit) for hf:// sources."
+    )
+    token_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the Hugging Face token; passed to pods as HF_TOKEN via "
+            "secretKeyRef. The operator never reads it."
+        ),
+    )
+    parameters_billions: float | None = Field(
+        default=None,
+        gt=0,
+        le=100000,
+        description=(
+            "Model size in billions of parameters; enables the GPU memory fit check "
+            "(ResourcesFit condition)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _source_scheme(self) -> ModelSpec:
+        ok = re.match(rules.SOURCE_REMOTE, self.source) or re.match(rules.SOURCE_PVC, self.source)
+        _check(ok is not None, rules.SOURCE_SCHEME)
+        return self
+
+
+class EngineSpec(ApiModel):
+    """The inference engine and its parallelism."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules.cel_extra(
+            rules.IMPORT_PATH_ONLY_CUSTOM,
+            rules.IMPORT_PATH_REQUIRED_CUSTOM,
+            rules.IMPORT_PATH_FORMAT,
+        )
+    )
+
+    type: Literal["vllm", "custom"] = Field(
+        default="vllm",
+        description=(
+            "vllm serves the model with Ray Serve LLM (ray.serve.llm:build_openai_app); "
+            "custom runs your own Serve application from importPath."
+        ),
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="GPUs per tensor-parallel group (within one node)."
+    )
+    pipeline_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="Pipeline stages; stages may span nodes."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Maximum context length in tokens."
+    )
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+        default="auto", description="Weight and activation dtype."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Fraction of each GPU's memory the engine may use."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Extra engine arguments: merged into engine_kwargs for vllm, passed as the "
+            "application args for custom."
+        ),
+    )
+    import_path: Annotated[str, StringConstraints(max_length=512)] = Field(
+        default="",
+        description="Serve application import path (module:attribute); custom engine only.",
+    )
+
+    @model_validator(mode="after")
+    def _import_path_rules(self) -> EngineSpec:
+        custom = self.type == "custom"
+        _check(custom or not self.import_path, rules.IMPORT_PATH_ONLY_CUSTOM)
+        _check(not custom or bool(self.import_path), rules.IMPORT_PATH_REQUIRED_CUSTOM)
+        _check(
+            not self.import_path or re.match(rules.IMPORT_PATH, self.import_path) is not None,
+            rules.IMPORT_PATH_FORMAT,
+        )
+        return self
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+class AcceleratorSpec(ApiModel):
+    """The GPU type and the nodes that carry it."""
+
+    type: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    ] = Field(
+        description="Ray accelerator type, e.g. L4, A10G, A100-80G, H100, H200.",
+    )
+    gpus_per_node: int = Field(
+        default=8, ge=1, le=64, description="GPUs on each node of this type."
+    )
+    resource_name: Annotated[
+        str,
+        StringConstraints(
+            min_length=1,
+            max_length=253,
+            pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+        ),
+    ] = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
+    node_selector: dict[Annotated[str, StringConstraints(max_length=317)], LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Node labels that select nodes of this accelerator type; defaults to the "
+            "operator's accelerator catalogue."
+        ),
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Tolerations for GPU worker pods; a toleration for the GPU resource's "
+            "NoSchedule taint is always added."
+        ),
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """Serve autoscaling bounds; the Ray autoscaler follows them with whole worker pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules.cel_extra(rules.MIN_LE_MAX, rules.TARGET_LE_MAX_ONGOING)
+    )
+
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Fewest replicas; 0 scales to zero."
+    )
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_ongoing_requests: int = Field(
+        default=16, ge=1, le=100000, description="Ongoing requests per replica Serve aims for."
+    )
+    max_ongoing_requests: int = Field(
+        default=64, ge=1, le=100000, description="Ongoing requests a replica accepts at most."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        _check(self.min_replicas <= self.max_replicas, rules.MIN_LE_MAX)
+        _check(
+            self.target_ongoing_requests <= self.max_ongoing_requests, rules.TARGET_LE_MAX_ONGOING
+        )
+        return self
+
+
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+
+
+class VolumeSpec(ApiModel):
+    """A PersistentVolumeClaim, created by the operator or brought by you."""
+
+    size: Quantity = Field(default="100Gi", description="Requested capacity of a created claim.")
+    storage_class_name: ShortStr = Field(
+        default="", description="StorageClass of a created claim; empty uses the cluster default."
+    )
+    access_modes: list[AccessMode] = Field(
+        default=["ReadWriteMany"],
+        min_length=1,
+        max_length=4,
+        description="Access modes of a created claim; ReadWriteMany lets every Ray pod share it.",
+    )
+    existing_claim: ShortStr = Field(
+        default="", description="Use this existing claim as is instead of creating one."
+    )
+    mount_path: Annotated[
+        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.ABSOLUTE_PATH)
+    ] = Field(default="/data", description="Where the claim is mounted in Ray containers.")
+    retain_on_delete: bool = Field(
+        default=True,
+        description="Keep a created claim when the LLMDeployment is deleted.",
+    )
+
+
+class ModelCacheSpec(VolumeSpec):
+    """Model cache shared by all Ray pods; HF_HOME points into it."""
+
+    size: Quantity = Field(default="200Gi", description="Requested capacity of a created claim.")
+    mount_path: Annotated[
+        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.ABSOLUTE_PATH)
+    ] = Field(default="/models", description="Where the cache is mounted in Ray containers.")
+
+
+class CheckpointSpec(VolumeSpec):
+    """Checkpoint storage for fine-tuning and batch work."""
+
+    mount_path: Annotated[
+        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.ABSOLUTE_PATH)
+    ] = Field(
+        default="/checkpoints", description="Where checkpoints are mounted in Ray containers."
+    )
+
+
+class StorageSpec(ApiModel):
+    """Persistent volumes for the model cache and checkpoints."""
+
+    model_cache: ModelCacheSpec | None = Field(
+        default=None, description="Model cache claim; omit to download into each pod."
+    )
+    checkpoints: CheckpointSpec | None = Field(default=None, description="Checkpoint claim.")
+
+
+class PodResourcesSpec(ApiModel):
+    """Resources of one kind of Ray pod."""
+
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="CPU and memory requests and limits."
+    )
+
+
+class RayAutoscalerSpec(ApiModel):
+    """Ray autoscaler settings (KubeRay in-tree autoscaling)."""
+
+    idle_timeout_seconds: int = Field(
+        default=60, ge=0, le=86400, description="Seconds an idle worker pod lives before removal."
+    )
+    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = Field(
+        default="Default", description="How fast the Ray autoscaler adds pods."
+    )
+
+
+class RayClusterSpec(ApiModel):
+    """The Ray cluster the model runs on."""
+
+    image: Annotated[str, StringConstraints(max_length=512)] = Field(
+        default="", description="Ray image; empty uses the operator's default."
+    )
+    ray_version: Annotated[str, StringConstraints(max_length=32)] = Field(
+        default="", description="Ray version in the image; empty uses the operator's default."
+    )
+    head: PodResourcesSpec = Field(
+        default_factory=PodResourcesSpec, description="Head pod (never gets GPUs)."
+    )
+    worker: PodResourcesSpec = Field(
+        default_factory=PodResourcesSpec, description="GPU worker pods (GPUs are derived)."
+    )
+    autoscaler: RayAutoscalerSpec = Field(
+        default_factory=RayAutoscalerSpec, description="Ray autoscaler settings."
+    )
+    service_account_name: ShortStr = Field(
+        default="", description="ServiceAccount for Ray pods; empty uses the namespace default."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, max_length=16, description="Pull secrets for the Ray image."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=128, description="Extra environment for Ray containers."
+    )
+    pod_labels: dict[Annotated[str, StringConstraints(max_length=317)], LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra labels on Ray pods (not ray.io/*).",
+        json_schema_extra=rules.cel_extra(rules.NO_RAY_POD_LABELS),
+    )
+    pod_annotations: dict[Annotated[str, StringConstraints(max_length=317)], AnnotationValue] = (
+        Field(default_factory=dict, max_length=64, description="Extra annotations on Ray pods.")
+    )
+
+    @model_validator(mode="after")
+    def _no_reserved_labels(self) -> RayClusterSpec:
+        _check(not any(k.startswith("ray.io/") for k in self.pod_labels), rules.NO_RAY_POD_LABELS)
+        return self
+
+
+class MonitoringSpec(ApiModel):
+    """Prometheus scraping of Ray and engine metrics."""
+
+    prometheus: bool = Field(
+        default=True,
+        description=(
+            "Add prometheus.io/scrape|port|path annotations and the metrics port to Ray pods."
+        ),
+    )
+
+
+UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+
+
+class IncrementalUpgradeSpec(ApiModel):
+    """Traffic-shifting upgrade through Gateway API (KubeRay clusterUpgradeOptions)."""
+
+    gateway_class_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="GatewayClass KubeRay uses to shift traffic between clusters."
+    )
+    step_size_percent: int = Field(
+        default=25, ge=1, le=100, description="Share of traffic moved per step."
+    )
+    interval_seconds: int = Field(default=60, ge=1, le=86400, description="Seconds between steps.")
+    max_surge_percent: int = Field(
+        default=100, ge=0, le=100, description="Extra capacity the new cluster may add, in percent."
+    )
+
+
+class LLMDeploymentSpec(ApiModel):
+    """Desired state of an LLMDeployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules.cel_extra(
+            rules.REPLICAS_XOR_AUTOSCALING,
+            rules.TP_WITHIN_NODE,
+            rules.SERVICE_NEEDS_REPLICA,
+            rules.INCREMENTAL_NEEDS_OPTIONS,
+        )
+    )
+
+    mode: Literal["Service", "Cluster"] = Field(
+        default="Service",
+        description=(
+            "Service serves the model through a RayService; Cluster creates only a "
+            "RayCluster (batch inference, fine-tuning, interactive work)."
+        ),
+    )
+    model: ModelSpec = Field(description="The model to serve.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine and parallelism.")
+    accelerator: AcceleratorSpec = Field(description="GPU type and node layout.")
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Fixed number of model replicas (default 1); exclusive with autoscaling.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Replica range driven by load; exclusive with replicas."
+    )
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Persistent volumes.")
+    ray_cluster: RayClusterSpec = Field(
+        default_factory=RayClusterSpec, description="Ray cluster pods and settings."
+    )
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="Metrics scraping."
+    )
+    upgrade_strategy: UpgradeStrategy = Field(
+        default="NewCluster",
+        description=(
+            "How the RayService rolls out cluster changes: NewCluster (zero downtime), "
+            "NewClusterWithIncrementalUpgrade, or None."
+        ),
+    )
+    incremental_upgrade: IncrementalUpgradeSpec | None = Field(
+        default=None,
+        description="Options for upgradeStrategy NewClusterWithIncrementalUpgrade.",
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> LLMDeploymentSpec:
+        _check(self.replicas is None or self.autoscaling is None, rules.REPLICAS_XOR_AUTOSCALING)
+        _check(
+            self.engine.tensor_parallel_size <= self.accelerator.gpus_per_node,
+            rules.TP_WITHIN_NODE,
+        )
+        _check(
+            self.mode != "Service" or self.replicas is None or self.replicas >= 1,
+            rules.SERVICE_NEEDS_REPLICA,
+        )
+        _check(
+            self.upgrade_strategy != "NewClusterWithIncrementalUpgrade"
+            or self.incremental_upgrade is not None,
+            rules.INCREMENTAL_NEEDS_OPTIONS,
+        )
+        return self
+
+    @property
+    def min_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return self.min_replicas
+
+
+# --- status ---------------------------------------------------------------------------
+
+ConditionType = Literal["Ready", "Progressing", "SpecValid", "ResourcesFit"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+
+class Condition(ApiModel):
+    """A condition in Kubernetes form."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Annotated[str, StringConstraints(max_length=316)] = Field(description="Condition type.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        default="", description="CamelCase reason."
+    )
+    message: Annotated[str, StringConstraints(max_length=32768)] = Field(
+        default="", description="Human-readable details."
+    )
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was computed for."
+    )
+
+
+class ReplicaStatus(ApiModel):
+    """Model replica counts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    desired: int = Field(default=0, description="Replicas wanted now (minimum under autoscaling).")
+    ready: int = Field(default=0, description="Replicas serving.")
+
+
+class LLMDeploymentStatus(ApiModel):
+    """Observed state, mirrored from the KubeRay children."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase | None = Field(
+        default=None, description="Pending, Progressing, Ready, Degraded or Failed."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, SpecValid, ResourcesFit."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation last reconciled."
+    )
+    model: str | None = Field(default=None, description="Served model id.")
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL.")
+    ray_service: str | None = Field(default=None, description="Name of the RayService child.")
+    ray_cluster: str | None = Field(default=None, description="Name of the serving RayCluster.")
+    gpus_per_replica: int | None = Field(default=None, description="GPUs one replica uses.")
+    replicas: ReplicaStatus | None = Field(default=None, description="Replica counts.")
+
+
+# --- the object -----------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The metadata fields the operator reads."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = Field(description="Resource name.")
+    namespace: str = Field(default="default", description="Namespace.")
+    uid: str | None = Field(default=None, description="Object UID.")
+    generation: int | None = Field(default=None, description="Spec generation.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+
+    @model_validator(mode="after")
+    def _name(self) -> ObjectMeta:
+        _check(len(self.name) <= MAX_NAME_LENGTH, rules.NAME_LENGTH)
+        _check(re.match(rules.DNS1035_LABEL, self.name) is not None, rules.NAME_DNS1035)
+        return self
+
+
+class LLMDeployment(BaseModel):
+    """An LLMDeployment as read from a file or the API server."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel)
+
+    api_version: str = Field(default=API_VERSION, description="API version.")
+    kind: str = Field(default=KIND, description="Kind.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: LLMDeploymentSpec = Field(description="Desired state.")
+    status: LLMDeploymentStatus | None = Field(default=None, description="Observed state.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def served_model_id(self) -> str:
+        return self.spec.model.name or self.metadata.name

@@ -1,0 +1,220 @@
+"""Parse an LLMDeployment and check what the CRD schema cannot express.
+
+Every problem is a `FieldError` that names the field and the fix. The schema and
+CEL rules (also re-checked by the models) come first; the semantic checks here run
+only on a spec that parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from llm_operator.api.constants import API_VERSION, KIND
+from llm_operator.api.models import LLMDeployment, ResourceRequirements
+from llm_operator.sizing import (
+    DEFAULT_GPU_MEMORY_GIB,
+    LayoutError,
+    gpu_layout,
+    memory_fit,
+)
+
+# GPU types Ray knows (ray.llm AcceleratorType, Ray 2.60); Serve LLM rejects others.
+RAY_GPU_ACCELERATOR_TYPES = frozenset(
+    {
+        "V100", "P100", "T4", "P4", "K80", "A10G", "L4", "L40S", "A100", "A100-40G",
+        "A100-80G", "H100", "H200", "H20", "B200", "B300", "GB200", "GB300", "RTX-PRO-6000",
+        "AMD-Instinct-MI100", "AMD-Instinct-MI250X", "AMD-Instinct-MI250X-MI250",
+        "AMD-Instinct-MI210", "AMD-Instinct-MI300A", "AMD-Instinct-MI300X-OAM",
+        "AMD-Instinct-MI300X-HF", "AMD-Instinct-MI308X", "AMD-Instinct-MI325X-OAM",
+        "AMD-Instinct-MI350X-OAM", "AMD-Instinct-MI355X-OAM", "Intel-GPU-Max-1550",
+        "Intel-GPU-Max-1100", "Intel-GAUDI",
+    }
+)  # fmt: skip
+
+# Set by the operator itself; a user entry would silently fight it.
+RESERVED_ENV = {
+    "HF_TOKEN": "spec.model.tokenSecretRef",
+    "HF_HOME": "spec.storage.modelCache",
+}
+
+# Engine kwargs with a typed field of their own.
+TYPED_ENGINE_ARGS = {
+    "tensor_parallel_size": "spec.engine.tensorParallelSize",
+    "pipeline_parallel_size": "spec.engine.pipelineParallelSize",
+    "max_model_len": "spec.engine.maxModelLen",
+    "dtype": "spec.engine.dtype",
+    "gpu_memory_utilization": "spec.engine.gpuMemoryUtilization",
+    "revision": "spec.model.revision",
+}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem, with the field it concerns."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        if self.message.startswith(self.field):
+            return self.message
+        return f"{self.field}: {self.message}"
+
+
+class SpecError(ValueError):
+    """An LLMDeployment that cannot be rendered; carries every field error."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _from_pydantic(error: ValidationError) -> list[FieldError]:
+    found: list[FieldError] = []
+    for item in error.errors():
+        # Unions report each branch; the type suffix (e.g. `.int`) is noise for users.
+        loc = [
+            p for p in item["loc"] if p not in ("int", "str", "constrained-str", "function-after")
+        ]
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = (
+                "unknown field; check the spelling against `kubectl explain llmdeployment.spec`"
+            )
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        found.append(FieldError(_path(loc), message))
+    return list(dict.fromkeys(found))
+
+
+def parse(document: Mapping[str, Any]) -> LLMDeployment:
+    """Schema-level parse; raises `SpecError` with one entry per bad field."""
+    if not isinstance(document, Mapping):
+        raise SpecError([FieldError("(document)", "an LLMDeployment must be a YAML mapping")])
+    kind, api_version = document.get("kind"), document.get("apiVersion")
+    if kind != KIND:
+        raise SpecError([FieldError("kind", f"expected {KIND}, got {kind!r}")])
+    if api_version != API_VERSION:
+        raise SpecError([FieldError("apiVersion", f"expected {API_VERSION}, got {api_version!r}")])
+    try:
+        return LLMDeployment.model_validate(dict(document))
+    except ValidationError as exc:
+        raise SpecError(_from_pydantic(exc)) from None
+
+
+def _resources_with_gpu(
+    resources: ResourceRequirements, gpu_resource: str, field: str
+) -> Iterator[FieldError]:
+    for part in ("requests", "limits"):
+        if gpu_resource in getattr(resources, part):
+            yield FieldError(
+                f"{field}.{part}",
+                f"must not set {gpu_resource}: GPUs are derived from "
+                "spec.engine.tensorParallelSize x pipelineParallelSize; remove it",
+            )
+
+
+def semantic_errors(
+    llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
+) -> list[FieldError]:
+    """Checks beyond the schema: GPU layout, memory fit, reserved names, overlaps."""
+    spec = llmd.spec
+    errors: list[FieldError] = []
+    try:
+        layout = gpu_layout(
+            spec.engine.tensor_parallel_size,
+            spec.engine.pipeline_parallel_size,
+            spec.accelerator.gpus_per_node,
+        )
+    except LayoutError as exc:
+        errors.append(FieldError(exc.field, exc.message))
+        layout = None
+
+    if spec.engine.type == "vllm" and spec.accelerator.type not in RAY_GPU_ACCELERATOR_TYPES:
+        errors.append(
+            FieldError(
+                "spec.accelerator.type",
+                f"{spec.accelerator.type!r} is not an accelerator type Ray Serve LLM accepts; "
+                "use one of " + ", ".join(sorted(RAY_GPU_ACCELERATOR_TYPES)),
+            )
+        )
+
+    if layout is not None:
+        fit = memory_fit(
+            parameters_billions=spec.model.parameters_billions,
+            accelerator_type=spec.accelerator.type,
+            gpus_per_replica=layout.gpus_per_replica,
+            dtype=spec.engine.dtype,
+            gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+            engine_args=spec.engine.args,
+            gpu_memory_gib=gpu_memory_gib,
+        )
+        if fit.fits is False:
+            errors.append(FieldError("spec.engine.tensorParallelSize", fit.message))
+
+    if spec.engine.type == "vllm":
+        for key, field in TYPED_ENGINE_ARGS.items():
+            if key in spec.engine.args:
+                errors.append(
+                    FieldError(f"spec.engine.args.{key}", f"set {field} instead of engine args")
+                )
+
+    for index, env in enumerate(spec.ray_cluster.env):
+        owner = RESERVED_ENV.get(env.name)
+        if owner is not None:
+            errors.append(
+                FieldError(
+                    f"spec.rayCluster.env[{index}].name",
+                    f"{env.name} is set by the operator from {owner}; remove this entry",
+                )
+            )
+
+    gpu = spec.accelerator.resource_name
+    errors.extend(
+        _resources_with_gpu(
+            spec.ray_cluster.worker.resources, gpu, "spec.rayCluster.worker.resources"
+        )
+    )
+    errors.extend(
+        _resources_with_gpu(spec.ray_cluster.head.resources, gpu, "spec.rayCluster.head.resources")
+    )
+
+    storage = spec.storage
+    if (
+        storage.model_cache is not None
+        and storage.checkpoints is not None
+        and storage.model_cache.mount_path == storage.checkpoints.mount_path
+    ):
+        errors.append(
+            FieldError(
+                "spec.storage.checkpoints.mountPath",
+                f"{storage.checkpoints.mount_path} is also the model cache's mountPath; "
+                "choose another path",
+            )
+        )
+    return errors
+
+
+def validate(
+    document: Mapping[str, Any], gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
+) -> LLMDeployment:
+    """Parse and check; raises `SpecError` listing every problem."""
+    llmd = parse(document)
+    errors = semantic_errors(llmd, gpu_memory_gib)
+    if errors:
+        raise SpecError(errors)
+    return llmd

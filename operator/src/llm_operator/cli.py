@@ -1,0 +1,245 @@
+"""`llm-operator`: render, validate and plan offline; print the CRD; run the operator.
+
+The offline commands use the same parse -> validate -> render code as the controller.
+Exit codes: 0 fine, 1 invalid input, 2 unreadable input or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import yaml
+
+from llm_operator import __version__, yamlio
+from llm_operator.api.crd import build_crd
+from llm_operator.api.validation import SpecError, validate
+from llm_operator.render import layout_of, render
+from llm_operator.render.serve import serve_config
+from llm_operator.settings import OperatorSettings
+from llm_operator.sizing import memory_fit
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class InputError(Exception):
+    """The file cannot be read or is not YAML."""
+
+
+@dataclass(frozen=True)
+class Document:
+    label: str
+    body: Any
+
+
+def _read(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text") from exc
+
+
+def load_documents(path: str) -> list[Document]:
+    try:
+        bodies = yamlio.load_all(_read(path))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from exc
+    if not bodies:
+        raise InputError(f"{path}: no YAML documents")
+    return [Document(_label(path, index, body), body) for index, body in enumerate(bodies)]
+
+
+def _label(path: str, index: int, body: Any) -> str:
+    name = body.get("metadata", {}).get("name") if isinstance(body, dict) else None
+    if isinstance(name, str):
+        return f"{path}: {name}"
+    return f"{path}: document {index + 1}"
+
+
+def _print_errors(label: str, error: SpecError, out: TextIO) -> None:
+    print(f"{label}: invalid", file=out)
+    for item in error.errors:
+        print(f"  - {item}", file=out)
+
+
+def cmd_validate(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    from llm_operator import raycheck
+
+    deep = not args.no_ray and raycheck.ray_available()
+    status = EXIT_OK
+    for doc in load_documents(args.file):
+        try:
+            llmd = validate(doc.body, settings.gpu_memory_gib)
+        except SpecError as exc:
+            _print_errors(doc.label, exc, sys.stderr)
+            status = EXIT_INVALID
+            continue
+        if deep and llmd.spec.mode == "Service":
+            problems = raycheck.serve_config_errors(serve_config(llmd, layout_of(llmd)))
+            if problems:
+                print(f"{doc.label}: invalid", file=sys.stderr)
+                for problem in problems:
+                    print(f"  - {problem}", file=sys.stderr)
+                status = EXIT_INVALID
+                continue
+        checked = "schema, semantics and Ray's Serve models" if deep else "schema and semantics"
+        print(f"{doc.label}: valid ({checked})")
+    return status
+
+
+def cmd_render(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    children: list[dict[str, Any]] = []
+    status = EXIT_OK
+    for doc in load_documents(args.file):
+        try:
+            llmd = validate(doc.body, settings.gpu_memory_gib)
+        except SpecError as exc:
+            _print_errors(doc.label, exc, sys.stderr)
+            status = EXIT_INVALID
+            continue
+        children.extend(render(llmd, settings))
+    if status != EXIT_OK:
+        return status
+    if args.output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": children}, indent=2))
+    else:
+        sys.stdout.write(yamlio.dump_all(children))
+    return EXIT_OK
+
+
+def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[str]:
+    llmd = validate(body, settings.gpu_memory_gib)
+    spec = llmd.spec
+    layout = layout_of(llmd)
+    fit = memory_fit(
+        parameters_billions=spec.model.parameters_billions,
+        accelerator_type=spec.accelerator.type,
+        gpus_per_replica=layout.gpus_per_replica,
+        dtype=spec.engine.dtype,
+        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+        engine_args=spec.engine.args,
+        gpu_memory_gib=settings.gpu_memory_gib,
+    )
+    verdict = {True: "fits", False: "does not fit", None: "not checked"}[fit.fits]
+    scaling = "autoscaling" if spec.autoscaling else "fixed"
+    accelerator = spec.accelerator
+    return [
+        f"{doc_label}",
+        f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
+        f"  parallelism:        tensor {layout.tensor_parallel_size}"
+        f" x pipeline {layout.pipeline_parallel_size}",
+        f"  GPUs per replica:   {layout.gpus_per_replica}",
+        f"  hosts per replica:  {layout.hosts_per_replica}"
+        f" (GPUs per worker pod: {layout.gpus_per_host})",
+        f"  replicas ({scaling}): min {spec.min_replicas}, max {spec.max_replicas}",
+        f"  GPUs at min:        {layout.gpus_per_replica * spec.min_replicas}",
+        f"  GPUs at max:        {layout.gpus_per_replica * spec.max_replicas}",
+        f"  worker pods at max: {layout.hosts_per_replica * spec.max_replicas}",
+        f"  memory fit:         {verdict}: {fit.message}",
+    ]
+
+
+def cmd_plan(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    status = EXIT_OK
+    for doc in load_documents(args.file):
+        try:
+            print("\n".join(plan_lines(doc.label, doc.body, settings)))
+        except SpecError as exc:
+            _print_errors(doc.label, exc, sys.stderr)
+            status = EXIT_INVALID
+    return status
+
+
+def cmd_crd(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    sys.stdout.write(yamlio.dump(build_crd()))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    from llm_operator.controller.handlers import run
+
+    run(
+        namespaces=args.namespace or [],
+        all_namespaces=args.all_namespaces,
+        verbose=args.verbose,
+        liveness_endpoint=args.liveness,
+        settings=settings,
+    )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-operator",
+        description="Serve large language models on Ray through KubeRay.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_file(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument(
+            "-f", "--file", required=True, help="LLMDeployment YAML file, or - for stdin"
+        )
+        return cmd
+
+    render_cmd = with_file("render", "Print the children an LLMDeployment becomes, in apply order.")
+    render_cmd.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    render_cmd.set_defaults(handler=cmd_render)
+
+    validate_cmd = with_file("validate", "Check an LLMDeployment; non-zero exit with field errors.")
+    validate_cmd.add_argument(
+        "--no-ray", action="store_true", help="skip validation with Ray's own Serve models"
+    )
+    validate_cmd.set_defaults(handler=cmd_validate)
+
+    plan_cmd = with_file("plan", "Explain GPUs per replica, hosts, totals and memory fit.")
+    plan_cmd.set_defaults(handler=cmd_plan)
+
+    crd_cmd = sub.add_parser("crd", help="Print the LLMDeployment CRD.")
+    crd_cmd.set_defaults(handler=cmd_crd)
+
+    run_cmd = sub.add_parser(
+        "run", help="Run the operator against the current kubeconfig or in-cluster."
+    )
+    run_cmd.add_argument(
+        "-n", "--namespace", action="append", help="namespace to watch (repeatable; globs allowed)"
+    )
+    run_cmd.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace (default when no -n)",
+    )
+    run_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run_cmd.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="liveness endpoint URL (empty to disable)",
+    )
+    run_cmd.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = OperatorSettings.from_env()
+    try:
+        code: int = args.handler(args, settings)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

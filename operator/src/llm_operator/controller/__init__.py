@@ -1,0 +1,1 @@
+"""The kopf operator: converge LLMDeployments into KubeRay children, mirror status."""

@@ -1,0 +1,217 @@
+"""kopf handlers: one converge for create/update/resume, and a watch on the children.
+
+The converge handler validates, renders and applies; the child watch re-runs the same
+reconcile whenever KubeRay (or a person) changes or deletes a child, which both mirrors
+KubeRay's status and restores drift. Reconciling is idempotent: an unchanged child or
+status is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from llm_operator.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from llm_operator.api.models import LLMDeployment
+from llm_operator.api.validation import SpecError, validate
+from llm_operator.controller import kube, status
+from llm_operator.controller.merge import Manifest
+from llm_operator.render import is_retained, layout_of, names, render
+from llm_operator.settings import OperatorSettings
+
+LOG = logging.getLogger(__name__)
+CHILD_LABELS = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+# Phases worth a Warning event rather than a Normal one.
+WARNING_PHASES = frozenset({"Degraded", "Failed"})
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(body: Mapping[str, Any]) -> Manifest:
+    """A deep plain-dict copy of a kopf body (its nested views are read-only mappings)."""
+    copied: Manifest = json.loads(json.dumps(body, default=dict))
+    return copied
+
+
+def _owner(body: Mapping[str, Any]) -> kopf.Body:
+    """The parts of an LLMDeployment that owner references and Events need."""
+    meta = body["metadata"]
+    raw = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def _adopt(child: Manifest, owner: kopf.Body) -> None:
+    if not is_retained(child):
+        kopf.append_owner_reference(child, owner=owner)
+
+
+def _post_phase_event(
+    owner: kopf.Body, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> None:
+    phase = after.get("phase")
+    if phase is None or phase == before.get("phase"):
+        return
+    ready: Mapping[str, Any] = next(
+        (c for c in after.get("conditions", []) if c["type"] == status.READY), {}
+    )
+    message = f"phase {before.get('phase') or 'none'} -> {phase}: {ready.get('message', '')}"
+    post = kopf.warn if phase in WARNING_PHASES else kopf.info
+    post(owner, reason=phase, message=message.strip().rstrip(":"))
+
+
+def _write_status(
+    clients: kube.Clients, owner: kopf.Body, before: Mapping[str, Any], after: Manifest
+) -> None:
+    patch = status.status_patch(before, after)
+    if patch is None:
+        return
+    meta = owner["metadata"]
+    kube.patch_status(clients, meta["namespace"], meta["name"], patch)
+    _post_phase_event(owner, before, after)
+
+
+def _apply_children(
+    clients: kube.Clients, llmd: LLMDeployment, owner: kopf.Body, settings: OperatorSettings
+) -> Manifest | None:
+    """Apply every child in order; returns the live Ray resource."""
+    live: Manifest | None = None
+    for child in render(llmd, settings):
+        _adopt(child, owner)
+        name = f"{child['kind']} {child['metadata']['name']}"
+        if child["kind"] == "PersistentVolumeClaim":
+            outcome = kube.ensure_claim(clients, child, owner["metadata"]["uid"])
+        else:
+            outcome, live = kube.apply_ray_resource(clients, child)
+        if outcome != "unchanged":
+            LOG.info("%s %s for %s/%s", name, outcome, llmd.namespace, llmd.name)
+    return live
+
+
+def _observe(clients: kube.Clients, llmd: LLMDeployment, live: Manifest | None) -> status.Observed:
+    hosts = layout_of(llmd).hosts_per_replica
+    if llmd.spec.mode == "Cluster":
+        return (
+            status.observe_ray_cluster(live, hosts)
+            if live
+            else status.observe_missing("RayCluster")
+        )
+    if live is None:
+        return status.observe_missing("RayService")
+    observed = status.observe_ray_service(live, hosts)
+    if observed.ray_cluster:
+        # KubeRay keeps the serving cluster's bounds from creation time; move them along.
+        kube.sync_worker_bounds(
+            clients,
+            namespace=llmd.namespace,
+            cluster_name=observed.ray_cluster,
+            group_name=names.WORKER_GROUP,
+            min_replicas=llmd.spec.min_replicas,
+            max_replicas=llmd.spec.max_replicas,
+        )
+    return observed
+
+
+def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: OperatorSettings) -> None:
+    """Converge one LLMDeployment: validate, apply children, mirror status.
+
+    Raises `SpecError` (after recording it in status) when the spec is invalid; no child
+    is touched then.
+    """
+    plain = _plain(body)
+    owner = _owner(plain)
+    before: Manifest = plain.get("status") or {}
+    generation = plain["metadata"].get("generation")
+    try:
+        llmd = validate(plain, settings.gpu_memory_gib)
+    except SpecError as exc:
+        _write_status(
+            clients, owner, before, status.invalid_status(str(exc), generation, before, _now())
+        )
+        raise
+    live = _apply_children(clients, llmd, owner, settings)
+    observed = _observe(clients, llmd, live)
+    after = status.reconciled_status(llmd, observed, before, _now(), settings.gpu_memory_gib)
+    _write_status(clients, owner, before, after)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's bookkeeping lives under our own prefix, in annotations, never in status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+    memo.clients = kube.connect()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        reconcile(body, memo.clients, memo.settings)
+    except SpecError as exc:
+        kopf.warn(body, reason="InvalidSpec", message=str(exc))
+        # Permanent: the same spec fails the same way; a new generation re-triggers us.
+        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+
+
+def _parent_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    meta = body.get("metadata", {})
+    parent = (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)
+    return (meta["namespace"], parent) if parent else None
+
+
+@kopf.on.event(kube.RAY_GROUP, kube.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
+@kopf.on.event(kube.RAY_GROUP, kube.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
+def on_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A child changed or went away: restore it if needed and mirror its status.
+
+    KubeRay copies a RayService's labels onto the RayCluster it makes, so the label
+    names the LLMDeployment for both our own children and KubeRay's.
+    """
+    found = _parent_of(body)
+    if found is None:
+        return
+    namespace, name = found
+    with kube.api_errors(f"LLMDeployment {namespace}/{name}"):
+        parent = kube.get_llm_deployment(memo.clients, namespace, name)
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return  # garbage collection is removing the children; nothing to restore
+    try:
+        reconcile(parent, memo.clients, memo.settings)
+    except SpecError:
+        return  # recorded in status by the converge handler; children stay as they are
+
+
+def run(
+    *,
+    namespaces: list[str],
+    all_namespaces: bool,
+    verbose: bool,
+    liveness_endpoint: str,
+    settings: OperatorSettings,
+) -> None:
+    """Start the operator and block until it stops."""
+    kopf.configure(verbose=verbose)
+    kopf.run(
+        standalone=True,
+        clusterwide=all_namespaces or not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness_endpoint or None,
+        memo=kopf.Memo(settings=settings),
+    )

@@ -1,0 +1,242 @@
+"""Kubernetes API calls: read, create or patch children, write LLMDeployment status.
+
+Every write names the field manager `llm-operator`. API failures become kopf's
+`TemporaryError` (retried with backoff) with a message that says what to do, or
+`PermanentError` when retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.controller.merge import (
+    Manifest,
+    bounds_patch,
+    claim_metadata_patch,
+    contains,
+    keep_autoscaler_fields,
+)
+
+FIELD_MANAGER: Final = "llm-operator"
+RAY_GROUP: Final = "ray.io"
+RAY_VERSION: Final = "v1"
+RAY_PLURALS: Final = {"RayService": "rayservices", "RayCluster": "rayclusters"}
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
+RETRY_SECONDS: Final = 5
+MISSING_CRD_RETRY_SECONDS: Final = 60
+
+Outcome = Literal["created", "updated", "unchanged"]
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Clients:
+    custom: client.CustomObjectsApi
+    core: client.CoreV1Api
+
+
+def connect() -> Clients:
+    """In-cluster credentials when running in a pod, else the current kubeconfig."""
+    config.load_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    return Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
+
+
+def _explain(exc: ApiException, what: str) -> str:
+    reason = exc.reason or "error"
+    detail = (exc.body or "")[:500] if isinstance(exc.body, str) else ""
+    return f"{what}: HTTP {exc.status} {reason} {detail}".strip()
+
+
+@contextmanager
+def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]:
+    """Turn API failures into kopf retries or permanent errors, with the next step."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 404 and missing_crd_hint:
+            raise kopf.TemporaryError(
+                f"{what}: the API server does not serve it; {missing_crd_hint}",
+                delay=MISSING_CRD_RETRY_SECONDS,
+            ) from exc
+        if exc.status == 403:
+            raise kopf.TemporaryError(
+                _explain(exc, what) + " (check the operator's RBAC)",
+                delay=MISSING_CRD_RETRY_SECONDS,
+            ) from exc
+        if exc.status in (400, 422):
+            # The API server refused our own output: retrying the same request cannot help.
+            raise kopf.PermanentError(_explain(exc, what)) from exc
+        raise kopf.TemporaryError(_explain(exc, what), delay=RETRY_SECONDS) from exc
+
+
+def _ray_plural(kind: str) -> str:
+    return RAY_PLURALS[kind]
+
+
+def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> Manifest | None:
+    try:
+        found = cast(
+            Manifest,
+            clients.custom.get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, namespace, _ray_plural(kind), name
+            ),
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
+
+
+def apply_ray_resource(clients: Clients, desired: Manifest) -> tuple[Outcome, Manifest]:
+    """Create the RayService/RayCluster, or server-side apply the difference.
+
+    Updates carry the autoscaler's live fields and the live resourceVersion, so a
+    concurrent scale by the autoscaler makes the apply fail with 409 and retry instead
+    of overwriting it.
+    """
+    kind = desired["kind"]
+    meta = desired["metadata"]
+    plural = _ray_plural(kind)
+    what = f"{kind} {meta['namespace']}/{meta['name']}"
+    hint = f"install KubeRay's CRDs ({plural}.{RAY_GROUP}) and operator"
+    with api_errors(what, hint):
+        live = get_ray_resource(clients, kind, meta["namespace"], meta["name"])
+        if live is None:
+            created = cast(
+                Manifest,
+                clients.custom.create_namespaced_custom_object(
+                    RAY_GROUP,
+                    RAY_VERSION,
+                    meta["namespace"],
+                    plural,
+                    desired,
+                    field_manager=FIELD_MANAGER,
+                ),
+            )
+            return "created", created
+        wanted = keep_autoscaler_fields(desired, live)
+        if contains(wanted, live):
+            return "unchanged", live
+        wanted["metadata"] = {
+            **wanted["metadata"],
+            "resourceVersion": live["metadata"]["resourceVersion"],
+        }
+        updated = cast(
+            Manifest,
+            clients.custom.patch_namespaced_custom_object(
+                RAY_GROUP,
+                RAY_VERSION,
+                meta["namespace"],
+                plural,
+                meta["name"],
+                wanted,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY_PATCH,
+            ),
+        )
+        return "updated", updated
+
+
+def sync_worker_bounds(
+    clients: Clients,
+    *,
+    namespace: str,
+    cluster_name: str,
+    group_name: str,
+    min_replicas: int,
+    max_replicas: int,
+) -> bool:
+    """Move the bounds of a RayService's serving cluster; True when a patch was sent."""
+    with api_errors(f"RayCluster {namespace}/{cluster_name}"):
+        cluster = get_ray_resource(clients, "RayCluster", namespace, cluster_name)
+        if cluster is None:
+            return False
+        patch = bounds_patch(cluster, group_name, min_replicas, max_replicas)
+        if patch is None:
+            return False
+        clients.custom.patch_namespaced_custom_object(
+            RAY_GROUP,
+            RAY_VERSION,
+            namespace,
+            "rayclusters",
+            cluster_name,
+            patch,
+            field_manager=FIELD_MANAGER,
+            _content_type=JSON_PATCH,
+        )
+        return True
+
+
+def ensure_claim(clients: Clients, desired: Manifest, owner_uid: str) -> Outcome:
+    """Create a PersistentVolumeClaim if absent; else align only its metadata.
+
+    An existing claim of the same name (say, retained from an earlier deployment) is
+    reused as is, which is how a re-created deployment finds its model cache again.
+    """
+    meta = desired["metadata"]
+    what = f"PersistentVolumeClaim {meta['namespace']}/{meta['name']}"
+    with api_errors(what):
+        try:
+            live = clients.core.read_namespaced_persistent_volume_claim(
+                meta["name"], meta["namespace"]
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            clients.core.create_namespaced_persistent_volume_claim(
+                meta["namespace"], cast(Any, desired), field_manager=FIELD_MANAGER
+            )
+            return "created"
+        live_dict = clients.core.api_client.sanitize_for_serialization(live)
+        patch = claim_metadata_patch(desired, live_dict, owner_uid)
+        if patch is None:
+            return "unchanged"
+        clients.core.patch_namespaced_persistent_volume_claim(
+            meta["name"],
+            meta["namespace"],
+            patch,
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+        )
+        return "updated"
+
+
+def get_llm_deployment(clients: Clients, namespace: str, name: str) -> Manifest | None:
+    try:
+        found = cast(
+            Manifest,
+            clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
+
+
+def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    with api_errors(f"status of LLMDeployment {namespace}/{name}"):
+        clients.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(patch)},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+        )

@@ -1,0 +1,136 @@
+"""Assemble the children of an LLMDeployment, in apply order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_operator.api.models import LLMDeployment, VolumeSpec
+from llm_operator.render import names
+from llm_operator.render.pods import head_group, worker_group
+from llm_operator.render.serve import serve_config_yaml
+from llm_operator.settings import OperatorSettings
+from llm_operator.sizing import GpuLayout, gpu_layout
+
+Manifest = dict[str, Any]
+
+RAY_API_VERSION = "ray.io/v1"
+
+
+def layout_of(llmd: LLMDeployment) -> GpuLayout:
+    engine = llmd.spec.engine
+    return gpu_layout(
+        engine.tensor_parallel_size,
+        engine.pipeline_parallel_size,
+        llmd.spec.accelerator.gpus_per_node,
+    )
+
+
+def _metadata(llmd: LLMDeployment, name: str, component: str) -> Manifest:
+    return {"name": name, "namespace": llmd.namespace, "labels": names.labels(llmd.name, component)}
+
+
+def persistent_volume_claim(
+    llmd: LLMDeployment, volume: VolumeSpec, name: str, component: str
+) -> Manifest:
+    meta = _metadata(llmd, name, component)
+    if volume.retain_on_delete:
+        # Not owned, so garbage collection keeps it; the annotation says why.
+        meta["annotations"] = {names.RETAIN_ANNOTATION: "true"}
+    spec: Manifest = {
+        "accessModes": list(volume.access_modes),
+        "resources": {"requests": {"storage": str(volume.size)}},
+    }
+    if volume.storage_class_name:
+        spec["storageClassName"] = volume.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def claims(llmd: LLMDeployment) -> list[Manifest]:
+    """Claims the operator creates: those without an existingClaim."""
+    storage = llmd.spec.storage
+    out: list[Manifest] = []
+    if storage.model_cache is not None and not storage.model_cache.existing_claim:
+        out.append(
+            persistent_volume_claim(
+                llmd, storage.model_cache, names.model_cache_claim(llmd.name), "model-cache"
+            )
+        )
+    if storage.checkpoints is not None and not storage.checkpoints.existing_claim:
+        out.append(
+            persistent_volume_claim(
+                llmd, storage.checkpoints, names.checkpoints_claim(llmd.name), "checkpoints"
+            )
+        )
+    return out
+
+
+def ray_cluster_spec(
+    llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings
+) -> Manifest:
+    cluster = llmd.spec.ray_cluster
+    return {
+        "rayVersion": cluster.ray_version or settings.ray_version,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "idleTimeoutSeconds": cluster.autoscaler.idle_timeout_seconds,
+            "upscalingMode": cluster.autoscaler.upscaling_mode,
+        },
+        "headGroupSpec": head_group(llmd, settings),
+        "workerGroupSpecs": [worker_group(llmd, layout, settings)],
+    }
+
+
+def ray_service(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayService",
+        "metadata": _metadata(llmd, names.ray_service_name(llmd.name), "ray-service"),
+        "spec": {
+            "serveConfigV2": serve_config_yaml(llmd, layout),
+            "rayClusterConfig": ray_cluster_spec(llmd, layout, settings),
+            "upgradeStrategy": upgrade_strategy(llmd),
+        },
+    }
+
+
+def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
+    strategy: Manifest = {"type": llmd.spec.upgrade_strategy}
+    options = llmd.spec.incremental_upgrade
+    if llmd.spec.upgrade_strategy == "NewClusterWithIncrementalUpgrade" and options is not None:
+        strategy["clusterUpgradeOptions"] = {
+            "gatewayClassName": options.gateway_class_name,
+            "stepSizePercent": options.step_size_percent,
+            "intervalSeconds": options.interval_seconds,
+            "maxSurgePercent": options.max_surge_percent,
+        }
+    return strategy
+
+
+def ray_cluster(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayCluster",
+        "metadata": _metadata(llmd, names.ray_cluster_name(llmd.name), "ray-cluster"),
+        "spec": ray_cluster_spec(llmd, layout, settings),
+    }
+
+
+def render(llmd: LLMDeployment, settings: OperatorSettings | None = None) -> list[Manifest]:
+    """All children in apply order: claims first (pods mount them), then the Ray resource.
+
+    Raises `sizing.LayoutError` for a parallelism that cannot be laid out; callers
+    validate first.
+    """
+    settings = settings or OperatorSettings()
+    layout = layout_of(llmd)
+    main = (
+        ray_service(llmd, layout, settings)
+        if llmd.spec.mode == "Service"
+        else ray_cluster(llmd, layout, settings)
+    )
+    return [*claims(llmd), main]
+
+
+def is_retained(child: Manifest) -> bool:
+    annotations = child.get("metadata", {}).get("annotations", {})
+    return bool(annotations.get(names.RETAIN_ANNOTATION) == "true")

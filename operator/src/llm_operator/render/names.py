@@ -1,0 +1,70 @@
+"""Names and labels of every child. The one place that decides them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from llm_operator.api.constants import GROUP
+
+MANAGED_BY: Final = "llm-operator"
+APP_NAME: Final = "llmdeployment"
+DEPLOYMENT_LABEL: Final = f"{GROUP}/deployment"
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+# On claims kept after deletion: they carry no ownerReference.
+RETAIN_ANNOTATION: Final = f"{GROUP}/retain-on-delete"
+
+HEAD_CONTAINER: Final = "ray-head"
+WORKER_CONTAINER: Final = "ray-worker"
+WORKER_GROUP: Final = "gpu-workers"
+SERVE_APP: Final = "llm"
+
+MODEL_CACHE_VOLUME: Final = "model-cache"
+CHECKPOINTS_VOLUME: Final = "checkpoints"
+MODEL_SOURCE_VOLUME: Final = "model-source"
+MODEL_SOURCE_MOUNT: Final = "/model-source"
+SHM_VOLUME: Final = "dshm"
+
+SERVE_PORT: Final = 8000
+METRICS_PORT: Final = 8080
+
+
+def ray_service_name(deployment: str) -> str:
+    return deployment
+
+
+def ray_cluster_name(deployment: str) -> str:
+    return deployment
+
+
+def model_cache_claim(deployment: str) -> str:
+    return f"{deployment}-model-cache"
+
+
+def checkpoints_claim(deployment: str) -> str:
+    return f"{deployment}-checkpoints"
+
+
+def serve_service_name(deployment: str) -> str:
+    """KubeRay names the RayService's serving Service `<rayservice>-serve-svc`."""
+    return f"{ray_service_name(deployment)}-serve-svc"
+
+
+def endpoint(deployment: str, namespace: str) -> str:
+    host = f"{serve_service_name(deployment)}.{namespace}.svc.cluster.local"
+    return f"http://{host}:{SERVE_PORT}/v1"
+
+
+def labels(deployment: str, component: str) -> dict[str, str]:
+    """Labels on every child; never KubeRay's reserved ray.io/* keys."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": deployment,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        COMPONENT_LABEL: component,
+        DEPLOYMENT_LABEL: deployment,
+    }
+
+
+def selector(deployment: str) -> str:
+    """Label selector for all children of one LLMDeployment."""
+    return f"{DEPLOYMENT_LABEL}={deployment}"

@@ -1,0 +1,282 @@
+"""Head and GPU worker groups of the Ray cluster: pod templates, volumes, scheduling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_operator.api.models import LLMDeployment, ResourceRequirements, VolumeSpec
+from llm_operator.render import names
+from llm_operator.render.sources import ModelSource, model_source
+from llm_operator.settings import OperatorSettings
+from llm_operator.sizing import GpuLayout
+
+Manifest = dict[str, Any]
+
+RAY_PORTS: tuple[tuple[str, int], ...] = (
+    ("gcs-server", 6379),
+    ("dashboard", 8265),
+    ("client", 10001),
+)
+METRICS_PATH = "/metrics"
+
+
+def _container_security() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _quantities(values: dict[str, int | str]) -> dict[str, str]:
+    return {key: str(value) for key, value in values.items()}
+
+
+def head_resources(spec: ResourceRequirements, settings: OperatorSettings) -> Manifest:
+    """The user's head resources, or the operator's defaults; never a GPU."""
+    if spec.requests or spec.limits:
+        out: Manifest = {}
+        if spec.requests:
+            out["requests"] = _quantities(spec.requests)
+        if spec.limits:
+            out["limits"] = _quantities(spec.limits)
+        return out
+    defaults = {"cpu": settings.head_cpu, "memory": settings.head_memory}
+    return {"requests": dict(defaults), "limits": dict(defaults)}
+
+
+def worker_resources(
+    spec: ResourceRequirements, gpu_resource: str, gpus: int, settings: OperatorSettings
+) -> Manifest:
+    """The user's CPU and memory (or defaults per GPU) plus the derived GPU count."""
+    if spec.requests or spec.limits:
+        requests = _quantities(spec.requests)
+        limits = _quantities(spec.limits)
+    else:
+        base = {
+            "cpu": str(settings.worker_cpu_per_gpu * gpus),
+            "memory": f"{settings.worker_memory_gib_per_gpu * gpus}Gi",
+        }
+        requests, limits = dict(base), dict(base)
+    # Extended resources need requests equal to limits.
+    requests[gpu_resource] = str(gpus)
+    limits[gpu_resource] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _claim_volume(name: str, claim: str, *, read_only: bool = False) -> Manifest:
+    source: Manifest = {"claimName": claim}
+    if read_only:
+        source["readOnly"] = True
+    return {"name": name, "persistentVolumeClaim": source}
+
+
+def claim_name(volume: VolumeSpec, default_name: str) -> str:
+    return volume.existing_claim or default_name
+
+
+def _volumes_and_mounts(
+    llmd: LLMDeployment, source: ModelSource, *, shm: bool
+) -> tuple[list[Manifest], list[Manifest]]:
+    storage = llmd.spec.storage
+    volumes: list[Manifest] = []
+    mounts: list[Manifest] = []
+    if storage.model_cache is not None:
+        claim = claim_name(storage.model_cache, names.model_cache_claim(llmd.name))
+        volumes.append(_claim_volume(names.MODEL_CACHE_VOLUME, claim))
+        mounts.append(
+            {"name": names.MODEL_CACHE_VOLUME, "mountPath": storage.model_cache.mount_path}
+        )
+    if storage.checkpoints is not None:
+        claim = claim_name(storage.checkpoints, names.checkpoints_claim(llmd.name))
+        volumes.append(_claim_volume(names.CHECKPOINTS_VOLUME, claim))
+        mounts.append(
+            {"name": names.CHECKPOINTS_VOLUME, "mountPath": storage.checkpoints.mount_path}
+        )
+    if source.claim is not None:
+        volumes.append(_claim_volume(names.MODEL_SOURCE_VOLUME, source.claim, read_only=True))
+        mounts.append(
+            {
+                "name": names.MODEL_SOURCE_VOLUME,
+                "mountPath": names.MODEL_SOURCE_MOUNT,
+                "readOnly": True,
+            }
+        )
+    if shm:
+        # NCCL and the Ray object store need more shared memory than the runtime's 64Mi.
+        volumes.append({"name": names.SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": names.SHM_VOLUME, "mountPath": "/dev/shm"})
+    return volumes, mounts
+
+
+def container_env(llmd: LLMDeployment) -> list[Manifest]:
+    """Operator-set variables first, then the user's (validation forbids overlaps)."""
+    env: list[Manifest] = []
+    token = llmd.spec.model.token_secret_ref
+    if token is not None:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
+            }
+        )
+    cache = llmd.spec.storage.model_cache
+    if cache is not None:
+        env.append({"name": "HF_HOME", "value": cache.mount_path})
+    env.extend(e.model_dump(by_alias=True, exclude_none=True) for e in llmd.spec.ray_cluster.env)
+    return env
+
+
+OPERATOR_ENV_NAMES = ("HF_TOKEN", "HF_HOME")
+
+
+def _pod_metadata(llmd: LLMDeployment, component: str) -> Manifest:
+    spec = llmd.spec
+    annotations = dict(spec.ray_cluster.pod_annotations)
+    if spec.monitoring.prometheus:
+        annotations.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(names.METRICS_PORT),
+                "prometheus.io/path": METRICS_PATH,
+            }
+        )
+    labels = {**spec.ray_cluster.pod_labels, **names.labels(llmd.name, component)}
+    meta: Manifest = {"labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _ports(llmd: LLMDeployment, *, head: bool) -> list[Manifest]:
+    ports = [{"name": n, "containerPort": p} for n, p in RAY_PORTS] if head else []
+    if llmd.spec.mode == "Service":
+        ports.append({"name": "serve", "containerPort": names.SERVE_PORT})
+    if llmd.spec.monitoring.prometheus:
+        ports.append({"name": "metrics", "containerPort": names.METRICS_PORT})
+    return ports
+
+
+def _pod_spec(
+    llmd: LLMDeployment,
+    settings: OperatorSettings,
+    *,
+    container: Manifest,
+    volumes: list[Manifest],
+) -> Manifest:
+    cluster = llmd.spec.ray_cluster
+    pod: Manifest = {"containers": [container]}
+    if volumes:
+        pod["volumes"] = volumes
+    if cluster.service_account_name:
+        pod["serviceAccountName"] = cluster.service_account_name
+    if cluster.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s.name} for s in cluster.image_pull_secrets]
+    return pod
+
+
+def _container(
+    llmd: LLMDeployment,
+    settings: OperatorSettings,
+    *,
+    name: str,
+    resources: Manifest,
+    mounts: list[Manifest],
+    head: bool,
+) -> Manifest:
+    container: Manifest = {
+        "name": name,
+        "image": llmd.spec.ray_cluster.image or settings.ray_image,
+        "resources": resources,
+        "ports": _ports(llmd, head=head),
+        "securityContext": _container_security(),
+    }
+    env = container_env(llmd)
+    if env:
+        container["env"] = env
+    if mounts:
+        container["volumeMounts"] = mounts
+    return container
+
+
+def ray_start_params(llmd: LLMDeployment, *, head: bool) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if head:
+        # No model replica may land on the head: it advertises no GPUs to Ray.
+        params["num-gpus"] = "0"
+        params["dashboard-host"] = "0.0.0.0"
+    if llmd.spec.monitoring.prometheus:
+        params["metrics-export-port"] = str(names.METRICS_PORT)
+    return params
+
+
+def head_group(llmd: LLMDeployment, settings: OperatorSettings) -> Manifest:
+    source = model_source(llmd)
+    volumes, mounts = _volumes_and_mounts(llmd, source, shm=False)
+    container = _container(
+        llmd,
+        settings,
+        name=names.HEAD_CONTAINER,
+        resources=head_resources(llmd.spec.ray_cluster.head.resources, settings),
+        mounts=mounts,
+        head=True,
+    )
+    return {
+        "rayStartParams": ray_start_params(llmd, head=True),
+        "template": {
+            "metadata": _pod_metadata(llmd, "ray-head"),
+            "spec": _pod_spec(llmd, settings, container=container, volumes=volumes),
+        },
+    }
+
+
+def gpu_tolerations(llmd: LLMDeployment) -> list[Manifest]:
+    """The user's tolerations plus one for the GPU resource's usual NoSchedule taint."""
+    accelerator = llmd.spec.accelerator
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in accelerator.tolerations]
+    gpu_taint = {"key": accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    if gpu_taint not in tolerations:
+        tolerations.append(gpu_taint)
+    return tolerations
+
+
+def gpu_node_selector(llmd: LLMDeployment, settings: OperatorSettings) -> dict[str, str]:
+    accelerator = llmd.spec.accelerator
+    return dict(accelerator.node_selector) or {settings.accelerator_node_label: accelerator.type}
+
+
+def worker_group(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
+    """One GPU worker group; a group replica is one model replica of `numOfHosts` pods."""
+    spec = llmd.spec
+    source = model_source(llmd)
+    volumes, mounts = _volumes_and_mounts(llmd, source, shm=True)
+    container = _container(
+        llmd,
+        settings,
+        name=names.WORKER_CONTAINER,
+        resources=worker_resources(
+            spec.ray_cluster.worker.resources,
+            spec.accelerator.resource_name,
+            layout.gpus_per_host,
+            settings,
+        ),
+        mounts=mounts,
+        head=False,
+    )
+    pod = _pod_spec(llmd, settings, container=container, volumes=volumes)
+    pod["nodeSelector"] = gpu_node_selector(llmd, settings)
+    pod["tolerations"] = gpu_tolerations(llmd)
+    return {
+        "groupName": names.WORKER_GROUP,
+        "replicas": spec.min_replicas,
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "numOfHosts": layout.hosts_per_replica,
+        "rayStartParams": ray_start_params(llmd, head=False),
+        # Ray resources the autoscaler plans with, matching the Serve placement group.
+        "resources": {
+            "GPU": str(layout.gpus_per_host),
+            f"accelerator_type:{spec.accelerator.type}": "1",
+        },
+        "template": {"metadata": _pod_metadata(llmd, "ray-worker"), "spec": pod},
+    }

@@ -1,0 +1,91 @@
+"""The Serve application (serveConfigV2) of a RayService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec
+from llm_operator.render import names
+from llm_operator.render.sources import model_source
+from llm_operator.sizing import GpuLayout
+
+Manifest = dict[str, Any]
+
+OPENAI_APP = "ray.serve.llm:build_openai_app"
+
+
+def engine_kwargs(llmd: LLMDeployment) -> Manifest:
+    engine = llmd.spec.engine
+    kwargs: Manifest = {
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "pipeline_parallel_size": engine.pipeline_parallel_size,
+        "dtype": engine.dtype,
+        "gpu_memory_utilization": engine.gpu_memory_utilization,
+    }
+    if engine.max_model_len is not None:
+        kwargs["max_model_len"] = engine.max_model_len
+    if llmd.spec.model.revision is not None and model_source(llmd).scheme == "hf":
+        kwargs["revision"] = llmd.spec.model.revision
+    kwargs.update(engine.args)
+    return kwargs
+
+
+def placement_group_config(layout: GpuLayout) -> Manifest:
+    """One GPU bundle per engine worker; one replica packs onto one pod unless multi-host."""
+    return {
+        "bundles": [{"GPU": 1} for _ in range(layout.gpus_per_replica)],
+        "strategy": "PACK" if layout.multi_host else "STRICT_PACK",
+    }
+
+
+def deployment_config(spec: LLMDeploymentSpec) -> Manifest:
+    autoscaling = spec.autoscaling
+    if autoscaling is None:
+        return {"num_replicas": spec.min_replicas}
+    return {
+        "autoscaling_config": {
+            "min_replicas": autoscaling.min_replicas,
+            "max_replicas": autoscaling.max_replicas,
+            "target_ongoing_requests": autoscaling.target_ongoing_requests,
+        },
+        "max_ongoing_requests": autoscaling.max_ongoing_requests,
+    }
+
+
+def llm_config(llmd: LLMDeployment, layout: GpuLayout) -> Manifest:
+    """One Ray Serve LLM `LLMConfig` whose placement matches the worker pods."""
+    spec = llmd.spec
+    return {
+        "model_loading_config": {
+            "model_id": llmd.served_model_id,
+            "model_source": model_source(llmd).model_source,
+        },
+        "accelerator_type": spec.accelerator.type,
+        "engine_kwargs": engine_kwargs(llmd),
+        "placement_group_config": placement_group_config(layout),
+        "deployment_config": deployment_config(spec),
+        "log_engine_metrics": spec.monitoring.prometheus,
+    }
+
+
+def serve_application(llmd: LLMDeployment, layout: GpuLayout) -> Manifest:
+    engine = llmd.spec.engine
+    app: Manifest = {"name": names.SERVE_APP, "route_prefix": "/"}
+    if engine.type == "custom":
+        app["import_path"] = engine.import_path
+        app["args"] = dict(engine.args)
+    else:
+        app["import_path"] = OPENAI_APP
+        app["args"] = {"llm_configs": [llm_config(llmd, layout)]}
+    return app
+
+
+def serve_config(llmd: LLMDeployment, layout: GpuLayout) -> Manifest:
+    return {"applications": [serve_application(llmd, layout)]}
+
+
+def serve_config_yaml(llmd: LLMDeployment, layout: GpuLayout) -> str:
+    """serveConfigV2 is a YAML string inside the RayService."""
+    return yaml.safe_dump(serve_config(llmd, layout), sort_keys=False)

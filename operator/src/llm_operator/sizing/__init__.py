@@ -1,0 +1,208 @@
+"""GPU math: how a model replica maps onto worker pods, and whether its weights fit.
+
+Pure functions over numbers; the API models feed them, `render`, `validate` and
+`plan` use the answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# GPU memory in GiB per Ray accelerator type. Operators can extend it in settings.
+DEFAULT_GPU_MEMORY_GIB: Mapping[str, float] = {
+    "T4": 16,
+    "V100": 16,
+    "A10G": 24,
+    "L4": 24,
+    "L40S": 48,
+    "A100": 40,
+    "A100-40G": 40,
+    "A100-80G": 80,
+    "H100": 80,
+    "H200": 141,
+    "H20": 96,
+    "B200": 180,
+    "B300": 288,
+    "GB200": 186,
+    "GB300": 288,
+    "RTX-PRO-6000": 96,
+    "AMD-Instinct-MI300X-OAM": 192,
+    "AMD-Instinct-MI325X-OAM": 256,
+}
+
+# Bytes per parameter by engine dtype; "auto" loads checkpoints in 16-bit.
+BYTES_PER_PARAMETER: Mapping[str, float] = {
+    "auto": 2,
+    "half": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "float": 4,
+    "float32": 4,
+}
+
+# Bytes per parameter for vLLM quantization methods given in engine args.
+QUANTIZED_BYTES_PER_PARAMETER: Mapping[str, float] = {
+    "awq": 0.5,
+    "awq_marlin": 0.5,
+    "gptq": 0.5,
+    "gptq_marlin": 0.5,
+    "bitsandbytes": 0.5,
+    "fp8": 1,
+    "int8": 1,
+    "compressed-tensors": 1,
+}
+
+# Share of the engine's GPU memory kept free of weights for KV cache and activations.
+KV_CACHE_HEADROOM = 0.2
+
+GIB = 1024**3
+
+
+class LayoutError(ValueError):
+    """A parallelism that cannot be split into identical worker pods."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class GpuLayout:
+    """How one model replica occupies worker pods."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpus_per_node: int
+    hosts_per_replica: int
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def gpus_per_host(self) -> int:
+        return self.gpus_per_replica // self.hosts_per_replica
+
+    @property
+    def stages_per_host(self) -> int:
+        return self.gpus_per_host // self.tensor_parallel_size
+
+    @property
+    def multi_host(self) -> bool:
+        return self.hosts_per_replica > 1
+
+
+def gpu_layout(
+    tensor_parallel_size: int, pipeline_parallel_size: int, gpus_per_node: int
+) -> GpuLayout:
+    """Split TP x PP GPUs into identical pods of whole tensor-parallel groups.
+
+    Hosts per replica = ceil(GPUs per replica / gpusPerNode); each pod then holds
+    GPUs per replica / hosts GPUs, which must be whole tensor-parallel groups.
+    """
+    if tensor_parallel_size > gpus_per_node:
+        raise LayoutError(
+            "spec.engine.tensorParallelSize",
+            f"{tensor_parallel_size} exceeds spec.accelerator.gpusPerNode {gpus_per_node}: a "
+            "tensor-parallel group never spans nodes; lower tensorParallelSize and raise "
+            "pipelineParallelSize instead",
+        )
+    gpus = tensor_parallel_size * pipeline_parallel_size
+    hosts = math.ceil(gpus / gpus_per_node)
+    if gpus % hosts or (gpus // hosts) % tensor_parallel_size:
+        suggestion = _suggest_pipeline(tensor_parallel_size, pipeline_parallel_size, gpus_per_node)
+        raise LayoutError(
+            "spec.engine.pipelineParallelSize",
+            f"{gpus} GPUs per replica (tensorParallelSize {tensor_parallel_size} x "
+            f"pipelineParallelSize {pipeline_parallel_size}) cannot be split into {hosts} "
+            f"identical worker pods of whole tensor-parallel groups on {gpus_per_node}-GPU "
+            f"nodes; use pipelineParallelSize {suggestion}",
+        )
+    return GpuLayout(tensor_parallel_size, pipeline_parallel_size, gpus_per_node, hosts)
+
+
+def _suggest_pipeline(tp: int, pp: int, gpus_per_node: int) -> str:
+    """Nearest pipeline sizes that split evenly, lower first."""
+    stages_per_node = gpus_per_node // tp
+    lower = (pp // stages_per_node) * stages_per_node
+    upper = lower + stages_per_node
+    return f"{lower} or {upper}" if lower >= 1 else str(upper)
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """Whether a model's weights fit its GPUs with room left for the KV cache."""
+
+    fits: bool | None  # None: not checked (size or accelerator memory unknown)
+    reason: str
+    message: str
+    weights_gib_per_gpu: float | None = None
+    usable_gib_per_gpu: float | None = None
+    min_gpus: int | None = None
+
+
+def bytes_per_parameter(dtype: str, engine_args: Mapping[str, Any]) -> float | None:
+    """Bytes one parameter takes; None for a quantization this module does not know."""
+    quantization = engine_args.get("quantization")
+    if quantization is None:
+        return BYTES_PER_PARAMETER[dtype]
+    return QUANTIZED_BYTES_PER_PARAMETER.get(str(quantization))
+
+
+def memory_fit(
+    *,
+    parameters_billions: float | None,
+    accelerator_type: str,
+    gpus_per_replica: int,
+    dtype: str,
+    gpu_memory_utilization: float,
+    engine_args: Mapping[str, Any],
+    gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB,
+) -> MemoryFit:
+    """Weights per GPU against the engine's share of GPU memory, minus KV-cache headroom."""
+    if parameters_billions is None:
+        return MemoryFit(
+            None, "SizeUnknown", "spec.model.parametersBillions is not set; fit not checked"
+        )
+    memory = gpu_memory_gib.get(accelerator_type)
+    if memory is None:
+        return MemoryFit(
+            None,
+            "AcceleratorMemoryUnknown",
+            f"GPU memory of accelerator {accelerator_type} is not in the catalogue; "
+            "fit not checked",
+        )
+    per_param = bytes_per_parameter(dtype, engine_args)
+    if per_param is None:
+        return MemoryFit(
+            None,
+            "QuantizationUnknown",
+            f"quantization {engine_args.get('quantization')!r} is not known; fit not checked",
+        )
+    weights_gib = parameters_billions * 1e9 * per_param / GIB
+    per_gpu = weights_gib / gpus_per_replica
+    usable = memory * gpu_memory_utilization
+    budget = usable * (1 - KV_CACHE_HEADROOM)
+    min_gpus = max(1, math.ceil(weights_gib / budget))
+    detail = (
+        f"{parameters_billions:g}B parameters at {per_param:g} bytes = {weights_gib:.1f} GiB of "
+        f"weights, {per_gpu:.1f} GiB per GPU over {gpus_per_replica} GPU(s); {accelerator_type} "
+        f"gives {usable:.1f} GiB per GPU at gpuMemoryUtilization {gpu_memory_utilization:g}, "
+        f"{budget:.1f} GiB after {KV_CACHE_HEADROOM:.0%} KV-cache headroom"
+    )
+    if per_gpu <= budget:
+        return MemoryFit(True, "Fits", detail, per_gpu, usable, min_gpus)
+    return MemoryFit(
+        False,
+        "InsufficientGPUMemory",
+        f"{detail}; needs at least {min_gpus} GPUs per replica: raise "
+        "spec.engine.tensorParallelSize (or pipelineParallelSize), or choose an accelerator "
+        "with more memory",
+        per_gpu,
+        usable,
+        min_gpus,
+    )

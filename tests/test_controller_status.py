@@ -1,0 +1,239 @@
+"""Status mirroring and write decisions of the controller: pure functions only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import sample
+from llm_operator.controller import status
+from llm_operator.controller.merge import (
+    bounds_patch,
+    claim_metadata_patch,
+    contains,
+    keep_autoscaler_fields,
+)
+from llm_operator.render import names, render
+from llm_operator.render.names import RETAIN_ANNOTATION
+
+NOW = "2026-11-22T10:00:00Z"
+LATER = "2026-11-22T11:00:00Z"
+
+
+def service(conditions: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "RayService",
+        "metadata": {"name": "m", "generation": 2},
+        "status": {"observedGeneration": 2, "conditions": conditions, **extra},
+    }
+    return body
+
+
+def cond(kind: str, state: str, reason: str, message: str = "") -> dict[str, str]:
+    return {"type": kind, "status": state, "reason": reason, "message": message}
+
+
+def by_type(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in result["conditions"]}
+
+
+# --- RayService ----------------------------------------------------------------------
+
+
+def test_initializing_service_is_progressing_with_kuberay_reason() -> None:
+    seen = status.observe_ray_service(
+        service([cond("Ready", "False", "Initializing", "waiting for serve")]), 1
+    )
+    assert seen.phase == "Progressing"
+    assert seen.progressing == status.ConditionState("True", "Initializing", "waiting for serve")
+    assert seen.ready.status == "False"
+
+
+def test_ready_service_counts_replicas_by_hosts() -> None:
+    active = {"rayClusterName": "m-abc", "rayClusterStatus": {"readyWorkerReplicas": 4}}
+    body = service([cond("Ready", "True", "NonZeroServeEndpoints")], activeServiceStatus=active)
+    seen = status.observe_ray_service(body, hosts_per_replica=2)
+    assert (seen.phase, seen.ready_replicas, seen.ray_cluster) == ("Ready", 2, "m-abc")
+    assert seen.progressing.status == "False"
+
+
+def test_failed_serve_application_is_failed_or_degraded() -> None:
+    apps = {"applicationStatuses": {"llm": {"status": "DEPLOY_FAILED", "message": "OOM"}}}
+    not_ready = service([cond("Ready", "False", "Initializing")], activeServiceStatus=apps)
+    seen = status.observe_ray_service(not_ready, 1)
+    assert seen.phase == "Failed"
+    assert "DEPLOY_FAILED" in seen.ready.message and "OOM" in seen.ready.message
+    serving = service([cond("Ready", "True", "NonZeroServeEndpoints")], pendingServiceStatus=apps)
+    assert status.observe_ray_service(serving, 1).phase == "Degraded"
+
+
+def test_upgrade_in_progress_is_reported() -> None:
+    body = service(
+        [
+            cond("Ready", "True", "NonZeroServeEndpoints"),
+            cond("UpgradeInProgress", "True", "BothActivePendingClustersExist", "upgrading"),
+        ]
+    )
+    seen = status.observe_ray_service(body, 1)
+    assert seen.phase == "Ready"
+    assert seen.progressing.reason == "BothActivePendingClustersExist"
+
+
+def test_stale_kuberay_observation_is_progressing() -> None:
+    body = service([cond("Ready", "True", "NonZeroServeEndpoints")])
+    body["metadata"]["generation"] = 3
+    seen = status.observe_ray_service(body, 1)
+    assert seen.progressing == status.ConditionState(
+        "True", "WaitingForKubeRay", "KubeRay has not observed the latest RayService spec"
+    )
+
+
+def test_initializing_timeout_is_failed() -> None:
+    body = service([cond("Ready", "False", "InitializingTimeout", "gave up")])
+    assert status.observe_ray_service(body, 1).phase == "Failed"
+
+
+def test_service_without_status_is_pending() -> None:
+    assert status.observe_ray_service({"metadata": {}}, 1).phase == "Pending"
+
+
+# --- RayCluster ----------------------------------------------------------------------
+
+
+def test_ray_cluster_states() -> None:
+    def cluster(**st: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "c"}, "status": st}
+
+    ready = status.observe_ray_cluster(cluster(state="ready", readyWorkerReplicas=3), 1)
+    assert (ready.phase, ready.ready.status, ready.ready_replicas) == ("Ready", "True", 3)
+    starting = status.observe_ray_cluster(
+        cluster(conditions=[cond("HeadPodReady", "False", "HeadPodNotFound")]), 1
+    )
+    assert (starting.phase, starting.progressing.reason) == ("Progressing", "HeadPodNotFound")
+    failing = status.observe_ray_cluster(
+        cluster(
+            state="ready", conditions=[cond("ReplicaFailure", "True", "FailedCreate", "quota")]
+        ),
+        1,
+    )
+    assert (failing.phase, failing.ready.message) == ("Degraded", "quota")
+    assert status.observe_ray_cluster(cluster(state="failed", reason="x"), 1).phase == "Failed"
+
+
+# --- the LLMDeployment status --------------------------------------------------------
+
+
+def test_reconciled_status_fields() -> None:
+    llmd = sample("llama-405b-h100")
+    llmd.metadata.generation = 5
+    seen = status.observe_missing("RayService")
+    result = status.reconciled_status(llmd, seen, {}, NOW, {"H100": 80})
+    assert result["phase"] == "Pending"
+    assert result["observedGeneration"] == 5
+    assert result["gpusPerReplica"] == 16
+    assert result["endpoint"] == "http://llama-405b-serve-svc.default.svc.cluster.local:8000/v1"
+    assert result["rayService"] == "llama-405b"
+    assert result["replicas"] == {"desired": 1, "ready": 0}
+    conditions = by_type(result)
+    assert set(conditions) == {"Ready", "Progressing", "SpecValid", "ResourcesFit"}
+    assert conditions["ResourcesFit"]["status"] == "True"
+    assert all(c["observedGeneration"] == 5 for c in conditions.values())
+    assert all(c["lastTransitionTime"] == NOW for c in conditions.values())
+
+
+def test_transition_time_moves_only_with_status() -> None:
+    llmd = sample("quickstart")
+    first = status.reconciled_status(llmd, status.observe_missing("RayService"), {}, NOW, {})
+    ready = status.Observed(
+        "Ready",
+        status.ConditionState("True", "NonZeroServeEndpoints"),
+        status.ConditionState("False", "Stable"),
+        1,
+    )
+    second = status.reconciled_status(llmd, ready, first, LATER, {})
+    times = {k: c["lastTransitionTime"] for k, c in by_type(second).items()}
+    assert times == {"Ready": LATER, "Progressing": LATER, "SpecValid": NOW, "ResourcesFit": NOW}
+    assert status.status_patch(second, second) is None
+    assert status.status_patch(first, second)["phase"] == "Ready"
+
+
+def test_cluster_mode_has_no_endpoint() -> None:
+    llmd = sample("cluster-checkpoints")
+    result = status.reconciled_status(llmd, status.observe_missing("RayCluster"), {}, NOW, {})
+    assert "endpoint" not in result and "rayService" not in result
+
+
+def test_status_patch_removes_stale_keys_and_keeps_foreign_ones() -> None:
+    previous = {"phase": "Ready", "endpoint": "http://old", "kopf": {"progress": {}}}
+    patch = status.status_patch(previous, {"phase": "Ready"})
+    assert patch == {"endpoint": None}
+
+
+def test_invalid_spec_keeps_a_running_deployment_running() -> None:
+    running = {"phase": "Ready", "endpoint": "http://e", "conditions": []}
+    result = status.invalid_status("spec.x: bad", 7, running, NOW)
+    assert result["phase"] == "Ready" and result["endpoint"] == "http://e"
+    assert by_type(result)["SpecValid"]["status"] == "False"
+    assert by_type(result)["SpecValid"]["message"] == "spec.x: bad"
+    fresh = status.invalid_status("spec.x: bad", 1, {}, NOW)
+    assert fresh["phase"] == "Failed"
+    assert by_type(fresh)["Ready"]["reason"] == "InvalidSpec"
+
+
+# --- write decisions -----------------------------------------------------------------
+
+
+def test_contains_tolerates_server_defaults_but_not_drift() -> None:
+    wanted = {"a": {"b": [1, {"c": 2}]}}
+    assert contains(wanted, {"a": {"b": [1, {"c": 2, "default": 0}]}, "extra": 1})
+    assert not contains(wanted, {"a": {"b": [1, {"c": 3}]}})
+    assert not contains(wanted, {"a": {"b": [1, {"c": 2}, 3]}})
+
+
+def test_updates_keep_the_autoscalers_replicas() -> None:
+    desired = next(c for c in render(sample("llama-8b-l4")) if c["kind"] == "RayService")
+    live = keep_autoscaler_fields(desired, desired)
+    group = live["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    group["replicas"] = 3
+    group["scaleStrategy"] = {"workersToDelete": ["pod-a"]}
+    merged = keep_autoscaler_fields(desired, live)
+    out = merged["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert out["replicas"] == 3 and out["scaleStrategy"] == {"workersToDelete": ["pod-a"]}
+    assert desired["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 1
+    assert contains(merged, live)
+
+
+def test_bounds_patch_targets_the_named_group() -> None:
+    cluster = {
+        "spec": {
+            "workerGroupSpecs": [
+                {"groupName": "x"},
+                {"groupName": names.WORKER_GROUP, "minReplicas": 1, "maxReplicas": 1},
+            ]
+        }
+    }
+    patch = bounds_patch(cluster, names.WORKER_GROUP, 2, 5)
+    assert patch is not None
+    assert patch[0] == {
+        "op": "test",
+        "path": "/spec/workerGroupSpecs/1/groupName",
+        "value": names.WORKER_GROUP,
+    }
+    assert {"op": "replace", "path": "/spec/workerGroupSpecs/1/maxReplicas", "value": 5} in patch
+    assert bounds_patch(cluster, names.WORKER_GROUP, 1, 1) is None
+
+
+def test_claim_retention_switches_ownership() -> None:
+    owner = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "name": "m", "uid": "u1"}
+    retained = {"metadata": {"labels": {"a": "b"}, "annotations": {RETAIN_ANNOTATION: "true"}}}
+    owned_live = {"metadata": {"labels": {"a": "b"}, "ownerReferences": [owner]}}
+    patch = claim_metadata_patch(retained, owned_live, "u1")
+    assert patch == {
+        "metadata": {"annotations": {RETAIN_ANNOTATION: "true"}, "ownerReferences": []}
+    }
+    owned = {"metadata": {"labels": {"a": "b"}, "ownerReferences": [owner]}}
+    retained_live = {"metadata": {"labels": {"a": "b"}, "annotations": {RETAIN_ANNOTATION: "true"}}}
+    patch = claim_metadata_patch(owned, retained_live, "u1")
+    assert patch == {
+        "metadata": {"annotations": {RETAIN_ANNOTATION: None}, "ownerReferences": [owner]}
+    }
+    assert claim_metadata_patch(owned, owned_live, "u1") is None

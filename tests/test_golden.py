@@ -1,0 +1,29 @@
+"""Golden files: every case's input renders to exactly its committed expected.yaml."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import GOLDEN, SAMPLES, compare_or_update, golden_cases, load_one
+from llm_operator import yamlio
+from llm_operator.api.validation import validate
+from llm_operator.render import render
+from llm_operator.settings import OperatorSettings
+
+
+@pytest.mark.parametrize("case", golden_cases())
+def test_render_matches_golden(case: str) -> None:
+    llmd = validate(load_one(GOLDEN / case / "input.yaml"))
+    rendered = yamlio.dump_all(render(llmd, OperatorSettings()))
+    compare_or_update(GOLDEN / case / "expected.yaml", rendered)
+
+
+def test_every_sample_has_a_golden_case() -> None:
+    samples = {p.stem for p in SAMPLES.glob("*.yaml")}
+    assert samples <= set(golden_cases())
+
+
+def test_rendering_is_deterministic() -> None:
+    for case in golden_cases():
+        llmd = validate(load_one(GOLDEN / case / "input.yaml"))
+        assert render(llmd) == render(llmd)

@@ -1,0 +1,54 @@
+"""The one-way layering: api -> render -> controller. Pure layers import no cluster code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "operator" / "src" / "llm_operator"
+PURE = ["api", "render", "sizing", "settings.py", "yamlio.py"]
+FORBIDDEN = ("kopf", "kubernetes", "llm_operator.controller", "llm_operator.cli")
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def _files(part: str) -> list[Path]:
+    target = PACKAGE / part
+    return sorted(target.rglob("*.py")) if target.is_dir() else [target]
+
+
+@pytest.mark.parametrize("part", PURE)
+def test_pure_layers_import_no_cluster_code(part: str) -> None:
+    files = _files(part)
+    assert files
+    bad = {
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in files
+        for name in _imports(path)
+        if name.split(".")[0] in ("kopf", "kubernetes") or name.startswith(FORBIDDEN[2:])
+    }
+    assert bad == set()
+
+
+def test_api_does_not_import_render() -> None:
+    bad = [
+        str(path)
+        for path in _files("api")
+        if any(n.startswith("llm_operator.render") for n in _imports(path))
+    ]
+    assert bad == []
+
+
+def test_the_check_sees_imports() -> None:
+    """Guard: the controller does import kopf, so the scan can find it."""
+    assert "kopf" in _imports(PACKAGE / "controller" / "handlers.py")
