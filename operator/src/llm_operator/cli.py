@@ -17,11 +17,11 @@ import yaml
 
 from llm_operator import __version__, yamlio
 from llm_operator.api.crd import build_crd
-from llm_operator.api.validation import SpecError, validate
+from llm_operator.api.models import LLMDeployment
+from llm_operator.api.validation import SpecError, memory_fit_of, validate
 from llm_operator.render import layout_of, render
 from llm_operator.render.serve import serve_config
 from llm_operator.settings import OperatorSettings
-from llm_operator.sizing import memory_fit
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -65,30 +65,37 @@ def _label(path: str, index: int, body: Any) -> str:
     return f"{path}: document {index + 1}"
 
 
-def _print_errors(label: str, error: SpecError, out: TextIO) -> None:
+def _print_problems(label: str, problems: Sequence[object], out: TextIO) -> None:
     print(f"{label}: invalid", file=out)
-    for item in error.errors:
+    for item in problems:
         print(f"  - {item}", file=out)
+
+
+def _validated(
+    documents: Sequence[Document], settings: OperatorSettings
+) -> tuple[list[tuple[Document, LLMDeployment]], int]:
+    """The documents that validate, and the exit status (problems go to stderr)."""
+    valid: list[tuple[Document, LLMDeployment]] = []
+    status = EXIT_OK
+    for doc in documents:
+        try:
+            valid.append((doc, validate(doc.body, settings.gpu_memory_gib)))
+        except SpecError as exc:
+            _print_problems(doc.label, exc.errors, sys.stderr)
+            status = EXIT_INVALID
+    return valid, status
 
 
 def cmd_validate(args: argparse.Namespace, settings: OperatorSettings) -> int:
     from llm_operator import raycheck
 
     deep = not args.no_ray and raycheck.ray_available()
-    status = EXIT_OK
-    for doc in load_documents(args.file):
-        try:
-            llmd = validate(doc.body, settings.gpu_memory_gib)
-        except SpecError as exc:
-            _print_errors(doc.label, exc, sys.stderr)
-            status = EXIT_INVALID
-            continue
+    valid, status = _validated(load_documents(args.file), settings)
+    for doc, llmd in valid:
         if deep and llmd.spec.mode == "Service":
             problems = raycheck.serve_config_errors(serve_config(llmd, layout_of(llmd)))
             if problems:
-                print(f"{doc.label}: invalid", file=sys.stderr)
-                for problem in problems:
-                    print(f"  - {problem}", file=sys.stderr)
+                _print_problems(doc.label, problems, sys.stderr)
                 status = EXIT_INVALID
                 continue
         checked = "schema, semantics and Ray's Serve models" if deep else "schema and semantics"
@@ -97,18 +104,10 @@ def cmd_validate(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 
 def cmd_render(args: argparse.Namespace, settings: OperatorSettings) -> int:
-    children: list[dict[str, Any]] = []
-    status = EXIT_OK
-    for doc in load_documents(args.file):
-        try:
-            llmd = validate(doc.body, settings.gpu_memory_gib)
-        except SpecError as exc:
-            _print_errors(doc.label, exc, sys.stderr)
-            status = EXIT_INVALID
-            continue
-        children.extend(render(llmd, settings))
+    valid, status = _validated(load_documents(args.file), settings)
     if status != EXIT_OK:
         return status
+    children = [child for _, llmd in valid for child in render(llmd, settings)]
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": children}, indent=2))
     else:
@@ -120,15 +119,7 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
     llmd = validate(body, settings.gpu_memory_gib)
     spec = llmd.spec
     layout = layout_of(llmd)
-    fit = memory_fit(
-        parameters_billions=spec.model.parameters_billions,
-        accelerator_type=spec.accelerator.type,
-        gpus_per_replica=layout.gpus_per_replica,
-        dtype=spec.engine.dtype,
-        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
-        engine_args=spec.engine.args,
-        gpu_memory_gib=settings.gpu_memory_gib,
-    )
+    fit = memory_fit_of(llmd, layout.gpus_per_replica, settings.gpu_memory_gib)
     verdict = {True: "fits", False: "does not fit", None: "not checked"}[fit.fits]
     scaling = "autoscaling" if spec.autoscaling else "fixed"
     accelerator = spec.accelerator
@@ -154,7 +145,7 @@ def cmd_plan(args: argparse.Namespace, settings: OperatorSettings) -> int:
         try:
             print("\n".join(plan_lines(doc.label, doc.body, settings)))
         except SpecError as exc:
-            _print_errors(doc.label, exc, sys.stderr)
+            _print_problems(doc.label, exc.errors, sys.stderr)
             status = EXIT_INVALID
     return status
 

@@ -18,6 +18,7 @@ from llm_operator.api.models import LLMDeployment, ResourceRequirements
 from llm_operator.sizing import (
     DEFAULT_GPU_MEMORY_GIB,
     LayoutError,
+    MemoryFit,
     gpu_layout,
     memory_fit,
 )
@@ -128,6 +129,24 @@ def _resources_with_gpu(
             )
 
 
+def memory_fit_of(
+    llmd: LLMDeployment,
+    gpus_per_replica: int,
+    gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB,
+) -> MemoryFit:
+    """Whether the model's weights fit `gpus_per_replica` GPUs of its accelerator."""
+    spec = llmd.spec
+    return memory_fit(
+        parameters_billions=spec.model.parameters_billions,
+        accelerator_type=spec.accelerator.type,
+        gpus_per_replica=gpus_per_replica,
+        dtype=spec.engine.dtype,
+        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+        engine_args=spec.engine.args,
+        gpu_memory_gib=gpu_memory_gib,
+    )
+
+
 def semantic_errors(
     llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
 ) -> list[FieldError]:
@@ -154,15 +173,7 @@ def semantic_errors(
         )
 
     if layout is not None:
-        fit = memory_fit(
-            parameters_billions=spec.model.parameters_billions,
-            accelerator_type=spec.accelerator.type,
-            gpus_per_replica=layout.gpus_per_replica,
-            dtype=spec.engine.dtype,
-            gpu_memory_utilization=spec.engine.gpu_memory_utilization,
-            engine_args=spec.engine.args,
-            gpu_memory_gib=gpu_memory_gib,
-        )
+        fit = memory_fit_of(llmd, layout.gpus_per_replica, gpu_memory_gib)
         if fit.fits is False:
             errors.append(FieldError("spec.engine.tensorParallelSize", fit.message))
 

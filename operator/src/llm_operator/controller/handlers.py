@@ -20,7 +20,7 @@ from llm_operator.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.validation import SpecError, validate
 from llm_operator.controller import kube, status
-from llm_operator.controller.merge import Manifest
+from llm_operator.controller.merge import Manifest, worker_groups
 from llm_operator.render import is_retained, layout_of, names, render
 from llm_operator.settings import OperatorSettings
 
@@ -82,44 +82,44 @@ def _write_status(
 
 
 def _apply_children(
-    clients: kube.Clients, llmd: LLMDeployment, owner: kopf.Body, settings: OperatorSettings
+    clients: kube.Clients, children: list[Manifest], owner: kopf.Body
 ) -> Manifest | None:
     """Apply every child in order; returns the live Ray resource."""
     live: Manifest | None = None
-    for child in render(llmd, settings):
+    for child in children:
         _adopt(child, owner)
-        name = f"{child['kind']} {child['metadata']['name']}"
+        meta = child["metadata"]
         if child["kind"] == "PersistentVolumeClaim":
             outcome = kube.ensure_claim(clients, child, owner["metadata"]["uid"])
         else:
             outcome, live = kube.apply_ray_resource(clients, child)
         if outcome != "unchanged":
-            LOG.info("%s %s for %s/%s", name, outcome, llmd.namespace, llmd.name)
+            LOG.info("%s %s/%s %s", child["kind"], meta["namespace"], meta["name"], outcome)
     return live
 
 
-def _observe(clients: kube.Clients, llmd: LLMDeployment, live: Manifest | None) -> status.Observed:
+def _observe(llmd: LLMDeployment, live: Manifest | None) -> status.Observed:
     hosts = layout_of(llmd).hosts_per_replica
-    if llmd.spec.mode == "Cluster":
-        return (
-            status.observe_ray_cluster(live, hosts)
-            if live
-            else status.observe_missing("RayCluster")
-        )
     if live is None:
-        return status.observe_missing("RayService")
-    observed = status.observe_ray_service(live, hosts)
-    if observed.ray_cluster:
-        # KubeRay keeps the serving cluster's bounds from creation time; move them along.
+        return status.observe_missing("RayCluster" if llmd.spec.mode == "Cluster" else "RayService")
+    if llmd.spec.mode == "Cluster":
+        return status.observe_ray_cluster(live, hosts)
+    return status.observe_ray_service(live, hosts)
+
+
+def _sync_serving_cluster_bounds(
+    clients: kube.Clients, ray_service: Manifest, namespace: str, cluster_name: str
+) -> None:
+    """KubeRay keeps a serving cluster's worker bounds from creation time; move them along."""
+    for group in worker_groups(ray_service):
         kube.sync_worker_bounds(
             clients,
-            namespace=llmd.namespace,
-            cluster_name=observed.ray_cluster,
-            group_name=names.WORKER_GROUP,
-            min_replicas=llmd.spec.min_replicas,
-            max_replicas=llmd.spec.max_replicas,
+            namespace=namespace,
+            cluster_name=cluster_name,
+            group_name=group["groupName"],
+            min_replicas=group["minReplicas"],
+            max_replicas=group["maxReplicas"],
         )
-    return observed
 
 
 def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: OperatorSettings) -> None:
@@ -139,8 +139,11 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
             clients, owner, before, status.invalid_status(str(exc), generation, before, _now())
         )
         raise
-    live = _apply_children(clients, llmd, owner, settings)
-    observed = _observe(clients, llmd, live)
+    children = render(llmd, settings)
+    live = _apply_children(clients, children, owner)
+    observed = _observe(llmd, live)
+    if llmd.spec.mode == "Service" and observed.ray_cluster:
+        _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, observed.ray_cluster)
     after = status.reconciled_status(llmd, observed, before, _now(), settings.gpu_memory_gib)
     _write_status(clients, owner, before, after)
 

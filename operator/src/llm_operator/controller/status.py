@@ -19,8 +19,9 @@ from llm_operator.api.models import (
     Phase,
     ReplicaStatus,
 )
+from llm_operator.api.validation import memory_fit_of
 from llm_operator.render import layout_of, names
-from llm_operator.sizing import MemoryFit, memory_fit
+from llm_operator.sizing import MemoryFit
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -179,19 +180,6 @@ def observe_ray_cluster(cluster: Body, hosts_per_replica: int) -> Observed:
     )
 
 
-def fit_of(llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float]) -> MemoryFit:
-    spec = llmd.spec
-    return memory_fit(
-        parameters_billions=spec.model.parameters_billions,
-        accelerator_type=spec.accelerator.type,
-        gpus_per_replica=layout_of(llmd).gpus_per_replica,
-        dtype=spec.engine.dtype,
-        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
-        engine_args=spec.engine.args,
-        gpu_memory_gib=gpu_memory_gib,
-    )
-
-
 def _fit_state(fit: MemoryFit) -> ConditionState:
     status = {True: "True", False: "False", None: "Unknown"}[fit.fits]
     return ConditionState(status, fit.reason, fit.message[:MAX_MESSAGE])
@@ -238,7 +226,9 @@ def reconciled_status(
         READY: observed.ready,
         PROGRESSING: observed.progressing,
         SPEC_VALID: ConditionState("True", "Valid", "the spec passed validation"),
-        RESOURCES_FIT: _fit_state(fit_of(llmd, gpu_memory_gib)),
+        RESOURCES_FIT: _fit_state(
+            memory_fit_of(llmd, layout_of(llmd).gpus_per_replica, gpu_memory_gib)
+        ),
     }
     service = llmd.spec.mode == "Service"
     status = LLMDeploymentStatus(
