@@ -169,9 +169,12 @@ def test_status_patch_removes_stale_keys_and_keeps_foreign_ones() -> None:
 
 
 def test_invalid_spec_keeps_a_running_deployment_running() -> None:
-    running = {"phase": "Ready", "endpoint": "http://e", "conditions": []}
+    running = {"phase": "Ready", "endpoint": "http://e", "rayService": "m", "conditions": []}
     result = status.invalid_status("spec.x: bad", 7, running, NOW)
     assert result["phase"] == "Ready" and result["endpoint"] == "http://e"
+    assert "Ready" not in by_type(result)  # the serving state is not ours to overwrite
+    waiting = status.invalid_status("spec.x: bad", 7, {"phase": "Pending", "rayService": "m"}, NOW)
+    assert waiting["phase"] == "Pending"
     assert by_type(result)["SpecValid"]["status"] == "False"
     assert by_type(result)["SpecValid"]["message"] == "spec.x: bad"
     fresh = status.invalid_status("spec.x: bad", 1, {}, NOW)

@@ -17,14 +17,14 @@ def quickstart() -> dict:
 def test_every_problem_is_reported_at_once() -> None:
     body = quickstart()
     body["spec"]["engine"] = {"args": {"dtype": "half", "max_model_len": 10}}
-    body["spec"]["rayCluster"] = {"env": [{"name": "HF_HOME", "value": "/x"}]}
+    body["spec"]["rayCluster"] = {"worker": {"resources": {"limits": {"nvidia.com/gpu": 1}}}}
     with pytest.raises(SpecError) as caught:
         validate(body)
     fields = sorted(e.field for e in caught.value.errors)
     assert fields == [
         "spec.engine.args.dtype",
         "spec.engine.args.max_model_len",
-        "spec.rayCluster.env[0].name",
+        "spec.rayCluster.worker.resources.limits",
     ]
     assert "; " in str(caught.value)
 

@@ -105,8 +105,14 @@ def _object_body(node: Schema, out: Schema, defs: dict[str, Schema], *, in_statu
         out["properties"] = {}
         for name, prop in properties.items():
             converted = _structural(prop, defs, in_status=in_status)
-            if _defaults_to_empty_object(prop, converted, defs, name in required, in_status):
-                converted["default"] = {}
+            if _defaults_to_object(prop, converted, defs, name in required, in_status):
+                # Spelled out, not `{}`: the API server checks CEL rules against the default
+                # itself, before nested defaults would fill it in.
+                converted["default"] = {
+                    key: sub["default"]
+                    for key, sub in converted["properties"].items()
+                    if "default" in sub
+                }
             if name in _MAP_LISTS and converted.get("type") == "array":
                 converted["x-kubernetes-list-type"] = "map"
                 converted["x-kubernetes-list-map-keys"] = [_MAP_LISTS[name]]
@@ -122,10 +128,10 @@ def _object_body(node: Schema, out: Schema, defs: dict[str, Schema], *, in_statu
         out["x-kubernetes-preserve-unknown-fields"] = True
 
 
-def _defaults_to_empty_object(
+def _defaults_to_object(
     original: Schema, converted: Schema, defs: dict[str, Schema], required: bool, in_status: bool
 ) -> bool:
-    """Nested sections built by default_factory default to `{}` on the server too."""
+    """Nested sections built by default_factory get a default on the server too."""
     if required or in_status or "default" in converted:
         return False
     if converted.get("type") != "object" or "properties" not in converted:

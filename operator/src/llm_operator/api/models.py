@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic.alias_generators import to_camel
 
 from llm_operator.api import rules
-from llm_operator.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
+from llm_operator.api.constants import (
+    API_VERSION,
+    KIND,
+    MAX_NAME_LENGTH,
+    RAY_GPU_ACCELERATOR_TYPES,
+    RESERVED_ENV,
+)
 
 Quantity = Annotated[
     int | Annotated[str, StringConstraints(max_length=64)],
@@ -260,7 +266,10 @@ class AcceleratorSpec(ApiModel):
     type: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
     ] = Field(
-        description="Ray accelerator type, e.g. L4, A10G, A100-80G, H100, H200.",
+        description=(
+            "Ray accelerator type, e.g. L4, A10G, A100-80G, H100, H200; with engine vllm one "
+            "of the types Ray Serve LLM accepts."
+        ),
     )
     gpus_per_node: int = Field(
         default=8, ge=1, le=64, description="GPUs on each node of this type."
@@ -368,10 +377,21 @@ class CheckpointSpec(VolumeSpec):
 class StorageSpec(ApiModel):
     """Persistent volumes for the model cache and checkpoints."""
 
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.DISTINCT_MOUNT_PATHS))
+
     model_cache: ModelCacheSpec | None = Field(
         default=None, description="Model cache claim; omit to download into each pod."
     )
     checkpoints: CheckpointSpec | None = Field(default=None, description="Checkpoint claim.")
+
+    @model_validator(mode="after")
+    def _distinct_mount_paths(self) -> StorageSpec:
+        cache, checkpoints = self.model_cache, self.checkpoints
+        _check(
+            cache is None or checkpoints is None or cache.mount_path != checkpoints.mount_path,
+            rules.DISTINCT_MOUNT_PATHS,
+        )
+        return self
 
 
 class PodResourcesSpec(ApiModel):
@@ -418,7 +438,10 @@ class RayClusterSpec(ApiModel):
         default_factory=list, max_length=16, description="Pull secrets for the Ray image."
     )
     env: list[EnvVar] = Field(
-        default_factory=list, max_length=128, description="Extra environment for Ray containers."
+        default_factory=list,
+        max_length=128,
+        description="Extra environment for Ray containers (not HF_TOKEN or HF_HOME).",
+        json_schema_extra=rules.cel_extra(rules.NO_RESERVED_ENV),
     )
     pod_labels: dict[Annotated[str, StringConstraints(max_length=317)], LabelValue] = Field(
         default_factory=dict,
@@ -433,6 +456,7 @@ class RayClusterSpec(ApiModel):
     @model_validator(mode="after")
     def _no_reserved_labels(self) -> RayClusterSpec:
         _check(not any(k.startswith("ray.io/") for k in self.pod_labels), rules.NO_RAY_POD_LABELS)
+        _check(all(e.name not in RESERVED_ENV for e in self.env), rules.NO_RESERVED_ENV)
         return self
 
 
@@ -474,6 +498,7 @@ class LLMDeploymentSpec(ApiModel):
             rules.TP_WITHIN_NODE,
             rules.SERVICE_NEEDS_REPLICA,
             rules.INCREMENTAL_NEEDS_OPTIONS,
+            rules.RAY_ACCELERATOR_TYPE,
         )
     )
 
@@ -530,6 +555,10 @@ class LLMDeploymentSpec(ApiModel):
             self.upgrade_strategy != "NewClusterWithIncrementalUpgrade"
             or self.incremental_upgrade is not None,
             rules.INCREMENTAL_NEEDS_OPTIONS,
+        )
+        _check(
+            self.engine.type != "vllm" or self.accelerator.type in RAY_GPU_ACCELERATOR_TYPES,
+            rules.RAY_ACCELERATOR_TYPE,
         )
         return self
 

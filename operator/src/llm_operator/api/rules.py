@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llm_operator.api.constants import MAX_NAME_LENGTH
+from llm_operator.api.constants import MAX_NAME_LENGTH, RAY_GPU_ACCELERATOR_TYPES, RESERVED_ENV
 
 
 @dataclass(frozen=True)
@@ -145,4 +145,39 @@ VALUE_FROM_EXACTLY_ONE = CelRule(
     rule="[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)]"
     ".filter(x, x).size() == 1",
     message="valueFrom needs exactly one of secretKeyRef, configMapKeyRef or fieldRef",
+)
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+RAY_ACCELERATOR_TYPE = CelRule(
+    rule=(
+        "self.engine.type != 'vllm' || "
+        f"self.accelerator.type in {_cel_list(RAY_GPU_ACCELERATOR_TYPES)}"
+    ),
+    message=(
+        "spec.accelerator.type must be an accelerator type Ray Serve LLM accepts: "
+        + ", ".join(RAY_GPU_ACCELERATOR_TYPES)
+    ),
+    field_path=".accelerator.type",
+)
+NO_RESERVED_ENV = CelRule(
+    rule=f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
+    message=(
+        "spec.rayCluster.env must not set HF_TOKEN or HF_HOME: the operator sets them from "
+        "spec.model.tokenSecretRef and spec.storage.modelCache; remove the entry"
+    ),
+)
+DISTINCT_MOUNT_PATHS = CelRule(
+    rule=(
+        "!has(self.modelCache) || !has(self.checkpoints) || "
+        "self.modelCache.mountPath != self.checkpoints.mountPath"
+    ),
+    message=(
+        "spec.storage.checkpoints.mountPath must differ from spec.storage.modelCache.mountPath; "
+        "choose another path"
+    ),
+    field_path=".checkpoints.mountPath",
 )

@@ -23,25 +23,6 @@ from llm_operator.sizing import (
     memory_fit,
 )
 
-# GPU types Ray knows (ray.llm AcceleratorType, Ray 2.60); Serve LLM rejects others.
-RAY_GPU_ACCELERATOR_TYPES = frozenset(
-    {
-        "V100", "P100", "T4", "P4", "K80", "A10G", "L4", "L40S", "A100", "A100-40G",
-        "A100-80G", "H100", "H200", "H20", "B200", "B300", "GB200", "GB300", "RTX-PRO-6000",
-        "AMD-Instinct-MI100", "AMD-Instinct-MI250X", "AMD-Instinct-MI250X-MI250",
-        "AMD-Instinct-MI210", "AMD-Instinct-MI300A", "AMD-Instinct-MI300X-OAM",
-        "AMD-Instinct-MI300X-HF", "AMD-Instinct-MI308X", "AMD-Instinct-MI325X-OAM",
-        "AMD-Instinct-MI350X-OAM", "AMD-Instinct-MI355X-OAM", "Intel-GPU-Max-1550",
-        "Intel-GPU-Max-1100", "Intel-GAUDI",
-    }
-)  # fmt: skip
-
-# Set by the operator itself; a user entry would silently fight it.
-RESERVED_ENV = {
-    "HF_TOKEN": "spec.model.tokenSecretRef",
-    "HF_HOME": "spec.storage.modelCache",
-}
-
 # Engine kwargs with a typed field of their own.
 TYPED_ENGINE_ARGS = {
     "tensor_parallel_size": "spec.engine.tensorParallelSize",
@@ -163,15 +144,6 @@ def semantic_errors(
         errors.append(FieldError(exc.field, exc.message))
         layout = None
 
-    if spec.engine.type == "vllm" and spec.accelerator.type not in RAY_GPU_ACCELERATOR_TYPES:
-        errors.append(
-            FieldError(
-                "spec.accelerator.type",
-                f"{spec.accelerator.type!r} is not an accelerator type Ray Serve LLM accepts; "
-                "use one of " + ", ".join(sorted(RAY_GPU_ACCELERATOR_TYPES)),
-            )
-        )
-
     if layout is not None:
         fit = memory_fit_of(llmd, layout.gpus_per_replica, gpu_memory_gib)
         if fit.fits is False:
@@ -184,16 +156,6 @@ def semantic_errors(
                     FieldError(f"spec.engine.args.{key}", f"set {field} instead of engine args")
                 )
 
-    for index, env in enumerate(spec.ray_cluster.env):
-        owner = RESERVED_ENV.get(env.name)
-        if owner is not None:
-            errors.append(
-                FieldError(
-                    f"spec.rayCluster.env[{index}].name",
-                    f"{env.name} is set by the operator from {owner}; remove this entry",
-                )
-            )
-
     gpu = spec.accelerator.resource_name
     errors.extend(
         _resources_with_gpu(
@@ -204,19 +166,6 @@ def semantic_errors(
         _resources_with_gpu(spec.ray_cluster.head.resources, gpu, "spec.rayCluster.head.resources")
     )
 
-    storage = spec.storage
-    if (
-        storage.model_cache is not None
-        and storage.checkpoints is not None
-        and storage.model_cache.mount_path == storage.checkpoints.mount_path
-    ):
-        errors.append(
-            FieldError(
-                "spec.storage.checkpoints.mountPath",
-                f"{storage.checkpoints.mount_path} is also the model cache's mountPath; "
-                "choose another path",
-            )
-        )
     return errors
 
 

@@ -195,6 +195,9 @@ def on_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         parent = kube.get_llm_deployment(memo.clients, namespace, name)
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return  # garbage collection is removing the children; nothing to restore
+    observed = (parent.get("status") or {}).get("observedGeneration")
+    if observed != parent["metadata"].get("generation"):
+        return  # the converge handler is on this generation and reconciles after it
     try:
         reconcile(parent, memo.clients, memo.settings)
     except SpecError:

@@ -248,15 +248,19 @@ def reconciled_status(
 def invalid_status(
     problems: str, generation: int | None, previous: Body, now: str
 ) -> dict[str, Any]:
-    """Status for a spec that failed validation: the children keep running as they were."""
-    running = previous.get("phase") in ("Progressing", "Ready", "Degraded")
+    """Status for a spec that failed validation: the children keep running as they were.
+
+    Children exist once a valid spec was applied, which is when status first names them.
+    """
+    applied = bool(previous.get("rayService") or previous.get("rayCluster"))
     wanted = {SPEC_VALID: ConditionState("False", "InvalidSpec", problems[:MAX_MESSAGE])}
-    if not running:
+    if not applied:
         wanted[READY] = ConditionState("False", "InvalidSpec", "fix the spec; nothing was created")
         wanted[PROGRESSING] = ConditionState("False", "InvalidSpec", "waiting for a valid spec")
     kept = {k: v for k, v in previous.items() if k not in ("conditions", "observedGeneration")}
     status = LLMDeploymentStatus.model_validate(kept)
-    status.phase = status.phase if running else "Failed"
+    if not applied:
+        status.phase = "Failed"
     status.conditions = merge_conditions(previous.get("conditions") or [], wanted, generation, now)
     status.observed_generation = generation
     return _dump(status)
