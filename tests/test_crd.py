@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,3 +118,18 @@ def test_spec_defaults_and_enums() -> None:
     assert spec["engine"]["properties"]["tensorParallelSize"]["minimum"] == 1
     assert spec["engine"]["properties"]["args"]["x-kubernetes-preserve-unknown-fields"] is True
     assert spec["upgradeStrategy"]["default"] == "NewCluster"
+
+
+def test_object_defaults_satisfy_their_own_rules() -> None:
+    """The API server evaluates CEL rules against a default as written, before nested
+    defaults fill it in, so every field a rule reads must be in the default itself."""
+    checked = 0
+    for path, node in _nodes(SCHEMA, ""):
+        if not isinstance(node.get("default"), dict):
+            continue
+        for entry in node.get("x-kubernetes-validations", []):
+            guarded = set(re.findall(r"has\(self\.(\w+)\)", entry["rule"]))
+            read = set(re.findall(r"self\.(\w+)", entry["rule"])) - guarded
+            assert read <= node["default"].keys(), (path, entry["rule"])
+            checked += 1
+    assert checked >= 3  # engine and autoscaling-style sections are covered
