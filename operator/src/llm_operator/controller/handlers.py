@@ -25,7 +25,7 @@ from llm_operator.render import is_retained, layout_of, names, render
 from llm_operator.settings import OperatorSettings
 
 LOG = logging.getLogger(__name__)
-CHILD_LABELS = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+CHILD_LABELS = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
 # Phases worth a Warning event rather than a Normal one.
 WARNING_PHASES = frozenset({"Degraded", "Failed"})
 
@@ -178,8 +178,8 @@ def _parent_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return (meta["namespace"], parent) if parent else None
 
 
-@kopf.on.event(kube.RAY_GROUP, kube.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
-@kopf.on.event(kube.RAY_GROUP, kube.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
+@kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
+@kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
 def on_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed or went away: restore it if needed and mirror its status.
 

@@ -7,7 +7,6 @@ Every write names the field manager `llm-operator`. API failures become kopf's
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +24,9 @@ from llm_operator.controller.merge import (
     contains,
     keep_autoscaler_fields,
 )
+from llm_operator.render.names import RAY_GROUP, RAY_VERSION
 
 FIELD_MANAGER: Final = "llm-operator"
-RAY_GROUP: Final = "ray.io"
-RAY_VERSION: Final = "v1"
 RAY_PLURALS: Final = {"RayService": "rayservices", "RayCluster": "rayclusters"}
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -37,7 +35,6 @@ RETRY_SECONDS: Final = 5
 MISSING_CRD_RETRY_SECONDS: Final = 60
 
 Outcome = Literal["created", "updated", "unchanged"]
-LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ from llm_operator.sizing import GpuLayout, gpu_layout
 
 Manifest = dict[str, Any]
 
-RAY_API_VERSION = "ray.io/v1"
-
 
 def layout_of(llmd: LLMDeployment) -> GpuLayout:
     engine = llmd.spec.engine
@@ -82,7 +80,7 @@ def ray_cluster_spec(
 
 def ray_service(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
     return {
-        "apiVersion": RAY_API_VERSION,
+        "apiVersion": names.RAY_API_VERSION,
         "kind": "RayService",
         "metadata": _metadata(llmd, names.ray_service_name(llmd.name), "ray-service"),
         "spec": {
@@ -108,7 +106,7 @@ def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
 
 def ray_cluster(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
     return {
-        "apiVersion": RAY_API_VERSION,
+        "apiVersion": names.RAY_API_VERSION,
         "kind": "RayCluster",
         "metadata": _metadata(llmd, names.ray_cluster_name(llmd.name), "ray-cluster"),
         "spec": ray_cluster_spec(llmd, layout, settings),

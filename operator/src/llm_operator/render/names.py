@@ -6,6 +6,12 @@ from typing import Final
 
 from llm_operator.api.constants import GROUP
 
+# KubeRay's API, which every Ray child belongs to.
+RAY_GROUP: Final = "ray.io"
+RAY_VERSION: Final = "v1"
+RAY_API_VERSION: Final = f"{RAY_GROUP}/{RAY_VERSION}"
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "llm-operator"
 APP_NAME: Final = "llmdeployment"
 DEPLOYMENT_LABEL: Final = f"{GROUP}/deployment"
@@ -59,7 +65,7 @@ def labels(deployment: str, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": APP_NAME,
         "app.kubernetes.io/instance": deployment,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
         COMPONENT_LABEL: component,
         DEPLOYMENT_LABEL: deployment,
     }
