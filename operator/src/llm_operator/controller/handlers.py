@@ -26,6 +26,12 @@ from llm_operator.settings import OperatorSettings
 
 LOG = logging.getLogger(__name__)
 CHILD_LABELS = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
+REQUIRED_APIS = (
+    (GROUP, VERSION, PLURAL),
+    (names.RAY_GROUP, names.RAY_VERSION, "rayservices"),
+    (names.RAY_GROUP, names.RAY_VERSION, "rayclusters"),
+)
+STARTUP_RETRY_SECONDS = 5
 # Phases worth a Warning event rather than a Normal one.
 WARNING_PHASES = frozenset({"Degraded", "Failed"})
 
@@ -158,6 +164,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 8
     memo.clients = kube.connect()
+    # kopf resolves resources once, after start-up; a CRD that is still being established
+    # then would never be watched, so start-up waits (and retries) until all are served.
+    for group, version, plural in REQUIRED_APIS:
+        if not kube.served(memo.clients, group, version, plural):
+            raise kopf.TemporaryError(
+                f"{plural}.{group}/{version} is not served yet: install its CRD "
+                "(KubeRay's for ray.io, this chart's for llmops.dev); retrying",
+                delay=STARTUP_RETRY_SECONDS,
+            )
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

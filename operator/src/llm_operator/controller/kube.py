@@ -50,6 +50,17 @@ def connect() -> Clients:
     return Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
 
 
+def served(clients: Clients, group: str, version: str, plural: str) -> bool:
+    """Whether the API server serves this resource yet (its CRD is installed and established)."""
+    try:
+        listing = clients.custom.get_api_resources(group, version)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(resource.name == plural for resource in listing.resources)
+
+
 def _explain(exc: ApiException, what: str) -> str:
     reason = exc.reason or "error"
     detail = (exc.body or "")[:500] if isinstance(exc.body, str) else ""
