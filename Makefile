@@ -5,7 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit golden crds clean
+.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate clean
+
+# The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
+export PATH := $(CURDIR)/.e2e/bin:$(PATH)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +19,9 @@ $(STAMP): pyproject.toml
 ## install: create .venv with the operator, Ray's schema models and dev tools
 install: $(STAMP)
 
-## test: lint, type-check and run the test suite (the README's test command)
-test: lint typecheck unit
+## test: lint, type-check, unit tests, then the e2e suite on the local control plane
+## (the README's test command)
+test: lint typecheck unit e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,12 +30,37 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) helm
 	$(BIN)/pytest -m "not e2e"
 
-## golden: regenerate golden files and the committed CRDs after a deliberate change
-golden crds: $(STAMP)
-	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_crd.py
+## tools: build (or reuse) the pinned Kubernetes, etcd, kwok, KubeRay and Helm binaries
+tools:
+	bash e2e/tools.sh
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+helm:
+	bash e2e/tools.sh helm
+
+## cluster-up / cluster-down: the local control plane (see e2e/cluster.sh)
+cluster-up: $(STAMP)
+	bash e2e/cluster.sh up
+
+cluster-down:
+	bash e2e/cluster.sh down
+
+## e2e: the end-to-end suite on the local cluster (brought up if needed), or on the
+## cluster E2E_KUBECONFIG names
+e2e: $(STAMP)
+	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
+	$(BIN)/pytest -p no:cacheprovider e2e
+
+## demo: the README's main job: local cluster, the quick-start sample, what it became
+demo: $(STAMP)
+	bash e2e/demo.sh
+
+## generate: regenerate golden files, the committed CRDs, the chart's values.yaml and
+## values.schema.json and manifests/install.yaml after a deliberate change (review the diff)
+golden crds generate: $(STAMP) helm
+	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_crd.py tests/test_chart.py
+
+clean: cluster-down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .e2e

@@ -53,7 +53,21 @@ def test_ready_service_counts_replicas_by_hosts() -> None:
     body = service([cond("Ready", "True", "NonZeroServeEndpoints")], activeServiceStatus=active)
     seen = status.observe_ray_service(body, hosts_per_replica=2)
     assert (seen.phase, seen.ready_replicas, seen.ray_cluster) == ("Ready", 2, "m-abc")
+    assert seen.serving_clusters == ("m-abc",)
     assert seen.progressing.status == "False"
+
+
+def test_pending_cluster_also_gets_the_worker_bounds() -> None:
+    active = {"rayClusterName": "m-old"}
+    pending = {"rayClusterName": "m-new"}
+    body = service(
+        [cond("Ready", "False", "Initializing")],
+        activeServiceStatus=active,
+        pendingServiceStatus=pending,
+    )
+    seen = status.observe_ray_service(body, hosts_per_replica=1)
+    assert seen.ray_cluster == "m-old"
+    assert seen.serving_clusters == ("m-old", "m-new")
 
 
 def test_failed_serve_application_is_failed_or_degraded() -> None:

@@ -163,6 +163,7 @@ def cmd_run(args: argparse.Namespace, settings: OperatorSettings) -> int:
         all_namespaces=args.all_namespaces,
         verbose=args.verbose,
         liveness_endpoint=args.liveness,
+        peering=args.peering,
         settings=settings,
     )
     return EXIT_OK
@@ -210,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-namespaces",
         action="store_true",
         help="watch every namespace (default when no -n)",
+    )
+    run_cmd.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="kopf peering object for several replicas (only the highest-priority one "
+        "handles objects); default: standalone",
     )
     run_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run_cmd.add_argument(

@@ -6,8 +6,10 @@ Pure data: the CLI and controller build it from flags and environment variables
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +19,7 @@ DEFAULT_RAY_VERSION = "2.60.0"
 DEFAULT_RAY_IMAGE = f"rayproject/ray-llm:{DEFAULT_RAY_VERSION}-py311-cu128"
 # Node label that carries the Ray accelerator type on GPU nodes (Ray's own label key).
 DEFAULT_ACCELERATOR_NODE_LABEL = "ray.io/accelerator-type"
+GPU_MEMORY_ENV = "LLMOP_GPU_MEMORY_GIB"
 
 
 class OperatorSettings(BaseModel):
@@ -48,11 +51,16 @@ class OperatorSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
-        """Settings from LLMOP_RAY_IMAGE, LLMOP_RAY_VERSION, LLMOP_ACCELERATOR_NODE_LABEL."""
+        """Settings from LLMOP_RAY_IMAGE, LLMOP_RAY_VERSION, LLMOP_ACCELERATOR_NODE_LABEL
+        and LLMOP_GPU_MEMORY_GIB (a JSON object: accelerator type -> GiB, as the chart's
+        `operator.gpuMemoryGiB` writes it). Bad values raise pydantic's ValidationError.
+        """
         env = os.environ if environ is None else environ
-        values: dict[str, str] = {}
+        values: dict[str, Any] = {}
         for field in ("ray_image", "ray_version", "accelerator_node_label"):
             key = f"LLMOP_{field.upper()}"
             if env.get(key):
                 values[field] = env[key]
+        if env.get(GPU_MEMORY_ENV):
+            values["gpu_memory_gib"] = json.loads(env[GPU_MEMORY_ENV])
         return cls.model_validate(values)

@@ -148,8 +148,9 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     children = render(llmd, settings)
     live = _apply_children(clients, children, owner)
     observed = _observe(llmd, live)
-    if llmd.spec.mode == "Service" and observed.ray_cluster:
-        _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, observed.ray_cluster)
+    if llmd.spec.mode == "Service":
+        for cluster_name in observed.serving_clusters:
+            _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, cluster_name)
     after = status.reconciled_status(llmd, observed, before, _now(), settings.gpu_memory_gib)
     _write_status(clients, owner, before, after)
 
@@ -225,11 +226,17 @@ def run(
     verbose: bool,
     liveness_endpoint: str,
     settings: OperatorSettings,
+    peering: str | None = None,
 ) -> None:
-    """Start the operator and block until it stops."""
+    """Start the operator and block until it stops.
+
+    Without `peering` the operator is standalone: it must be the only replica (the
+    chart's Recreate strategy sees to that). With it, kopf's peering object elects one.
+    """
     kopf.configure(verbose=verbose)
     kopf.run(
-        standalone=True,
+        standalone=peering is None,
+        peering_name=peering,
         clusterwide=all_namespaces or not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness_endpoint or None,

@@ -53,6 +53,9 @@ class Observed:
     progressing: ConditionState
     ready_replicas: int = 0
     ray_cluster: str | None = None
+    # Every cluster KubeRay built from the RayService (active, and pending during a
+    # rollout): each needs the current worker bounds.
+    serving_clusters: tuple[str, ...] = ()
 
 
 def _conditions(body: Body) -> dict[str, Body]:
@@ -101,6 +104,8 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
     ready = _state(conditions.get("Ready"), "WaitingForKubeRay")
     active = status.get("activeServiceStatus") or {}
     cluster = active.get("rayClusterName") or None
+    pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName") or None
+    serving = tuple(name for name in (cluster, pending) if name)
     pods = int((active.get("rayClusterStatus") or {}).get("readyWorkerReplicas") or 0)
     replicas = _replicas_from_pods(pods, hosts_per_replica) if ready.status == "True" else 0
 
@@ -131,7 +136,7 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
         progressing = ConditionState("False", ready.reason, ready.message)
     else:
         phase = "Progressing"
-    return Observed(phase, ready, progressing, replicas, cluster)
+    return Observed(phase, ready, progressing, replicas, cluster, serving)
 
 
 def observe_ray_cluster(cluster: Body, hosts_per_replica: int) -> Observed:

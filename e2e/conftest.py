@@ -1,0 +1,113 @@
+"""Fixtures for the e2e suite: one fresh namespace per test, cleaned up afterwards.
+
+Runs against the local cluster `e2e/cluster.sh up` makes, or the cluster whose kubeconfig
+E2E_KUBECONFIG names (`e2e/kind/run.sh` sets it for kind). Every test here is marked `e2e`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from support import Kube, cluster_settings, namespace_pool, wait_for
+
+LOCAL_KUBECONFIG = Path(__file__).resolve().parent.parent / ".e2e" / "kubeconfig"
+NAMESPACE_GONE_SECONDS = 180.0
+TEST_LABEL = "llmops.dev/e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Kube:
+    # kubectl, called by some tests, reads the same kubeconfig.
+    kubeconfig = os.environ.get("E2E_KUBECONFIG") or str(LOCAL_KUBECONFIG)
+    os.environ["KUBECONFIG"] = kubeconfig
+    return Kube.connect(kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def settings() -> dict[str, str]:
+    return cluster_settings()
+
+
+def _exists(kube: Kube, name: str) -> bool:
+    try:
+        kube.core.read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _delete_namespace(kube: Kube, name: str) -> None:
+    try:
+        kube.core.delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    wait_for(lambda: not _exists(kube, name), f"namespace {name} to go", NAMESPACE_GONE_SECONDS)
+    # Static volumes made for the namespace's claims are cluster-scoped: remove them too.
+    kube.core.delete_collection_persistent_volume(label_selector=f"llmops.dev/e2e-namespace={name}")
+
+
+def _create_namespace(kube: Kube, name: str) -> None:
+    kube.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={TEST_LABEL: "true"}))
+    )
+
+
+@contextlib.contextmanager
+def pool_namespace(kube: Kube) -> Iterator[str]:
+    """A fresh namespace that KubeRay watches, taken from the shared pool and given back."""
+    for name in namespace_pool():
+        if _exists(kube, name):
+            continue
+        try:
+            _create_namespace(kube, name)
+        except ApiException as exc:
+            if exc.status == 409:  # another run took it meanwhile
+                continue
+            raise
+        break
+    else:
+        pytest.fail("every namespace of the KubeRay-watched pool is in use; delete stale ones")
+    try:
+        yield name
+    finally:
+        _delete_namespace(kube, name)
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    """One namespace per test."""
+    with pool_namespace(kube) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def module_namespace(kube: Kube) -> Iterator[str]:
+    """One namespace for a module whose tests create nothing that outlives them."""
+    with pool_namespace(kube) as name:
+        yield name
+
+
+@pytest.fixture
+def unwatched_namespace(kube: Kube) -> Iterator[str]:
+    """A namespace KubeRay does not watch, where the test plays KubeRay's part."""
+    name = f"llmop-unwatched-{uuid.uuid4().hex[:6]}"
+    _create_namespace(kube, name)
+    yield name
+    _delete_namespace(kube, name)

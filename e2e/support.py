@@ -1,0 +1,265 @@
+"""Helpers for the e2e suite: clients, waiting on conditions, samples, fake volumes.
+
+Cluster-agnostic: everything goes through the API server that KUBECONFIG names.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.render import names
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "manifests" / "samples"
+INVALID = ROOT / "tests" / "invalid"
+SETTINGS = Path(__file__).resolve().parent / "cluster" / "settings.env"
+DEFAULT_TIMEOUT = 90.0
+POLL_SECONDS = 0.5
+# KubeRay's metrics endpoint: e2e/cluster.sh binds it here; e2e/kind/run.sh forwards it.
+KUBERAY_METRICS_URL = os.environ.get("E2E_KUBERAY_METRICS", "http://127.0.0.1:18081/metrics")
+GPU = "nvidia.com/gpu"
+ACCELERATOR_LABEL = "ray.io/accelerator-type"
+
+T = TypeVar("T")
+Body = dict[str, Any]
+
+
+def cluster_settings() -> dict[str, str]:
+    """The key=value lines shared with e2e/cluster.sh."""
+    pairs = {}
+    for line in SETTINGS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def kuberay_reconciles(controller: str) -> float:
+    """Reconciles KubeRay's `controller` has finished (controller-runtime's own counter).
+
+    Ray does not run on fake nodes, so KubeRay never reaches a RayService's Serve
+    application and never writes its observedGeneration; this counter is the sign that
+    it has looked at a change.
+    """
+    with urllib.request.urlopen(KUBERAY_METRICS_URL, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "controller_runtime_reconcile"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("controller") == controller
+    )
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
+        time.sleep(POLL_SECONDS)
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The API groups the suite uses, all on one connection."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+    authz: client.AuthorizationV1Api
+
+    @classmethod
+    def connect(cls, kubeconfig: str) -> Kube:
+        config.load_kube_config(config_file=kubeconfig)
+        api = client.ApiClient()
+        return cls(
+            api, client.CoreV1Api(api), client.CustomObjectsApi(api), client.AuthorizationV1Api(api)
+        )
+
+    # LLMDeployments -----------------------------------------------------------------
+    def create_llmd(self, body: Body) -> Body:
+        namespace = body["metadata"]["namespace"]
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def get_llmd(self, namespace: str, name: str) -> Body:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    def patch_llmd(self, namespace: str, name: str, patch: Body) -> Body:
+        return self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, patch
+        )
+
+    def delete_llmd(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    # KubeRay objects ----------------------------------------------------------------
+    def ray(self, plural: str, namespace: str, name: str) -> Body | None:
+        """A RayService or RayCluster, or None when it does not exist."""
+        try:
+            return self.custom.get_namespaced_custom_object(
+                names.RAY_GROUP, names.RAY_VERSION, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def rays(self, plural: str, namespace: str) -> list[Body]:
+        listing = self.custom.list_namespaced_custom_object(
+            names.RAY_GROUP, names.RAY_VERSION, namespace, plural
+        )
+        return list(listing["items"])
+
+    # Pods, nodes, claims ------------------------------------------------------------
+    def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
+        return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+    def node(self, name: str) -> client.V1Node:
+        return self.core.read_node(name)
+
+    def claims(self, namespace: str) -> dict[str, client.V1PersistentVolumeClaim]:
+        items = self.core.list_namespaced_persistent_volume_claim(namespace).items
+        return {claim.metadata.name: claim for claim in items}
+
+
+def load_yaml(path: Path) -> Body:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def sample(name: str, namespace: str, edit: Callable[[Body], None] | None = None) -> Body:
+    """A sample from manifests/samples, moved into `namespace`, optionally edited."""
+    body = copy.deepcopy(load_yaml(SAMPLES / f"{name}.yaml"))
+    body["metadata"]["namespace"] = namespace
+    if edit is not None:
+        edit(body)
+    return body
+
+
+def condition(body: Body | None, kind: str) -> Body | None:
+    for item in ((body or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return None
+
+
+def converged(body: Body) -> bool:
+    """The operator has handled the latest spec (status.observedGeneration caught up)."""
+    status = body.get("status") or {}
+    return status.get("observedGeneration") == body["metadata"]["generation"]
+
+
+def gpu_request(pod: client.V1Pod) -> int:
+    total = 0
+    for container in pod.spec.containers:
+        limits = (container.resources and container.resources.limits) or {}
+        total += int(limits.get(GPU, 0))
+    return total
+
+
+def worker_pods(kube: Kube, namespace: str, cluster: str) -> list[client.V1Pod]:
+    return kube.pods(namespace, f"ray.io/cluster={cluster},ray.io/node-type=worker")
+
+
+def head_pods(kube: Kube, namespace: str, cluster: str) -> list[client.V1Pod]:
+    return kube.pods(namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+
+
+def scheduled(pods: list[client.V1Pod], count: int) -> list[client.V1Pod] | None:
+    """The pods, once exactly `count` exist and all have a node."""
+    if len(pods) == count and all(pod.spec.node_name for pod in pods):
+        return pods
+    return None
+
+
+def serving_cluster_name(kube: Kube, namespace: str, llmd: str) -> str:
+    """The RayCluster KubeRay made for the LLMDeployment's RayService."""
+
+    def made() -> str | None:
+        service = kube.ray("rayservices", namespace, names.ray_service_name(llmd)) or {}
+        status = service.get("status") or {}
+        for key in ("activeServiceStatus", "pendingServiceStatus"):
+            name = (status.get(key) or {}).get("rayClusterName")
+            # KubeRay records the name a moment before it creates the cluster.
+            if name and kube.ray("rayclusters", namespace, name):
+                return str(name)
+        return None
+
+    return wait_for(made, f"KubeRay to create the RayCluster of {namespace}/{llmd}")
+
+
+def bind_claims(kube: Kube, namespace: str, claims: list[str]) -> None:
+    """Stand in for a storage provisioner: a pre-bound PV for each named claim.
+
+    The fake cluster has no volume plugin, so each claim gets a static PersistentVolume
+    whose claimRef names it; the real PV controller then binds the two.
+    """
+    live = wait_for(
+        lambda: (found := kube.claims(namespace)) and all(c in found for c in claims) and found,
+        f"claims {claims} in {namespace}",
+    )
+    for name in claims:
+        claim = live[name]
+        volume = client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(
+                name=f"{namespace}-{name}", labels={"llmops.dev/e2e-namespace": namespace}
+            ),
+            spec=client.V1PersistentVolumeSpec(
+                capacity={"storage": claim.spec.resources.requests["storage"]},
+                access_modes=claim.spec.access_modes,
+                storage_class_name=claim.spec.storage_class_name or "",
+                persistent_volume_reclaim_policy="Retain",
+                claim_ref=client.V1ObjectReference(namespace=namespace, name=name),
+                host_path=client.V1HostPathVolumeSource(path=f"/fake/{namespace}/{name}"),
+            ),
+        )
+        kube.core.create_persistent_volume(volume)
+    wait_for(
+        lambda: all(kube.claims(namespace)[c].status.phase == "Bound" for c in claims),
+        f"claims {claims} bound",
+    )
+
+
+def create_claim(kube: Kube, namespace: str, name: str, size: str = "100Gi") -> None:
+    """A user's existing claim (for `pvc://` sources and existingClaim)."""
+    kube.core.create_namespaced_persistent_volume_claim(
+        namespace,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteMany"],
+                storage_class_name="",
+                resources=client.V1VolumeResourceRequirements(requests={"storage": size}),
+            ),
+        ),
+    )
+
+
+def namespace_pool() -> Iterator[str]:
+    settings = cluster_settings()
+    prefix, count = settings["E2E_NAMESPACE_PREFIX"], int(settings["E2E_NAMESPACE_COUNT"])
+    return (f"{prefix}{index:02d}" for index in range(1, count + 1))

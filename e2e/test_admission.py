@@ -1,0 +1,149 @@
+"""Bad input is refused by the API server (schema and CEL) or reported by the operator.
+
+The cases are tests/invalid/*.yaml, the same files the CLI's unit tests use: each names
+the field it gets wrong (`# expect:`); the few that only the operator can judge say
+`# decided-by: operator`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from support import INVALID, Kube, condition, converged, load_yaml, sample, wait_for
+
+from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.render import names
+
+CASES = sorted(INVALID.glob("*.yaml"))
+EXPECT = re.compile(r"^# expect: (\S+)$", re.MULTILINE)
+BY_OPERATOR = re.compile(r"^# decided-by: operator", re.MULTILINE)
+# Objects whose identity is the problem cannot be tried as an update of another object.
+IDENTITY_FIELDS = ("apiVersion", "metadata.name")
+
+
+def expected_field(path: Path) -> str:
+    found = EXPECT.search(path.read_text(encoding="utf-8"))
+    assert found, path.name
+    return found.group(1)
+
+
+def decided_by_operator(path: Path) -> bool:
+    return bool(BY_OPERATOR.search(path.read_text(encoding="utf-8")))
+
+
+ADMISSION = [p for p in CASES if not decided_by_operator(p)]
+OPERATOR = [p for p in CASES if decided_by_operator(p)]
+
+
+def create_as_kubectl(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
+    """Create through the path the object's own apiVersion names, strict like kubectl."""
+    group, _, version = body["apiVersion"].partition("/")
+    assert group == GROUP, body["apiVersion"]
+    return kube.custom.create_namespaced_custom_object(
+        group, version, body["metadata"]["namespace"], PLURAL, body, field_validation="Strict"
+    )
+
+
+def refusal(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body)
+
+
+def test_enough_cases_are_decided_at_admission() -> None:
+    assert len(ADMISSION) >= 15
+    assert OPERATOR, "the operator-only cases keep the operator's validation honest"
+
+
+@pytest.mark.parametrize("path", ADMISSION, ids=lambda p: p.stem)
+def test_api_server_refuses_with_the_field(kube: Kube, module_namespace: str, path: Path) -> None:
+    body = load_yaml(path)
+    body["metadata"]["namespace"] = module_namespace
+    with pytest.raises(ApiException) as caught:
+        create_as_kubectl(kube, body)
+    field = expected_field(path)
+    if field == "apiVersion":
+        assert caught.value.status == 404, "an unknown version is not served at all"
+        return
+    assert caught.value.status in (400, 422), caught.value.body
+    message = refusal(caught.value)
+    assert field.removeprefix("metadata.") in message, message
+
+
+def test_refused_updates_change_nothing(kube: Kube, namespace: str) -> None:
+    healthy = kube.create_llmd(sample("quickstart", namespace))
+    name = healthy["metadata"]["name"]
+    service = wait_for(
+        lambda: kube.ray("rayservices", namespace, names.ray_service_name(name)), "RayService"
+    )
+    wait_for(lambda: converged(kube.get_llmd(namespace, name)), "first converge")
+    before = kube.get_llmd(namespace, name)
+    tried = [p for p in ADMISSION if expected_field(p) not in IDENTITY_FIELDS]
+    accepted = []
+    for path in tried:
+        update = dict(before, spec=load_yaml(path)["spec"])
+        try:
+            kube.custom.replace_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, update, field_validation="Strict"
+            )
+        except ApiException as exc:
+            assert exc.status in (400, 422), (path.name, exc.body)
+        else:
+            accepted.append(path.name)
+    assert not accepted, f"updates the API server let through: {accepted}"
+    assert len(tried) >= 15
+    after = kube.get_llmd(namespace, name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    same = kube.ray("rayservices", namespace, names.ray_service_name(name))
+    assert same is not None
+    assert same["metadata"]["generation"] == service["metadata"]["generation"]
+
+
+@pytest.mark.parametrize("path", OPERATOR, ids=lambda p: p.stem)
+def test_operator_reports_what_the_schema_cannot(kube: Kube, namespace: str, path: Path) -> None:
+    body = load_yaml(path)
+    body["metadata"]["namespace"] = namespace
+    created = create_as_kubectl(kube, body)
+    name = created["metadata"]["name"]
+
+    def reported() -> dict[str, Any] | None:
+        found = kube.get_llmd(namespace, name)
+        valid = condition(found, "SpecValid")
+        return found if converged(found) and valid and valid["status"] == "False" else None
+
+    found = wait_for(reported, "SpecValid=False")
+    assert expected_field(path) in condition(found, "SpecValid")["message"]  # type: ignore[index]
+    assert found["status"]["phase"] == "Failed"
+    assert kube.rays("rayservices", namespace) == []
+    assert kube.rays("rayclusters", namespace) == []
+
+
+def test_invalid_update_keeps_running_children(kube: Kube, namespace: str) -> None:
+    healthy = kube.create_llmd(sample("quickstart", namespace))
+    name = healthy["metadata"]["name"]
+    service = wait_for(
+        lambda: kube.ray("rayservices", namespace, names.ray_service_name(name)), "RayService"
+    )
+    wait_for(lambda: converged(kube.get_llmd(namespace, name)), "first converge")
+
+    # Accepted by the schema, refused by the operator: engine args repeat a typed field.
+    kube.patch_llmd(namespace, name, {"spec": {"engine": {"args": {"tensor_parallel_size": 2}}}})
+
+    def reported() -> dict[str, Any] | None:
+        found = kube.get_llmd(namespace, name)
+        valid = condition(found, "SpecValid")
+        return found if converged(found) and valid and valid["status"] == "False" else None
+
+    found = wait_for(reported, "SpecValid=False after the update")
+    assert "spec.engine.args.tensor_parallel_size" in condition(found, "SpecValid")["message"]  # type: ignore[index]
+    assert found["status"]["phase"] != "Failed", "the running children keep their phase"
+    same = kube.ray("rayservices", namespace, names.ray_service_name(name))
+    assert same is not None
+    assert same["metadata"]["generation"] == service["metadata"]["generation"]
+    assert same["spec"] == service["spec"]

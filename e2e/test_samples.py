@@ -1,0 +1,138 @@
+"""Each sample through the real API server, the real KubeRay operator and the scheduler.
+
+The operator's children must pass KubeRay's CRD validation, KubeRay must turn them into
+head and worker pods, and the scheduler must put GPU workers on nodes of the requested
+accelerator with enough GPUs, never GPUs on CPU nodes and none on the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from support import (
+    ACCELERATOR_LABEL,
+    GPU,
+    SAMPLES,
+    Kube,
+    bind_claims,
+    create_claim,
+    gpu_request,
+    head_pods,
+    sample,
+    scheduled,
+    serving_cluster_name,
+    wait_for,
+    worker_pods,
+)
+
+from llm_operator.render import names
+
+# Per sample: worker pods at start, GPUs per worker pod, claims to bind, claims the
+# user brings. Derived by hand from the samples and the sizing rules in DESIGN.md.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "quickstart": {"workers": 1, "gpus": 1},
+    "llama-8b-l4": {"workers": 1, "gpus": 1, "claims": ["llama-8b-model-cache"]},
+    "llama-70b-a100": {"workers": 1, "gpus": 4, "claims": ["llama-70b-model-cache"]},
+    "llama-405b-h100": {"workers": 2, "gpus": 8, "claims": ["llama-405b-model-cache"]},
+    "scale-to-zero": {"workers": 0, "gpus": 1},
+    "custom-engine": {"workers": 2, "gpus": 2},
+    "cluster-checkpoints": {
+        "workers": 2,
+        "gpus": 2,
+        "claims": ["finetune-8b-model-cache", "finetune-8b-checkpoints"],
+    },
+    "pvc-source": {"workers": 2, "gpus": 1, "existing": ["model-store"]},
+}
+
+
+def test_every_sample_is_covered() -> None:
+    assert sorted(EXPECTED) == sorted(p.stem for p in SAMPLES.glob("*.yaml"))
+
+
+def _cluster_of(kube: Kube, namespace: str, llmd: dict[str, Any]) -> str:
+    name = llmd["metadata"]["name"]
+    if llmd["spec"].get("mode", "Service") == "Cluster":
+        wait_for(
+            lambda: kube.ray("rayclusters", namespace, names.ray_cluster_name(name)),
+            "the operator's RayCluster",
+        )
+        return names.ray_cluster_name(name)
+    wait_for(
+        lambda: kube.ray("rayservices", namespace, names.ray_service_name(name)),
+        "the operator's RayService",
+    )
+    return serving_cluster_name(kube, namespace, name)
+
+
+def assert_placement(
+    kube: Kube, pods: list[client.V1Pod], accelerator: str, gpus: int
+) -> list[client.V1Node]:
+    """Each worker asks for `gpus` GPUs and sits on a node of that accelerator with enough."""
+    nodes = []
+    for pod in pods:
+        node = kube.node(pod.spec.node_name)
+        labels = node.metadata.labels
+        assert gpu_request(pod) == gpus, pod.metadata.name
+        assert labels.get(ACCELERATOR_LABEL) == accelerator, (pod.metadata.name, labels)
+        assert int(node.status.allocatable.get(GPU, "0")) >= gpus, node.metadata.name
+        nodes.append(node)
+    return nodes
+
+
+def assert_head_on_cpu_node(kube: Kube, namespace: str, cluster: str) -> None:
+    (head,) = wait_for(lambda: scheduled(head_pods(kube, namespace, cluster), 1), "head pod")
+    assert gpu_request(head) == 0
+    node = kube.node(head.spec.node_name)
+    assert GPU not in (node.status.allocatable or {}), f"head on GPU node {node.metadata.name}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED), ids=str)
+def test_sample_runs_on_kuberay(kube: Kube, namespace: str, name: str) -> None:
+    expected = EXPECTED[name]
+    for claim in expected.get("existing", []):
+        create_claim(kube, namespace, claim)
+        bind_claims(kube, namespace, [claim])
+    llmd = kube.create_llmd(sample(name, namespace))
+    if expected.get("claims"):
+        bind_claims(kube, namespace, expected["claims"])
+
+    cluster = _cluster_of(kube, namespace, llmd)
+    assert_head_on_cpu_node(kube, namespace, cluster)
+    if expected["workers"] == 0:
+        # Scale to zero: KubeRay made the head (above) from a group that asks for none.
+        ray_cluster = kube.ray("rayclusters", namespace, cluster)
+        assert ray_cluster is not None
+        (group,) = ray_cluster["spec"]["workerGroupSpecs"]
+        assert (group["minReplicas"], group.get("replicas", 0)) == (0, 0)
+        assert worker_pods(kube, namespace, cluster) == []
+        return
+    workers = wait_for(
+        lambda: scheduled(worker_pods(kube, namespace, cluster), expected["workers"]),
+        f"{expected['workers']} scheduled worker pods",
+    )
+    assert_placement(kube, workers, llmd["spec"]["accelerator"]["type"], expected["gpus"])
+
+
+def test_tensor_parallel_4_fills_one_l4_node(kube: Kube, namespace: str) -> None:
+    def tp4(body: dict[str, Any]) -> None:
+        body["spec"]["engine"]["tensorParallelSize"] = 4
+
+    llmd = kube.create_llmd(sample("quickstart", namespace, tp4))
+    cluster = serving_cluster_name(kube, namespace, llmd["metadata"]["name"])
+    (worker,) = wait_for(lambda: scheduled(worker_pods(kube, namespace, cluster), 1), "worker")
+    (node,) = assert_placement(kube, [worker], "L4", 4)
+    assert node.status.allocatable[GPU] == "4"
+
+
+def test_405b_replica_spans_two_h100_nodes(kube: Kube, namespace: str) -> None:
+    llmd = kube.create_llmd(sample("llama-405b-h100", namespace))
+    bind_claims(kube, namespace, ["llama-405b-model-cache"])
+    cluster = serving_cluster_name(kube, namespace, llmd["metadata"]["name"])
+    workers = wait_for(lambda: scheduled(worker_pods(kube, namespace, cluster), 2), "2 workers")
+    nodes = assert_placement(kube, workers, "H100", 8)
+    assert len({node.metadata.name for node in nodes}) == 2, "one replica, two different hosts"
+    # Both hosts belong to the same multi-host replica of the one worker group.
+    groups = {pod.metadata.labels["ray.io/group"] for pod in workers}
+    assert groups == {names.WORKER_GROUP}
