@@ -134,7 +134,8 @@ start_operators() {
     --enable-leader-election=false
   write_operator_kubeconfig
   start_background llm-operator env KUBECONFIG="$operator_kubeconfig" "$operator_cli" run \
-    --all-namespaces --liveness "http://$operator_liveness/healthz"
+    --all-namespaces --liveness "http://$operator_liveness/healthz" \
+    --metrics-address 127.0.0.1:18083
   wait_until 120 "the llm-operator liveness probe" curl -fsS "http://$operator_liveness/healthz"
   wait_until 60 "KubeRay's health probe" curl -fsS http://127.0.0.1:18082/healthz
 }

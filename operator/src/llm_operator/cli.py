@@ -164,6 +164,7 @@ def cmd_run(args: argparse.Namespace, settings: OperatorSettings) -> int:
         verbose=args.verbose,
         liveness_endpoint=args.liveness,
         peering=args.peering,
+        metrics_address=args.metrics_address,
         settings=settings,
     )
     return EXIT_OK
@@ -211,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-namespaces",
         action="store_true",
         help="watch every namespace (default when no -n)",
+    )
+    run_cmd.add_argument(
+        "--metrics-address",
+        default="0.0.0.0:9090",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (empty to disable)",
     )
     run_cmd.add_argument(
         "--peering",

@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
+import prometheus_client
 
 from llm_operator.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.validation import SpecError, validate
 from llm_operator.controller import kube, status
 from llm_operator.controller.merge import Manifest, worker_groups
+from llm_operator.controller.metrics import METRICS, invalid_record, valid_record
 from llm_operator.render import is_retained, layout_of, names, render
 from llm_operator.settings import OperatorSettings
 
@@ -138,12 +140,13 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     owner = _owner(plain)
     before: Manifest = plain.get("status") or {}
     generation = plain["metadata"].get("generation")
+    meta = plain["metadata"]
     try:
         llmd = validate(plain, settings.gpu_memory_gib)
     except SpecError as exc:
-        _write_status(
-            clients, owner, before, status.invalid_status(str(exc), generation, before, _now())
-        )
+        invalid = status.invalid_status(str(exc), generation, before, _now())
+        _write_status(clients, owner, before, invalid)
+        METRICS.observe(meta["namespace"], meta["name"], invalid_record(invalid.get("phase")))
         raise
     children = render(llmd, settings)
     live = _apply_children(clients, children, owner)
@@ -153,6 +156,7 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
             _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, cluster_name)
     after = status.reconciled_status(llmd, observed, before, _now(), settings.gpu_memory_gib)
     _write_status(clients, owner, before, after)
+    METRICS.observe(llmd.namespace, llmd.name, valid_record(llmd, after.get("phase")))
 
 
 @kopf.on.startup()
@@ -181,11 +185,20 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
-        reconcile(body, memo.clients, memo.settings)
+        with METRICS.reconcile():
+            reconcile(body, memo.clients, memo.settings)
     except SpecError as exc:
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
         # Permanent: the same spec fails the same way; a new generation re-triggers us.
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_deleted(event: kopf.RawEvent, **_: Any) -> None:
+    """A deleted LLMDeployment leaves the gauges (an event handler adds no finalizer)."""
+    if event["type"] == "DELETED":
+        meta = event["object"]["metadata"]
+        METRICS.forget(meta["namespace"], meta["name"])
 
 
 def _parent_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -214,7 +227,8 @@ def on_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if observed != parent["metadata"].get("generation"):
         return  # the converge handler is on this generation and reconciles after it
     try:
-        reconcile(parent, memo.clients, memo.settings)
+        with METRICS.reconcile():
+            reconcile(parent, memo.clients, memo.settings)
     except SpecError:
         return  # recorded in status by the converge handler; children stay as they are
 
@@ -227,6 +241,7 @@ def run(
     liveness_endpoint: str,
     settings: OperatorSettings,
     peering: str | None = None,
+    metrics_address: str = "",
 ) -> None:
     """Start the operator and block until it stops.
 
@@ -234,6 +249,9 @@ def run(
     chart's Recreate strategy sees to that). With it, kopf's peering object elects one.
     """
     kopf.configure(verbose=verbose)
+    if metrics_address:
+        host, _, port = metrics_address.rpartition(":")
+        prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
