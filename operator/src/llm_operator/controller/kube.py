@@ -79,9 +79,16 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
                 delay=MISSING_CRD_RETRY_SECONDS,
             ) from exc
         if exc.status == 403:
+            # A namespace being deleted refuses new objects with 403 too; that is not RBAC,
+            # and the retry ends when the namespace's LLMDeployment goes.
+            terminating = "NamespaceTerminating" in str(exc.body)
+            hint = (
+                " (the namespace is being deleted)"
+                if terminating
+                else " (check the operator's RBAC)"
+            )
             raise kopf.TemporaryError(
-                _explain(exc, what) + " (check the operator's RBAC)",
-                delay=MISSING_CRD_RETRY_SECONDS,
+                _explain(exc, what) + hint, delay=MISSING_CRD_RETRY_SECONDS
             ) from exc
         if exc.status in (400, 422):
             # The API server refused our own output: retrying the same request cannot help.
