@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate clean
+.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate bench-render clean
 
 # The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
 export PATH := $(CURDIR)/.e2e/bin:$(PATH)
@@ -56,6 +56,12 @@ e2e: $(STAMP)
 ## demo: the README's main job: local cluster, the quick-start sample, what it became
 demo: $(STAMP)
 	bash e2e/demo.sh
+
+## bench-render: renders per second of the pure renderer for every golden case
+## (results in bench/results/render.json)
+bench-render: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider bench/test_render.py \
+		--benchmark-json bench/results/render.json --benchmark-columns=mean,ops,rounds
 
 ## generate: regenerate golden files, the committed CRDs, the chart's values.yaml and
 ## values.schema.json and manifests/install.yaml after a deliberate change (review the diff)
