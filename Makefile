@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate bench-render clean
+.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean
 
 # The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
 export PATH := $(CURDIR)/.e2e/bin:$(PATH)
@@ -56,6 +56,11 @@ e2e: $(STAMP)
 ## demo: the README's main job: local cluster, the quick-start sample, what it became
 demo: $(STAMP)
 	bash e2e/demo.sh
+
+## bench: the scale benchmark on the local control plane (KubeRay stopped while it runs;
+## results in bench/results/scale.json), then the render benchmark
+bench: cluster-up bench-render
+	$(BIN)/python bench/scale.py
 
 ## bench-render: renders per second of the pure renderer for every golden case
 ## (results in bench/results/render.json)

@@ -76,13 +76,18 @@ def test_api_server_refuses_with_the_field(kube: Kube, module_namespace: str, pa
     assert field.removeprefix("metadata.") in message, message
 
 
-def test_refused_updates_change_nothing(kube: Kube, namespace: str) -> None:
-    healthy = kube.create_llmd(sample("quickstart", namespace))
-    name = healthy["metadata"]["name"]
+def running_quickstart(kube: Kube, namespace: str) -> tuple[str, dict[str, Any]]:
+    """A healthy LLMDeployment, converged, and its RayService."""
+    name = kube.create_llmd(sample("quickstart", namespace))["metadata"]["name"]
     service = wait_for(
         lambda: kube.ray("rayservices", namespace, names.ray_service_name(name)), "RayService"
     )
     wait_for(lambda: converged(kube.get_llmd(namespace, name)), "first converge")
+    return name, service
+
+
+def test_refused_updates_change_nothing(kube: Kube, namespace: str) -> None:
+    name, service = running_quickstart(kube, namespace)
     before = kube.get_llmd(namespace, name)
     tried = [p for p in ADMISSION if expected_field(p) not in IDENTITY_FIELDS]
     accepted = []
@@ -129,12 +134,7 @@ def test_operator_reports_what_the_schema_cannot(kube: Kube, namespace: str, pat
 
 
 def test_invalid_update_keeps_running_children(kube: Kube, namespace: str) -> None:
-    healthy = kube.create_llmd(sample("quickstart", namespace))
-    name = healthy["metadata"]["name"]
-    service = wait_for(
-        lambda: kube.ray("rayservices", namespace, names.ray_service_name(name)), "RayService"
-    )
-    wait_for(lambda: converged(kube.get_llmd(namespace, name)), "first converge")
+    name, service = running_quickstart(kube, namespace)
 
     # Accepted by the schema, refused by the operator: engine args repeat a typed field.
     kube.patch_llmd(namespace, name, {"spec": {"engine": {"args": {"tensor_parallel_size": 2}}}})

@@ -53,7 +53,7 @@ class OperatorSettings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
         """Settings from LLMOP_RAY_IMAGE, LLMOP_RAY_VERSION, LLMOP_ACCELERATOR_NODE_LABEL
         and LLMOP_GPU_MEMORY_GIB (a JSON object: accelerator type -> GiB, as the chart's
-        `operator.gpuMemoryGiB` writes it). Bad values raise pydantic's ValidationError.
+        `operator.gpuMemoryGiB` writes it). Bad values raise ValueError (JSON or pydantic's).
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}

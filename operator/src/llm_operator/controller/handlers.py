@@ -139,8 +139,8 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     plain = _plain(body)
     owner = _owner(plain)
     before: Manifest = plain.get("status") or {}
-    generation = plain["metadata"].get("generation")
     meta = plain["metadata"]
+    generation = meta.get("generation")
     try:
         llmd = validate(plain, settings.gpu_memory_gib)
     except SpecError as exc:
