@@ -287,6 +287,7 @@ def test_monitoring_scenario_scrapes_operator_and_ray_pods() -> None:
     docs = scenario("monitoring-values.yaml")
     monitor = the(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     service = the(docs, "Service")
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()

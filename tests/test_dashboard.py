@@ -4,8 +4,10 @@ reads is one the operator, Ray Serve or vLLM (through Ray) really exports.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import promql_parser
@@ -16,18 +18,30 @@ from llm_operator.controller.metrics import METRIC_NAMES
 
 DASHBOARD = ROOT / "charts" / "llm-operator" / "dashboards" / "llm-operator.json"
 
-# Ray Serve's metrics, as Ray exports them (prefix `ray_`): names from Ray's Serve
-# monitoring guide (doc/source/serve/monitoring.md) and its Serve LLM Grafana panels
-# (python/ray/dashboard/modules/metrics/dashboards/serve_llm_dashboard_panels.py).
+# Ray prefixes every metric it exports with `ray_` (NAMESPACE in Ray's
+# python/ray/_private/telemetry/open_telemetry_metric_recorder.py) and Prometheus adds
+# `_total` to counters and `_bucket` to histograms. Checked against ray 2.60.0
+# (ray-project/ray), where each name is defined and used by Ray's own Grafana panels:
 RAY_SERVE = {
+    # python/ray/serve/_private/replica.py ("serve_deployment_request_counter"), labels
+    # application/deployment/replica/route; used in .../dashboards/serve_dashboard_panels.py
     "ray_serve_deployment_request_counter_total",
+    # python/ray/serve/_private/replica.py ("serve_deployment_processing_latency_ms")
     "ray_serve_deployment_processing_latency_ms_bucket",
+    # python/ray/serve/_private/replica.py ("serve_replica_processing_queries"); used in
+    # .../dashboards/serve_deployment_dashboard_panels.py by (application, deployment)
     "ray_serve_replica_processing_queries",
+    # python/ray/serve/_private/request_ingress_metrics.py
+    # (f"serve_num_{protocol}_error_requests", labels route/error_code/method/application)
     "ray_serve_num_http_error_requests_total",
 }
-# vLLM v1's engine metrics re-exported through Ray (`log_engine_metrics`): vLLM's
-# `vllm:<name>` becomes `ray_vllm_<name>`, as in Ray's current Serve LLM panels (older
-# Ray releases exported `ray_vllm:<name>`).
+# vLLM's engine metrics, re-exported through Ray when LLMConfig.log_engine_metrics is on
+# (python/ray/llm/_internal/serve/engines/vllm/vllm_engine.py installs vLLM's
+# RayPrometheusStatLogger). vLLM names them `vllm:<name>`; its ray_wrappers
+# (vllm-project/vllm vllm/v1/metrics/ray_wrappers.py) turn `:` into `_`, and Ray adds
+# `ray_`, so `vllm:num_requests_running` is scraped as `ray_vllm_num_requests_running`.
+# Every name below appears in ray 2.60.0's
+# python/ray/dashboard/modules/metrics/dashboards/serve_llm_dashboard_panels.py.
 VLLM_THROUGH_RAY = {
     "ray_vllm_num_requests_running",
     "ray_vllm_num_requests_waiting",
@@ -116,3 +130,26 @@ def test_checker_catches_unknown_names_and_bad_syntax() -> None:
     }
     with pytest.raises(ValueError):
         promql_parser.parse("sum(rate(llmop_reconciles_total[5m])")
+
+
+def test_ray_names_are_the_ones_ray_own_dashboards_read() -> None:
+    """With Ray installed (the `ray` extra), re-check the lists against its source."""
+    spec = importlib.util.find_spec("ray")
+    if spec is None or spec.origin is None:
+        pytest.skip("ray is not installed")
+    panels = Path(spec.origin).parent / "dashboard" / "modules" / "metrics" / "dashboards"
+    text = "".join(path.read_text(encoding="utf-8") for path in panels.glob("serve*_panels.py"))
+    # Ray's LLM panels build histogram queries from the base name.
+    missing = {n for n in RAY_SERVE | VLLM_THROUGH_RAY if n.removesuffix("_bucket") not in text}
+    assert missing == set()
+
+
+def test_ray_queries_filter_on_the_label_the_pod_monitors_add() -> None:
+    templates = ROOT / "charts" / "llm-operator" / "templates"
+    for monitor in ("podmonitor-ray-head.yaml", "podmonitor-ray-worker.yaml"):
+        assert "targetLabel: llm_deployment" in (templates / monitor).read_text(encoding="utf-8")
+    ray_queries = [
+        e for where, e in expressions(load()) if "ray_" in e and not where.startswith("variable")
+    ]
+    assert ray_queries
+    assert all('llm_deployment=~"$deployment"' in e for e in ray_queries)

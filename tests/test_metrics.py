@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.request
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from conftest import sample
 from llm_operator.api.validation import FieldError, SpecError
+from llm_operator.cli import build_parser
 from llm_operator.controller.metrics import (
     METRIC_NAMES,
     OperatorMetrics,
     Record,
     invalid_record,
+    listen_address,
+    serve,
     valid_record,
 )
 
@@ -93,3 +99,58 @@ def test_every_documented_name_is_registered(registry: CollectorRegistry) -> Non
     exported = {metric.name for metric in registry.collect()}
     # prometheus_client drops a counter's _total from the family name.
     assert {name.removesuffix("_total") for name in METRIC_NAMES} == exported
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("0.0.0.0:9090", ("0.0.0.0", 9090)),
+        (":9090", ("0.0.0.0", 9090)),
+        ("[::]:9090", ("::", 9090)),
+        ("", None),
+    ],
+)
+def test_listen_address(address: str, expected: tuple[str, int] | None) -> None:
+    assert listen_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["9090", "host:", "host:http", "host:0", "host:65536"])
+def test_bad_listen_address_is_refused(address: str) -> None:
+    with pytest.raises(ValueError):
+        listen_address(address)
+
+
+def test_run_flag_defaults_to_port_9090_and_rejects_typos(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run"]).metrics_address == "0.0.0.0:9090"
+    assert parser.parse_args(["run", "--metrics-address", ""]).metrics_address == ""
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["run", "--metrics-address", "localhost"])
+    assert exited.value.code == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_serve_exposes_the_registry_over_http(
+    metrics: OperatorMetrics, registry: CollectorRegistry
+) -> None:
+    assert serve("", registry) is None
+    metrics.observe("a", "m", Record("Ready", 2, 4, invalid=False))
+    server = serve(f"127.0.0.1:{_free_port()}", registry)
+    assert server is not None
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'llmop_gpus_requested{bound="max",namespace="a"} 4.0' in text

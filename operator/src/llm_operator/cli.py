@@ -19,6 +19,7 @@ from llm_operator import __version__, yamlio
 from llm_operator.api.crd import build_crd
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.validation import SpecError, memory_fit_of, validate
+from llm_operator.controller.metrics import listen_address
 from llm_operator.render import layout_of, render
 from llm_operator.render.serve import serve_config
 from llm_operator.settings import OperatorSettings
@@ -170,6 +171,15 @@ def cmd_run(args: argparse.Namespace, settings: OperatorSettings) -> int:
     return EXIT_OK
 
 
+def metrics_address(value: str) -> str:
+    """Checks `--metrics-address` at parse time, so a typo is a usage error, not a crash."""
+    try:
+        listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-operator",
@@ -216,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_argument(
         "--metrics-address",
         default="0.0.0.0:9090",
+        type=metrics_address,
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (empty to disable)",
     )

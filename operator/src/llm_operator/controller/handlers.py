@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-import prometheus_client
 
 from llm_operator.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from llm_operator.api.models import LLMDeployment
@@ -23,6 +22,7 @@ from llm_operator.api.validation import SpecError, validate
 from llm_operator.controller import kube, status
 from llm_operator.controller.merge import Manifest, worker_groups
 from llm_operator.controller.metrics import METRICS, invalid_record, valid_record
+from llm_operator.controller.metrics import serve as serve_metrics
 from llm_operator.render import is_retained, layout_of, names, render
 from llm_operator.settings import OperatorSettings
 
@@ -249,9 +249,8 @@ def run(
     chart's Recreate strategy sees to that). With it, kopf's peering object elects one.
     """
     kopf.configure(verbose=verbose)
-    if metrics_address:
-        host, _, port = metrics_address.rpartition(":")
-        prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
+    # Before kopf.run, so the endpoint is up while kopf waits for the CRDs at start-up.
+    serve_metrics(metrics_address)
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

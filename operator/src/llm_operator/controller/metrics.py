@@ -13,8 +13,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.validation import SpecError
@@ -132,3 +140,26 @@ class OperatorMetrics:
 
 
 METRICS = OperatorMetrics()
+
+
+def listen_address(value: str) -> tuple[str, int] | None:
+    """`HOST:PORT` (or `[IPv6]:PORT`, or `:PORT` for every interface) as (host, port);
+    None for an empty value, which turns the metrics endpoint off.
+    """
+    if not value:
+        return None
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port in 1-65535, got {value!r}")
+    # start_http_server takes a bare IPv6 address, without the URL brackets.
+    return host.removeprefix("[").removesuffix("]") or "0.0.0.0", int(port)
+
+
+def serve(address: str, registry: CollectorRegistry = REGISTRY) -> WSGIServer | None:
+    """Serve `registry` at http://address/metrics from a daemon thread; None if disabled."""
+    listen = listen_address(address)
+    if listen is None:
+        return None
+    host, port = listen
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return server
