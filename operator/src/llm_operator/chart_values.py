@@ -15,16 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from llm_operator import __version__
 from llm_operator.settings import OperatorSettings
 
 CHART_NAME = "llm-operator"
-CHART_VERSION = __version__
 IMAGE_REPOSITORY = "ghcr.io/llmops-dev/llm-operator"
-LIVENESS_PORT = 8080
 METRICS_PORT = 9090
-# Ray's metrics port on head and worker pods (render.names.METRICS_PORT's name).
-RAY_METRICS_PORT_NAME = "metrics"
 
 _DEFAULTS = OperatorSettings()
 

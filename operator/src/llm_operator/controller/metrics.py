@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -24,12 +25,12 @@ from prometheus_client import (
     start_http_server,
 )
 
-from llm_operator.api.models import LLMDeployment
+from llm_operator.api.models import LLMDeployment, Phase
 from llm_operator.api.validation import SpecError
 from llm_operator.render import layout_of
 
 PREFIX = "llmop"
-PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+PHASES: tuple[str, ...] = get_args(Phase)
 RESULTS = ("success", "invalid", "error")
 # From a no-op reconcile (a few ms) to one waiting on slow API calls.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
