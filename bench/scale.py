@@ -2,27 +2,38 @@
 
 With the KubeRay operator stopped, so only this operator reacts, for each N:
   1. create N LLMDeployments and time until every one has its RayService and a status
-     with observedGeneration == generation;
+     with observedGeneration == generation (a watch sees the statuses arrive);
   2. create the same N RayServices directly through the same client, and time that;
-  3. report the ratio, the operator's RSS, and its CPU over a steady-state window.
-Results go to bench/results/scale.json. KubeRay is restarted afterwards.
+  3. restart the operator (kopf resumes every LLMDeployment: a full resync) and stay
+     idle for the rest of the steady-state window;
+  4. count, from the API server's audit log, the writes the operator's service account
+     made in step 1 (per LLMDeployment, by resource) and in step 3 (the target is none);
+  5. report the ratio, the operator's RSS (before and after the resync) and its CPU over
+     the steady-state window.
+Results go to bench/results/scale.json. KubeRay is started again afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import json
 import os
 import platform
-import signal
 import subprocess
+import sys
+import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+import audit  # the e2e suite's audit-log reader
 
 from llm_operator import yamlio
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
@@ -31,10 +42,11 @@ from llm_operator.render import names, render
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".e2e"
+CLUSTER = ROOT / "e2e" / "cluster.sh"
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 SAMPLE = ROOT / "manifests" / "samples" / "quickstart.yaml"
-POLL_SECONDS = 0.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CONVERGE_TIMEOUT_SECONDS = 1800
 
 
 def pid_of(component: str) -> int:
@@ -53,6 +65,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def cluster(*args: str) -> None:
+    subprocess.run(["bash", str(CLUSTER), *args], check=True, capture_output=True)
+
+
 def bodies(namespace: str, count: int) -> list[dict[str, Any]]:
     (base,) = yamlio.load_all(SAMPLE.read_text(encoding="utf-8"))
     out = []
@@ -69,27 +85,57 @@ def make_namespace(core: client.CoreV1Api, prefix: str) -> str:
     return name
 
 
-def converged_count(custom: client.CustomObjectsApi, namespace: str) -> int:
-    llmds = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-    services = custom.list_namespaced_custom_object(
+class ConvergenceWatch(threading.Thread):
+    """Watches a namespace's LLMDeployments until `count` report their generation."""
+
+    def __init__(self, custom: client.CustomObjectsApi, namespace: str, count: int) -> None:
+        super().__init__(daemon=True)
+        self.custom, self.namespace, self.count = custom, namespace, count
+        self.done_at: float | None = None
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        converged: set[str] = set()
+        stream = watch.Watch()
+        self.ready.set()
+        for event in stream.stream(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            timeout_seconds=CONVERGE_TIMEOUT_SECONDS,
+        ):
+            item = event["object"]
+            meta = item["metadata"]
+            if (item.get("status") or {}).get("observedGeneration") == meta["generation"]:
+                converged.add(meta["name"])
+            if len(converged) == self.count:
+                self.done_at = time.monotonic()
+                stream.stop()
+
+
+def ray_services(custom: client.CustomObjectsApi, namespace: str) -> set[str]:
+    listing = custom.list_namespaced_custom_object(
         names.RAY_GROUP, names.RAY_VERSION, namespace, "rayservices"
-    )["items"]
-    have_service = {s["metadata"]["name"] for s in services}
-    return sum(
-        1
-        for item in llmds
-        if (item.get("status") or {}).get("observedGeneration") == item["metadata"]["generation"]
-        and names.ray_service_name(item["metadata"]["name"]) in have_service
     )
+    return {item["metadata"]["name"] for item in listing["items"]}
 
 
 def time_operator(custom: client.CustomObjectsApi, namespace: str, count: int) -> float:
+    watcher = ConvergenceWatch(custom, namespace, count)
+    watcher.start()
+    watcher.ready.wait()
     started = time.monotonic()
     for body in bodies(namespace, count):
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    while converged_count(custom, namespace) < count:
-        time.sleep(POLL_SECONDS)
-    return time.monotonic() - started
+    watcher.join(CONVERGE_TIMEOUT_SECONDS)
+    if watcher.done_at is None:
+        raise RuntimeError(f"{namespace}: not every LLMDeployment converged")
+    missing = count - len(ray_services(custom, namespace))
+    if missing:
+        raise RuntimeError(f"{namespace}: {missing} LLMDeployments converged without a RayService")
+    return watcher.done_at - started
 
 
 def time_direct(custom: client.CustomObjectsApi, namespace: str, count: int) -> float:
@@ -105,45 +151,85 @@ def time_direct(custom: client.CustomObjectsApi, namespace: str, count: int) -> 
     return time.monotonic() - started
 
 
-def delete_namespace(core: client.CoreV1Api, name: str) -> None:
-    core.delete_namespace(name)
+def audited_writes(namespace: str, since: datetime, until: datetime) -> collections.Counter[str]:
+    """The operator's writes in `namespace` between two instants, by verb and resource."""
+    return collections.Counter(
+        f"{write.verb} {write.resource}"
+        for write in audit.writes(namespace, since)
+        if write.user == audit.OPERATOR_USER and write.at <= until
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
+            steady_seconds: float) -> dict[str, Any]:  # fmt: skip
+    ours = make_namespace(core, "bench-op")
+    direct = make_namespace(core, "bench-direct")
+    converge_from = now()
+    operator_seconds = time_operator(custom, ours, count)
+    converge_until = now()
+    direct_seconds = time_direct(custom, direct, count)
+    rss_converged = rss_mib(pid_of("llm-operator"))
+    # Steady state: restart the operator, so kopf resumes (re-reconciles) every one.
+    steady_from = now()
+    cluster("stop", "llm-operator")
+    cluster("start", "llm-operator")
+    operator_pid = pid_of("llm-operator")
+    cpu_before, clock_before = cpu_seconds(operator_pid), time.monotonic()
+    time.sleep(max(0.0, steady_seconds - (now() - steady_from).total_seconds()))
+    steady_cpu = cpu_seconds(operator_pid) - cpu_before
+    steady_clock = time.monotonic() - clock_before
+    steady_until = now()
+    during_convergence = audited_writes(ours, converge_from, converge_until)
+    during_steady_state = audited_writes(ours, steady_from, steady_until)
+    result = {
+        "n": count,
+        "operator_seconds": round(operator_seconds, 2),
+        "direct_seconds": round(direct_seconds, 2),
+        "ratio": round(operator_seconds / direct_seconds, 2),
+        "writes_per_llmdeployment": round(sum(during_convergence.values()) / count, 2),
+        "writes_during_convergence": dict(sorted(during_convergence.items())),
+        "steady_state_seconds": steady_seconds,
+        "steady_state_writes": sum(during_steady_state.values()),
+        "steady_state_writes_by_kind": dict(sorted(during_steady_state.items())),
+        "operator_rss_mib_converged": round(rss_converged, 1),
+        "operator_rss_mib_after_resync": round(rss_mib(operator_pid), 1),
+        "steady_state_cpu_percent": round(100 * steady_cpu / steady_clock, 2),
+    }
+    core.delete_namespace(ours)
+    core.delete_namespace(direct)
+    return result
+
+
+def tool_versions() -> list[str]:
+    """The pinned tool builds in use: e2e/tools.sh links .e2e/bin/* into <group>-<version>."""
+    return sorted({link.resolve().parent.name for link in (STATE / "bin").iterdir()})
 
 
 def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
+    if not audit.LOG.exists():
+        raise SystemExit(
+            f"{audit.LOG} is missing: recreate the cluster (make cluster-down cluster-up)"
+        )
     config.load_kube_config(str(STATE / "kubeconfig"))
     core, custom = client.CoreV1Api(), client.CustomObjectsApi()
-    operator_pid = pid_of("llm-operator")
-    os.killpg(pid_of("kuberay-operator"), signal.SIGTERM)
+    cluster("stop", "kuberay-operator")
     runs = []
     try:
         for count in counts:
-            ours = make_namespace(core, "bench-op")
-            direct = make_namespace(core, "bench-direct")
-            operator_seconds = time_operator(custom, ours, count)
-            direct_seconds = time_direct(custom, direct, count)
-            cpu_before = cpu_seconds(operator_pid)
-            time.sleep(steady_seconds)  # the steady-state window itself is the measurement
-            steady_cpu = cpu_seconds(operator_pid) - cpu_before
-            runs.append(
-                {
-                    "n": count,
-                    "operator_seconds": round(operator_seconds, 2),
-                    "direct_seconds": round(direct_seconds, 2),
-                    "ratio": round(operator_seconds / direct_seconds, 2),
-                    "operator_rss_mib": round(rss_mib(operator_pid), 1),
-                    "steady_state_seconds": steady_seconds,
-                    "steady_state_cpu_percent": round(100 * steady_cpu / steady_seconds, 2),
-                }
-            )
+            runs.append(measure(core, custom, count, steady_seconds))
             print(json.dumps(runs[-1]), flush=True)
-            delete_namespace(core, ours)
-            delete_namespace(core, direct)
     finally:
-        subprocess.run(["bash", str(ROOT / "e2e" / "cluster.sh"), "up"], check=False,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(["bash", str(CLUSTER), "up"], check=False, capture_output=True)
     return {
         "machine": {"cpus": os.cpu_count(), "system": platform.system(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "memory_gib": round(os.sysconf("SC_PAGE_SIZE")
+                                        * os.sysconf("SC_PHYS_PAGES") / 2**30)},
+        "tools": tool_versions(),
         "kubeRayOperator": "stopped during the runs",
         "runs": runs,
     }  # fmt: skip
@@ -152,7 +238,7 @@ def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, action="append", help="LLMDeployments (repeatable)")
-    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--steady-seconds", type=float, default=300.0)
     args = parser.parse_args()
     result = run(args.n or [100, 500, 1000], args.steady_seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,14 @@
 #   e2e/cluster.sh down     stop the operators and delete the cluster
 #   e2e/cluster.sh status   what runs, and where the kubeconfig and logs are
 #   e2e/cluster.sh env      shell exports for KUBECONFIG and PATH
+#   e2e/cluster.sh start|stop llm-operator|kuberay-operator
+#                           one operator alone (benchmarks and fault injection)
+#   e2e/cluster.sh restart-control-plane
+#                           stop and start etcd, kube-apiserver and the rest (kwokctl),
+#                           leaving both operators running
+#
+# The API server writes an audit log of every write (cluster/audit-policy.yaml) to
+# .e2e/logs/control-plane/audit.log.
 #
 # State (kubeconfigs, kwok's work dir, pid files) and every component's log live
 # under .e2e/ (LLM_OPERATOR_E2E_STATE); logs in .e2e/logs/.
@@ -48,7 +56,9 @@ start_background() { # name command...
   local name=$1
   shift
   running "$name" && return 0
-  setsid "$@" >"$logs/$name.log" 2>&1 </dev/null &
+  # Appended, so a restarted operator's log keeps what it logged before.
+  echo "--- $name starting at $(date -u +%FT%TZ)" >>"$logs/$name.log"
+  setsid "$@" >>"$logs/$name.log" 2>&1 </dev/null &
   echo $! >"$state/$name.pid"
   log "$name started (pid $!, log $logs/$name.log)"
 }
@@ -57,6 +67,7 @@ stop_background() { # name
   local pid_file=$state/$1.pid
   if running "$1"; then
     kill -- -"$(cat "$pid_file")" 2>/dev/null || kill "$(cat "$pid_file")" 2>/dev/null || true
+    wait_until 30 "$1 to exit" bash -c "! kill -0 $(cat "$pid_file")"
     log "$1 stopped"
   fi
   rm -f "$pid_file"
@@ -89,7 +100,8 @@ start_control_plane() {
       --kube-scheduler-binary "$bin_dir/kube-scheduler" \
       --etcd-binary "$bin_dir/etcd" \
       --kwok-controller-binary "$bin_dir/kwok" \
-      --kube-authorization --kube-admission --wait 3m >&2
+      --kube-authorization --kube-admission \
+      --kube-audit-policy "$e2e_dir/cluster/audit-policy.yaml" --wait 3m >&2
   fi
   kwokctl get kubeconfig --name "$CLUSTER_NAME" >"$admin_kubeconfig"
   # kwokctl keeps each component's log in its own work dir; link them into one folder.
@@ -127,17 +139,41 @@ write_operator_kubeconfig() {
   "${k[@]}" delete-user "$admin_user" >/dev/null
 }
 
-start_operators() {
+start_kuberay() {
   start_background kuberay-operator env KUBECONFIG="$admin_kubeconfig" ray-operator \
     --watch-namespace "$(kuberay_namespaces)" \
     --metrics-addr 127.0.0.1:18081 --health-probe-bind-address 127.0.0.1:18082 \
     --enable-leader-election=false
-  write_operator_kubeconfig
+  wait_until 60 "KubeRay's health probe" curl -fsS http://127.0.0.1:18082/healthz
+}
+
+start_llm_operator() {
+  [ -f "$operator_kubeconfig" ] || write_operator_kubeconfig
   start_background llm-operator env KUBECONFIG="$operator_kubeconfig" "$operator_cli" run \
     --all-namespaces --liveness "http://$operator_liveness/healthz" \
     --metrics-address 127.0.0.1:18083
   wait_until 120 "the llm-operator liveness probe" curl -fsS "http://$operator_liveness/healthz"
-  wait_until 60 "KubeRay's health probe" curl -fsS http://127.0.0.1:18082/healthz
+}
+
+start_operators() {
+  write_operator_kubeconfig
+  start_kuberay
+  start_llm_operator
+}
+
+one_operator() { # start|stop llm-operator|kuberay-operator
+  case $1:$2 in
+    start:llm-operator) start_llm_operator ;;
+    start:kuberay-operator) start_kuberay ;;
+    stop:llm-operator | stop:kuberay-operator) stop_background "$2" ;;
+    *) echo "usage: $0 start|stop llm-operator|kuberay-operator" >&2; exit 2 ;;
+  esac
+}
+
+restart_control_plane() {
+  kwokctl stop cluster --name "$CLUSTER_NAME" >&2
+  kwokctl start cluster --name "$CLUSTER_NAME" >&2
+  wait_until 120 "the API server" kubectl get --raw /readyz
 }
 
 status() {
@@ -178,5 +214,7 @@ case ${1:-} in
   down) down ;;
   status) status ;;
   env) printf 'export KUBECONFIG=%q\nexport PATH=%q:"$PATH"\n' "$admin_kubeconfig" "$bin_dir" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  start | stop) one_operator "$1" "${2:-}" ;;
+  restart-control-plane) restart_control_plane ;;
+  *) echo "usage: $0 up|down|status|env|start|stop|restart-control-plane" >&2; exit 2 ;;
 esac

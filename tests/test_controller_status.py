@@ -196,6 +196,18 @@ def test_invalid_spec_keeps_a_running_deployment_running() -> None:
     assert by_type(fresh)["Ready"]["reason"] == "InvalidSpec"
 
 
+def test_missing_kuberay_is_said_in_ready_and_leaves_the_generation_unhandled() -> None:
+    message = "RayService ns/m: the API server does not serve it; install KubeRay's CRDs"
+    fresh = status.not_served_status(message, 1, {}, NOW)
+    assert fresh["phase"] == "Pending"
+    assert by_type(fresh)["Ready"]["reason"] == "KubeRayNotInstalled"
+    assert by_type(fresh)["Ready"]["message"] == message
+    assert by_type(fresh)["Ready"]["observedGeneration"] == 1
+    assert "observedGeneration" not in fresh, "the kopf retry must still see unhandled work"
+    handled_before = status.not_served_status(message, 3, {"observedGeneration": 2}, NOW)
+    assert handled_before["observedGeneration"] == 2
+
+
 # --- write decisions -----------------------------------------------------------------
 
 

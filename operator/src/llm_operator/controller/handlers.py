@@ -28,11 +28,6 @@ from llm_operator.settings import OperatorSettings
 
 LOG = logging.getLogger(__name__)
 CHILD_LABELS = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
-REQUIRED_APIS = (
-    (GROUP, VERSION, PLURAL),
-    (names.RAY_GROUP, names.RAY_VERSION, "rayservices"),
-    (names.RAY_GROUP, names.RAY_VERSION, "rayclusters"),
-)
 STARTUP_RETRY_SECONDS = 5
 # Phases worth a Warning event rather than a Normal one.
 WARNING_PHASES = frozenset({"Degraded", "Failed"})
@@ -67,15 +62,21 @@ def _adopt(child: Manifest, owner: kopf.Body) -> None:
 def _post_phase_event(
     owner: kopf.Body, before: Mapping[str, Any], after: Mapping[str, Any]
 ) -> None:
-    phase = after.get("phase")
-    if phase is None or phase == before.get("phase"):
+    """An Event when the phase moves; the first status is no move (it costs no write)."""
+    previous, phase = before.get("phase"), after.get("phase")
+    if previous is None or phase is None or phase == previous:
         return
     ready: Mapping[str, Any] = next(
         (c for c in after.get("conditions", []) if c["type"] == status.READY), {}
     )
-    message = f"phase {before.get('phase') or 'none'} -> {phase}: {ready.get('message', '')}"
-    post = kopf.warn if phase in WARNING_PHASES else kopf.info
-    post(owner, reason=phase, message=message.strip().rstrip(":"))
+    message = f"phase {previous} -> {phase}: {ready.get('message', '')}"
+    # kopf.event, not kopf.info: kopf's posting level (WARNING) filters kopf.info.
+    kopf.event(
+        owner,
+        type="Warning" if phase in WARNING_PHASES else "Normal",
+        reason=phase,
+        message=message.strip().rstrip(":"),
+    )
 
 
 def _write_status(
@@ -149,7 +150,13 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
         METRICS.observe(meta["namespace"], meta["name"], invalid_record(invalid.get("phase")))
         raise
     children = render(llmd, settings)
-    live = _apply_children(clients, children, owner)
+    try:
+        live = _apply_children(clients, children, owner)
+    except kube.NotServed as exc:
+        _write_status(
+            clients, owner, before, status.not_served_status(str(exc), generation, before, _now())
+        )
+        raise
     observed = _observe(llmd, live)
     if llmd.spec.mode == "Service":
         for cluster_name in observed.serving_clusters:
@@ -159,25 +166,46 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     METRICS.observe(llmd.namespace, llmd.name, valid_record(llmd, after.get("phase")))
 
 
+class GenerationDiffBase(kopf.DiffBaseStorage):
+    """The last handled configuration is the spec of `status.observedGeneration`.
+
+    kopf's own diff bases cost a write of the object after every handled change. Here the
+    reconcile's own status write is the record: a generation that status reports counts
+    as handled (nothing to do, or a resume after a restart), an older one as an update,
+    none as a creation. Nothing the children depend on lives outside `spec`, and every
+    spec change moves the generation, so no change is missed. The handler gets no
+    field-level diff; it needs none, since it converges on the whole spec.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        handled = (body.get("status") or {}).get("observedGeneration")
+        if handled is None:
+            return None
+        if handled == body.get("metadata", {}).get("generation"):
+            return self.build(body=body)
+        return cast(kopf.BodyEssence, {})
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Nothing to store: the status write of the reconcile records the generation."""
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's bookkeeping lives under our own prefix, in annotations, never in status.
+    # kopf's retry bookkeeping lives under our own prefix, in annotations, never in status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.posting.level = logging.INFO
+    settings.persistence.diffbase_storage = GenerationDiffBase()
+    # Only warnings and errors become Events; "handler succeeded" would be a write per change.
+    settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     memo.clients = kube.connect()
-    # kopf resolves resources once, after start-up; a CRD that is still being established
-    # then would never be watched, so start-up waits (and retries) until all are served.
-    for group, version, plural in REQUIRED_APIS:
-        if not kube.served(memo.clients, group, version, plural):
-            raise kopf.TemporaryError(
-                f"{plural}.{group}/{version} is not served yet: install its CRD "
-                "(KubeRay's for ray.io, this chart's for llmops.dev); retrying",
-                delay=STARTUP_RETRY_SECONDS,
-            )
+    # Without our own CRD there is nothing to do. KubeRay's may come later: kopf watches
+    # CRDs and starts watching RayServices once they appear; until then every
+    # LLMDeployment says KubeRayNotInstalled in its Ready condition.
+    if not kube.served(memo.clients, GROUP, VERSION, PLURAL):
+        raise kopf.TemporaryError(
+            f"{PLURAL}.{GROUP}/{VERSION} is not served yet: install this chart's CRD; retrying",
+            delay=STARTUP_RETRY_SECONDS,
+        )
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

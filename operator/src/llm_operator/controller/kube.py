@@ -32,7 +32,9 @@ APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
 RETRY_SECONDS: Final = 5
-MISSING_CRD_RETRY_SECONDS: Final = 60
+FORBIDDEN_RETRY_SECONDS: Final = 60
+# Short, so an LLMDeployment waiting for KubeRay's CRDs goes ahead soon after they appear.
+NOT_SERVED_RETRY_SECONDS: Final = 10
 
 Outcome = Literal["created", "updated", "unchanged"]
 
@@ -61,6 +63,10 @@ def served(clients: Clients, group: str, version: str, plural: str) -> bool:
     return any(resource.name == plural for resource in listing.resources)
 
 
+class NotServed(kopf.TemporaryError):
+    """The API server does not serve a kind the operator writes (its CRD is missing)."""
+
+
 def _explain(exc: ApiException, what: str) -> str:
     reason = exc.reason or "error"
     detail = (exc.body or "")[:500] if isinstance(exc.body, str) else ""
@@ -74,9 +80,9 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
         yield
     except ApiException as exc:
         if exc.status == 404 and missing_crd_hint:
-            raise kopf.TemporaryError(
+            raise NotServed(
                 f"{what}: the API server does not serve it; {missing_crd_hint}",
-                delay=MISSING_CRD_RETRY_SECONDS,
+                delay=NOT_SERVED_RETRY_SECONDS,
             ) from exc
         if exc.status == 403:
             # A namespace being deleted refuses new objects with 403 too; that is not RBAC,
@@ -88,7 +94,7 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
                 else " (check the operator's RBAC)"
             )
             raise kopf.TemporaryError(
-                _explain(exc, what) + hint, delay=MISSING_CRD_RETRY_SECONDS
+                _explain(exc, what) + hint, delay=FORBIDDEN_RETRY_SECONDS
             ) from exc
         if exc.status in (400, 422):
             # The API server refused our own output: retrying the same request cannot help.

@@ -33,6 +33,7 @@ FAILED_APP_STATES = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 # RayService Ready reasons after which KubeRay stops trying on its own.
 TERMINAL_SERVICE_REASONS = frozenset({"InitializingTimeout", "ValidationFailed"})
 MAX_MESSAGE = 1024
+KUBERAY_NOT_INSTALLED = "KubeRayNotInstalled"
 
 Body = Mapping[str, Any]
 
@@ -268,6 +269,27 @@ def invalid_status(
         status.phase = "Failed"
     status.conditions = merge_conditions(previous.get("conditions") or [], wanted, generation, now)
     status.observed_generation = generation
+    return _dump(status)
+
+
+def not_served_status(
+    message: str, generation: int | None, previous: Body, now: str
+) -> dict[str, Any]:
+    """Status while the API server does not serve KubeRay's kinds (KubeRay not installed).
+
+    `observedGeneration` stays as it was: the generation is not handled until its children
+    exist, so the retry that follows still counts as unfinished work.
+    """
+    wanted = {
+        READY: ConditionState("False", KUBERAY_NOT_INSTALLED, message[:MAX_MESSAGE]),
+        PROGRESSING: ConditionState(
+            "False", KUBERAY_NOT_INSTALLED, "waiting for KubeRay's CRDs to be installed"
+        ),
+    }
+    kept = {k: v for k, v in previous.items() if k != "conditions"}
+    status = LLMDeploymentStatus.model_validate(kept)
+    status.phase = "Pending"
+    status.conditions = merge_conditions(previous.get("conditions") or [], wanted, generation, now)
     return _dump(status)
 
 

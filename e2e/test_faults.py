@@ -1,0 +1,367 @@
+"""Fault injection on the local control plane (marker `faults`).
+
+The operator is SIGKILLed while LLMDeployments are created and updated, the control
+plane (etcd and kube-apiserver) is restarted under it, a concurrent writer makes its
+updates conflict, and it starts before KubeRay's CRDs exist. Each time every
+LLMDeployment must converge with exactly its own children and no claim lost.
+
+These tests drive processes of the local cluster (e2e/cluster.sh), so they are skipped
+on a cluster named by E2E_KUBECONFIG. Work runs in namespaces KubeRay does not watch,
+so only this operator acts on the objects; the last test removes KubeRay's CRDs for a
+while and puts them back.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import audit
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from support import ROOT, Body, Kube, condition, converged, sample, wait_for
+
+from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.render import names
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.skipif(
+        bool(os.environ.get("E2E_KUBECONFIG")), reason="drives the local cluster's processes"
+    ),
+]
+
+STATE = ROOT / ".e2e"
+CLUSTER = ROOT / "e2e" / "cluster.sh"
+OPERATOR_LOG = STATE / "logs" / "llm-operator.log"
+KUBERAY_CRDS = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", STATE / "bin")) / "kuberay-crds"
+RAY_CRDS = ("rayservices.ray.io", "rayclusters.ray.io")
+DEPLOYMENTS = 50
+KILLS = 10
+SEED = 20261123  # random kill points, the same on every run
+CONVERGE_SECONDS = 300.0
+BASE_MODEL_LEN = 4096
+
+
+# --- the local cluster's processes -----------------------------------------------------
+def cluster(*args: str) -> None:
+    subprocess.run(["bash", str(CLUSTER), *args], check=True, capture_output=True, text=True)
+
+
+def operator_pid() -> int:
+    return int((STATE / "llm-operator.pid").read_text(encoding="utf-8"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def sigkill_operator() -> None:
+    pid = operator_pid()
+    os.killpg(pid, signal.SIGKILL)  # setsid made it a group leader: no child survives
+    wait_for(lambda: not alive(pid), "the killed operator to be gone", 30)
+
+
+def operator_log_since(offset: int) -> str:
+    with OPERATOR_LOG.open(encoding="utf-8", errors="replace") as log:
+        log.seek(offset)
+        return log.read()
+
+
+def log_size() -> int:
+    return OPERATOR_LOG.stat().st_size
+
+
+@pytest.fixture(autouse=True)
+def operator_running() -> Iterator[None]:
+    """Whatever a test does to it, the next one finds the operator running."""
+    yield
+    cluster("start", "llm-operator")
+
+
+# --- LLMDeployments --------------------------------------------------------------------
+def cached(namespace: str, name: str, model_len: int = BASE_MODEL_LEN) -> Body:
+    """The quick-start sample with a model-cache claim (retained on delete)."""
+
+    def edit(body: Body) -> None:
+        body["metadata"]["name"] = name
+        body["spec"]["engine"]["maxModelLen"] = model_len
+        body["spec"]["storage"] = {"modelCache": {"size": "10Gi"}}
+
+    return sample("quickstart", namespace, edit)
+
+
+def set_model_len(kube: Kube, namespace: str, name: str, model_len: int) -> None:
+    kube.patch_llmd(namespace, name, {"spec": {"engine": {"maxModelLen": model_len}}})
+
+
+def serves_model_len(service: Body | None, model_len: int) -> bool:
+    return service is not None and f"max_model_len: {model_len}\n" in service["spec"].get(
+        "serveConfigV2", ""
+    )
+
+
+def all_converged(kube: Kube, namespace: str, expected: dict[str, int]) -> bool:
+    items = kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    done = {i["metadata"]["name"] for i in items if converged(i)}
+    if done != set(expected):
+        return False
+    services = {s["metadata"]["name"]: s for s in kube.rays("rayservices", namespace)}
+    return all(
+        serves_model_len(services.get(names.ray_service_name(name)), model_len)
+        for name, model_len in expected.items()
+    )
+
+
+def assert_exactly_own_children(kube: Kube, namespace: str, expected: dict[str, int]) -> None:
+    """One RayService and one claim per LLMDeployment, owned by it; nothing else."""
+    uids = {
+        i["metadata"]["name"]: i["metadata"]["uid"]
+        for i in kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
+            "items"
+        ]
+    }
+    services = kube.rays("rayservices", namespace)
+    assert sorted(s["metadata"]["name"] for s in services) == sorted(
+        names.ray_service_name(n) for n in expected
+    )
+    for service in services:
+        (owner,) = service["metadata"]["ownerReferences"]
+        parent = service["metadata"]["labels"][names.DEPLOYMENT_LABEL]
+        assert owner["uid"] == uids[parent], f"{service['metadata']['name']} has a stale owner"
+        assert owner["controller"] is True
+    assert sorted(kube.claims(namespace)) == sorted(f"{n}-model-cache" for n in expected)
+
+
+def assert_each_child_created_once(namespace: str, since: datetime) -> None:
+    """From the audit log: no child or claim was created twice, none was deleted."""
+    created: Counter[tuple[str, str]] = Counter()
+    for write in audit.writes(namespace, since):
+        if write.resource in ("rayservices", "persistentvolumeclaims"):
+            assert write.verb != "delete", f"{write.user} deleted {write.resource} {write.name}"
+            if write.verb == "create" and write.succeeded:
+                created[(write.resource, write.name)] += 1
+    twice = {key: count for key, count in created.items() if count > 1}
+    assert not twice, twice
+    assert len(created) == 2 * DEPLOYMENTS, len(created)
+
+
+# --- the tests -------------------------------------------------------------------------
+def test_sigkill_during_creates_and_updates_leaves_every_deployment_converged(
+    kube: Kube, unwatched_namespace: str
+) -> None:
+    namespace = unwatched_namespace
+    since = datetime.now(UTC)
+    deployments = [f"f-{index:02d}" for index in range(DEPLOYMENTS)]
+    wanted = dict.fromkeys(deployments, BASE_MODEL_LEN)
+    killing = threading.Event()
+    killing.set()
+    errors: list[BaseException] = []
+
+    def write_until_the_kills_end() -> None:
+        """Create all, then keep moving every model length until the last kill."""
+        try:
+            for name in deployments:
+                kube.create_llmd(cached(namespace, name))
+                time.sleep(0.05)
+            model_len = BASE_MODEL_LEN
+            while killing.is_set():
+                model_len += 1
+                for name in deployments:
+                    wanted[name] = model_len
+                    set_model_len(kube, namespace, name, model_len)
+                    time.sleep(0.05)
+        except BaseException as exc:  # surfaced by the main thread below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write_until_the_kills_end)
+    writer.start()
+    rng = random.Random(SEED)
+    try:
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.3, 3.0))
+            sigkill_operator()
+            cluster("start", "llm-operator")
+    finally:
+        killing.clear()
+        writer.join()
+    assert not errors, errors
+    wait_for(
+        lambda: all_converged(kube, namespace, wanted),
+        f"all {DEPLOYMENTS} LLMDeployments to serve their last spec",
+        CONVERGE_SECONDS,
+    )
+    assert_exactly_own_children(kube, namespace, wanted)
+    assert_each_child_created_once(namespace, since)
+
+
+def test_control_plane_restart_is_ridden_out_without_an_operator_restart(
+    kube: Kube, unwatched_namespace: str
+) -> None:
+    namespace = unwatched_namespace
+    pid = operator_pid()
+    kube.create_llmd(cached(namespace, "before"))
+    wait_for(lambda: all_converged(kube, namespace, {"before": BASE_MODEL_LEN}), "first converge")
+
+    cluster("restart-control-plane")
+
+    set_model_len(kube, namespace, "before", BASE_MODEL_LEN + 1)
+    kube.create_llmd(cached(namespace, "after"))
+    wanted = {"before": BASE_MODEL_LEN + 1, "after": BASE_MODEL_LEN}
+    wait_for(
+        lambda: all_converged(kube, namespace, wanted),
+        "both LLMDeployments to converge after the restart",
+        CONVERGE_SECONDS,
+    )
+    assert operator_pid() == pid and alive(pid), "the operator itself was not restarted"
+
+
+def test_conflicting_concurrent_writer_is_retried_until_converged(
+    kube: Kube, unwatched_namespace: str
+) -> None:
+    """Another writer keeps changing the RayService; our guarded update gets 409 and retries."""
+    namespace = unwatched_namespace
+    name = "contended"
+    service_name = names.ray_service_name(name)
+    kube.create_llmd(cached(namespace, name))
+    wait_for(lambda: all_converged(kube, namespace, {name: BASE_MODEL_LEN}), "first converge")
+    offset = log_size()
+    stop = threading.Event()
+    writes = 0
+
+    def other_writer() -> None:
+        nonlocal writes
+        while not stop.is_set():
+            kube.custom.patch_namespaced_custom_object(
+                names.RAY_GROUP,
+                names.RAY_VERSION,
+                namespace,
+                "rayservices",
+                service_name,
+                {"metadata": {"annotations": {"example.com/other-writer": str(writes)}}},
+            )
+            writes += 1
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    model_len = BASE_MODEL_LEN
+    try:
+        # Each update is one chance for the writer to slip in between our read and write.
+        for _ in range(30):
+            model_len += 1
+            set_model_len(kube, namespace, name, model_len)
+            wait_for(
+                lambda target=model_len: all_converged(kube, namespace, {name: target}),
+                f"maxModelLen {model_len} to reach the RayService despite the other writer",
+                CONVERGE_SECONDS,
+            )
+            if "HTTP 409" in operator_log_since(offset):
+                break
+    finally:
+        stop.set()
+        writer.join()
+    assert "HTTP 409" in operator_log_since(offset), (
+        f"no conflict in {model_len - BASE_MODEL_LEN} updates against {writes} other writes"
+    )
+    service = kube.ray("rayservices", namespace, service_name)
+    assert service is not None
+    assert service["metadata"]["annotations"]["example.com/other-writer"] == str(writes - 1), (
+        "the other writer's field is left alone"
+    )
+
+
+def kuberay_crds_served(kube: Kube) -> bool:
+    served = {
+        crd.metadata.name
+        for crd in client_crds(kube)
+        if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+    }
+    return all(name in served for name in RAY_CRDS)
+
+
+def client_crds(kube: Kube) -> list[client.V1CustomResourceDefinition]:
+    return list(client.ApiextensionsV1Api(kube.api).list_custom_resource_definition().items)
+
+
+def delete_kuberay_crds(kube: Kube) -> None:
+    extensions = client.ApiextensionsV1Api(kube.api)
+    for name in RAY_CRDS:
+        try:
+            extensions.delete_custom_resource_definition(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    wait_for(
+        lambda: not any(c.metadata.name in RAY_CRDS for c in client_crds(kube)),
+        "KubeRay's CRDs to be gone",
+        120,
+    )
+
+
+def install_kuberay_crds() -> None:
+    subprocess.run(
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(KUBERAY_CRDS)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_kuberay_crds_absent_at_start_are_reported_then_recovered(
+    kube: Kube, unwatched_namespace: str
+) -> None:
+    namespace = unwatched_namespace
+    name = "early"
+    cluster("stop", "llm-operator")
+    cluster("stop", "kuberay-operator")
+    try:
+        delete_kuberay_crds(kube)
+        cluster("start", "llm-operator")  # its liveness probe answers without KubeRay
+        kube.create_llmd(cached(namespace, name))
+
+        def reported() -> Body | None:
+            ready = condition(kube.get_llmd(namespace, name), "Ready")
+            return ready if ready and ready["reason"] == "KubeRayNotInstalled" else None
+
+        ready = wait_for(reported, "Ready=False with reason KubeRayNotInstalled")
+        assert ready["status"] == "False"
+        assert "install KubeRay" in ready["message"], ready["message"]
+        assert not converged(kube.get_llmd(namespace, name)), "not handled until its child exists"
+
+        install_kuberay_crds()
+        wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", 60)
+        wait_for(
+            lambda: all_converged(kube, namespace, {name: BASE_MODEL_LEN}),
+            "the RayService once the CRDs are installed",
+            CONVERGE_SECONDS,
+        )
+        # The RayService watch started late: drift is still repaired.
+        service_name = names.ray_service_name(name)
+        kube.custom.delete_namespaced_custom_object(
+            names.RAY_GROUP, names.RAY_VERSION, namespace, "rayservices", service_name
+        )
+        wait_for(
+            lambda: (
+                (found := kube.ray("rayservices", namespace, service_name))
+                and not found["metadata"].get("deletionTimestamp")
+            ),
+            "the deleted RayService to be restored",
+        )
+    finally:
+        if not kuberay_crds_served(kube):
+            install_kuberay_crds()
+            wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", 60)
+        cluster("start", "kuberay-operator")
