@@ -191,8 +191,9 @@ class GenerationDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's retry bookkeeping lives under our own prefix, in annotations, never in status.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf's retry bookkeeping lives in annotations, never in status. A prefix of kopf's own
+    # form ("kopf.*") spares every object a one-off "kopf-managed" marker write.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
     settings.persistence.diffbase_storage = GenerationDiffBase()
     # Only warnings and errors become Events; "handler succeeded" would be a write per change.
     settings.posting.level = logging.WARNING
