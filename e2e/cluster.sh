@@ -171,7 +171,13 @@ one_operator() { # start|stop llm-operator|kuberay-operator
 }
 
 restart_control_plane() {
+  # kwokctl stop only signals the processes; start must wait until their ports are free.
+  local pids pid
+  pids=$(cat "$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pids/"*.pid)
   kwokctl stop cluster --name "$CLUSTER_NAME" >&2
+  for pid in $pids; do
+    wait_until 60 "control-plane process $pid to exit" bash -c "! kill -0 $pid"
+  done
   kwokctl start cluster --name "$CLUSTER_NAME" >&2
   wait_until 120 "the API server" kubectl get --raw /readyz
 }

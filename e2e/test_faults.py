@@ -314,7 +314,7 @@ def delete_kuberay_crds(kube: Kube) -> None:
 
 def install_kuberay_crds() -> None:
     subprocess.run(
-        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(KUBERAY_CRDS)],
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", f"{KUBERAY_CRDS}/"],
         check=True,
         capture_output=True,
     )
