@@ -8,8 +8,8 @@ With the KubeRay operator stopped, so only this operator reacts, for each N:
      idle for the rest of the steady-state window;
   4. count, from the API server's audit log, the writes the operator's service account
      made in step 1 (per LLMDeployment, by resource) and in step 3 (the target is none);
-  5. report the ratio, the operator's RSS (before and after the resync) and its CPU over
-     the steady-state window.
+  5. report the ratio, the operator's CPU time while converging, its RSS (before and
+     after the resync), how long the resync took and its CPU once idle again.
 Results go to bench/results/scale.json. KubeRay is started again afterwards.
 """
 
@@ -25,12 +25,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import audit  # the e2e suite's audit-log reader
@@ -46,6 +48,7 @@ CLUSTER = ROOT / "e2e" / "cluster.sh"
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 SAMPLE = ROOT / "manifests" / "samples" / "quickstart.yaml"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+OPERATOR_METRICS = "http://127.0.0.1:18083/metrics"  # e2e/cluster.sh binds it here
 CONVERGE_TIMEOUT_SECONDS = 1800
 
 
@@ -151,6 +154,19 @@ def time_direct(custom: client.CustomObjectsApi, namespace: str, count: int) -> 
     return time.monotonic() - started
 
 
+def reconciles_done() -> float:
+    """Reconciles the (restarted) operator has finished, from its /metrics."""
+    with urllib.request.urlopen(OPERATOR_METRICS, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "llmop_reconciles"
+        for sample in family.samples
+        if sample.name == "llmop_reconciles_total"
+    )
+
+
 def audited_writes(namespace: str, since: datetime, until: datetime) -> collections.Counter[str]:
     """The operator's writes in `namespace` between two instants, by verb and resource."""
     return collections.Counter(
@@ -169,19 +185,26 @@ def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
     ours = make_namespace(core, "bench-op")
     direct = make_namespace(core, "bench-direct")
     converge_from = now()
+    cpu_converging = cpu_seconds(pid_of("llm-operator"))
     operator_seconds = time_operator(custom, ours, count)
+    cpu_converging = cpu_seconds(pid_of("llm-operator")) - cpu_converging
     converge_until = now()
     direct_seconds = time_direct(custom, direct, count)
     rss_converged = rss_mib(pid_of("llm-operator"))
-    # Steady state: restart the operator, so kopf resumes (re-reconciles) every one.
+    # Steady state: restart the operator, so kopf resumes (re-reconciles) every one, then
+    # stay idle for the rest of the window.
     steady_from = now()
     cluster("stop", "llm-operator")
     cluster("start", "llm-operator")
+    resync_started = time.monotonic()
+    while reconciles_done() < count:
+        time.sleep(0.5)
+    resync_seconds = time.monotonic() - resync_started
     operator_pid = pid_of("llm-operator")
     cpu_before, clock_before = cpu_seconds(operator_pid), time.monotonic()
     time.sleep(max(0.0, steady_seconds - (now() - steady_from).total_seconds()))
-    steady_cpu = cpu_seconds(operator_pid) - cpu_before
-    steady_clock = time.monotonic() - clock_before
+    idle_cpu = cpu_seconds(operator_pid) - cpu_before
+    idle_clock = time.monotonic() - clock_before
     steady_until = now()
     during_convergence = audited_writes(ours, converge_from, converge_until)
     during_steady_state = audited_writes(ours, steady_from, steady_until)
@@ -195,9 +218,12 @@ def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
         "steady_state_seconds": steady_seconds,
         "steady_state_writes": sum(during_steady_state.values()),
         "steady_state_writes_by_kind": dict(sorted(during_steady_state.items())),
+        "operator_cpu_seconds_converging": round(cpu_converging, 2),
         "operator_rss_mib_converged": round(rss_converged, 1),
+        "resync_seconds": round(resync_seconds, 2),
         "operator_rss_mib_after_resync": round(rss_mib(operator_pid), 1),
-        "steady_state_cpu_percent": round(100 * steady_cpu / steady_clock, 2),
+        "idle_seconds": round(idle_clock, 1),
+        "idle_cpu_percent": round(100 * idle_cpu / idle_clock, 2),
     }
     core.delete_namespace(ours)
     core.delete_namespace(direct)

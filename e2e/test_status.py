@@ -90,3 +90,14 @@ def test_ready_with_endpoint_when_kuberay_reports_ready(
     assert status["rayCluster"] == cluster
     assert status["replicas"]["ready"] == 1
     assert status["observedGeneration"] == body["metadata"]["generation"]
+
+    def phase_events() -> list[Any] | None:
+        events = kube.core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.name={name},involvedObject.kind=LLMDeployment",
+        ).items
+        return events or None
+
+    (event,) = wait_for(phase_events, "the Event of the move to Ready")
+    assert (event.type, event.reason) == ("Normal", "Ready"), "the first status posts no Event"
+    assert event.message.startswith("phase Pending -> Ready"), event.message

@@ -91,9 +91,12 @@ def _write_status(
 
 
 def _apply_children(
-    clients: kube.Clients, children: list[Manifest], owner: kopf.Body
+    clients: kube.Clients, children: list[Manifest], owner: kopf.Body, *, first: bool
 ) -> Manifest | None:
-    """Apply every child in order; returns the live Ray resource."""
+    """Apply every child in order; returns the live Ray resource.
+
+    `first`: no status yet, so the children almost surely do not exist either.
+    """
     live: Manifest | None = None
     for child in children:
         _adopt(child, owner)
@@ -101,7 +104,7 @@ def _apply_children(
         if child["kind"] == "PersistentVolumeClaim":
             outcome = kube.ensure_claim(clients, child, owner["metadata"]["uid"])
         else:
-            outcome, live = kube.apply_ray_resource(clients, child)
+            outcome, live = kube.apply_ray_resource(clients, child, likely_absent=first)
         if outcome != "unchanged":
             LOG.info("%s %s/%s %s", child["kind"], meta["namespace"], meta["name"], outcome)
     return live
@@ -151,7 +154,7 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
         raise
     children = render(llmd, settings)
     try:
-        live = _apply_children(clients, children, owner)
+        live = _apply_children(clients, children, owner, first=not before)
     except kube.NotServed as exc:
         _write_status(
             clients, owner, before, status.not_served_status(str(exc), generation, before, _now())
@@ -223,11 +226,22 @@ def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_deleted(event: kopf.RawEvent, **_: Any) -> None:
+async def forget_deleted(event: kopf.RawEvent, **_: Any) -> None:
     """A deleted LLMDeployment leaves the gauges (an event handler adds no finalizer)."""
     if event["type"] == "DELETED":
         meta = event["object"]["metadata"]
         METRICS.forget(meta["namespace"], meta["name"])
+
+
+def _redundant(event_type: str | None, kind: str) -> bool:
+    """Child events that cannot tell the reconcile anything new.
+
+    A RayService's creation: only the reconcile that just created it makes them.
+    KubeRay's RayClusters do count from their creation on (a new serving cluster needs
+    the current worker bounds), and so do listings (no type), which after a lost watch
+    are the only sign of what changed meanwhile.
+    """
+    return event_type == "ADDED" and kind == "RayService"
 
 
 def _parent_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -238,12 +252,14 @@ def _parent_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
-def on_child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed or went away: restore it if needed and mirror its status.
 
     KubeRay copies a RayService's labels onto the RayCluster it makes, so the label
     names the LLMDeployment for both our own children and KubeRay's.
     """
+    if _redundant(event["type"], body.get("kind", "")):
+        return
     found = _parent_of(body)
     if found is None:
         return

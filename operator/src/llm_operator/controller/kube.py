@@ -121,12 +121,34 @@ def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> 
     return found
 
 
-def apply_ray_resource(clients: Clients, desired: Manifest) -> tuple[Outcome, Manifest]:
+def _create_ray_resource(clients: Clients, desired: Manifest) -> Manifest | None:
+    """Create the object; None when one of that name exists already."""
+    meta = desired["metadata"]
+    try:
+        created = clients.custom.create_namespaced_custom_object(
+            RAY_GROUP,
+            RAY_VERSION,
+            meta["namespace"],
+            _ray_plural(desired["kind"]),
+            desired,
+            field_manager=FIELD_MANAGER,
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+    return cast(Manifest, created)
+
+
+def apply_ray_resource(
+    clients: Clients, desired: Manifest, *, likely_absent: bool = False
+) -> tuple[Outcome, Manifest]:
     """Create the RayService/RayCluster, or server-side apply the difference.
 
-    Updates carry the autoscaler's live fields and the live resourceVersion, so a
-    concurrent scale by the autoscaler makes the apply fail with 409 and retry instead
-    of overwriting it.
+    With `likely_absent` (a first reconcile) the create goes first and a read follows
+    only if the name is taken, which saves a read per new LLMDeployment. Updates carry
+    the autoscaler's live fields and the live resourceVersion, so a concurrent scale by
+    the autoscaler makes the apply fail with 409 and retry instead of overwriting it.
     """
     kind = desired["kind"]
     meta = desired["metadata"]
@@ -134,19 +156,13 @@ def apply_ray_resource(clients: Clients, desired: Manifest) -> tuple[Outcome, Ma
     what = f"{kind} {meta['namespace']}/{meta['name']}"
     hint = f"install KubeRay's CRDs ({plural}.{RAY_GROUP}) and operator"
     with api_errors(what, hint):
+        if likely_absent and (created := _create_ray_resource(clients, desired)) is not None:
+            return "created", created
         live = get_ray_resource(clients, kind, meta["namespace"], meta["name"])
         if live is None:
-            created = cast(
-                Manifest,
-                clients.custom.create_namespaced_custom_object(
-                    RAY_GROUP,
-                    RAY_VERSION,
-                    meta["namespace"],
-                    plural,
-                    desired,
-                    field_manager=FIELD_MANAGER,
-                ),
-            )
+            created = _create_ray_resource(clients, desired)
+            if created is None:
+                raise kopf.TemporaryError(f"{what}: created meanwhile by another writer", delay=1)
             return "created", created
         wanted = keep_autoscaler_fields(desired, live)
         if contains(wanted, live):
