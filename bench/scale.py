@@ -225,9 +225,34 @@ def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
         "idle_seconds": round(idle_clock, 1),
         "idle_cpu_percent": round(100 * idle_cpu / idle_clock, 2),
     }
-    core.delete_namespace(ours)
-    core.delete_namespace(direct)
+    for namespace in (ours, direct):
+        core.delete_namespace(namespace)
+    # The next N must not pay for this one's garbage collection.
+    while any(gone_pending(core, namespace) for namespace in (ours, direct)):
+        time.sleep(1)
     return result
+
+
+def gone_pending(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespace(namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def summary(run: dict[str, Any]) -> str:
+    return (
+        f"N={run['n']}: ratio {run['ratio']} (operator {run['operator_seconds']} s, direct "
+        f"{run['direct_seconds']} s); writes per LLMDeployment "
+        f"{run['writes_per_llmdeployment']} {run['writes_during_convergence']}; steady-state "
+        f"writes {run['steady_state_writes']} in {run['steady_state_seconds']:.0f} s (resync "
+        f"{run['resync_seconds']} s); RSS {run['operator_rss_mib_converged']} MiB, "
+        f"{run['operator_rss_mib_after_resync']} MiB after resync; idle CPU "
+        f"{run['idle_cpu_percent']} %"
+    )
 
 
 def tool_versions() -> list[str]:
@@ -247,7 +272,7 @@ def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
     try:
         for count in counts:
             runs.append(measure(core, custom, count, steady_seconds))
-            print(json.dumps(runs[-1]), flush=True)
+            print(summary(runs[-1]), flush=True)
     finally:
         subprocess.run(["bash", str(CLUSTER), "up"], check=False, capture_output=True)
     return {
