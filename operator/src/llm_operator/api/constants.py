@@ -31,3 +31,12 @@ RAY_GPU_ACCELERATOR_TYPES: Final = (
 
 # Environment variables the operator sets itself; a user entry would silently fight it.
 RESERVED_ENV: Final = ("HF_TOKEN", "HF_HOME")
+
+# Pod annotations the API server and the kubelet read as a container's AppArmor or
+# seccomp profile: from spec.rayCluster.podAnnotations they could lift the Ray
+# containers' confinement (`unconfined`), so the API refuses them.
+CONFINEMENT_ANNOTATION_PREFIXES: Final = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/pod",
+)

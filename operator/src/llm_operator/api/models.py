@@ -10,12 +10,20 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from llm_operator.api import rules
 from llm_operator.api.constants import (
     API_VERSION,
+    CONFINEMENT_ANNOTATION_PREFIXES,
     KIND,
     MAX_NAME_LENGTH,
     RAY_GPU_ACCELERATOR_TYPES,
@@ -33,13 +41,18 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
 
 class ApiModel(BaseModel):
-    """Base: camelCase on the wire, unknown fields rejected, values validated on set."""
+    """Base: camelCase on the wire, unknown fields rejected, values validated on set.
+
+    Strict like the API server's schema: "2" is not an integer, "yes" not a boolean, 2.0
+    not an integer, so `llm-operator validate` refuses what `kubectl apply` refuses.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_assignment=True,
+        strict=True,
     )
 
 
@@ -450,13 +463,36 @@ class RayClusterSpec(ApiModel):
         json_schema_extra=rules.cel_extra(rules.NO_RAY_POD_LABELS),
     )
     pod_annotations: dict[Annotated[str, StringConstraints(max_length=317)], AnnotationValue] = (
-        Field(default_factory=dict, max_length=64, description="Extra annotations on Ray pods.")
+        Field(
+            default_factory=dict,
+            max_length=64,
+            description="Extra annotations on Ray pods (no AppArmor or seccomp profiles).",
+            json_schema_extra=rules.cel_extra(rules.NO_CONFINEMENT_ANNOTATIONS),
+        )
     )
+
+    @field_validator("env")
+    @classmethod
+    def _distinct_env_names(cls, env: list[EnvVar]) -> list[EnvVar]:
+        # The CRD makes env a list map keyed by name: the API server refuses duplicates.
+        seen: set[str] = set()
+        for index, entry in enumerate(env):
+            if entry.name in seen:
+                raise ValueError(
+                    f"spec.rayCluster.env[{index}]: duplicate name {entry.name}; "
+                    "set each variable once"
+                )
+            seen.add(entry.name)
+        return env
 
     @model_validator(mode="after")
     def _no_reserved_labels(self) -> RayClusterSpec:
         _check(not any(k.startswith("ray.io/") for k in self.pod_labels), rules.NO_RAY_POD_LABELS)
         _check(all(e.name not in RESERVED_ENV for e in self.env), rules.NO_RESERVED_ENV)
+        _check(
+            not any(k.startswith(CONFINEMENT_ANNOTATION_PREFIXES) for k in self.pod_annotations),
+            rules.NO_CONFINEMENT_ANNOTATIONS,
+        )
         return self
 
 
@@ -576,6 +612,8 @@ class LLMDeploymentSpec(ApiModel):
 
 
 # --- status ---------------------------------------------------------------------------
+# Written by the operator and read back from the API server, never typed by users: the
+# status models keep pydantic's default (lax) type checks.
 
 ConditionType = Literal["Ready", "Progressing", "SpecValid", "ResourcesFit"]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
@@ -584,7 +622,7 @@ Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 class Condition(ApiModel):
     """A condition in Kubernetes form."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     type: Annotated[str, StringConstraints(max_length=316)] = Field(description="Condition type.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -605,7 +643,7 @@ class Condition(ApiModel):
 class ReplicaStatus(ApiModel):
     """Model replica counts."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     desired: int = Field(default=0, description="Replicas wanted now (minimum under autoscaling).")
     ready: int = Field(default=0, description="Replicas serving.")
@@ -614,7 +652,7 @@ class ReplicaStatus(ApiModel):
 class LLMDeploymentStatus(ApiModel):
     """Observed state, mirrored from the KubeRay children."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     phase: Phase | None = Field(
         default=None, description="Pending, Progressing, Ready, Degraded or Failed."
@@ -636,6 +674,10 @@ class LLMDeploymentStatus(ApiModel):
 # --- the object -----------------------------------------------------------------------
 
 
+# Kubernetes refuses an object whose annotations (keys and values) exceed 256 KiB.
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
 class ObjectMeta(BaseModel):
     """The metadata fields the operator reads."""
 
@@ -647,6 +689,17 @@ class ObjectMeta(BaseModel):
     generation: int | None = Field(default=None, description="Spec generation.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations_size(cls, annotations: dict[str, str]) -> dict[str, str]:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+        if size > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(
+                f"metadata.annotations may take at most {MAX_ANNOTATIONS_BYTES} bytes "
+                f"(Kubernetes' limit); these take {size}"
+            )
+        return annotations
 
     @model_validator(mode="after")
     def _name(self) -> ObjectMeta:

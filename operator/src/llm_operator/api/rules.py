@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llm_operator.api.constants import MAX_NAME_LENGTH, RAY_GPU_ACCELERATOR_TYPES, RESERVED_ENV
+from llm_operator.api.constants import (
+    CONFINEMENT_ANNOTATION_PREFIXES,
+    MAX_NAME_LENGTH,
+    RAY_GPU_ACCELERATOR_TYPES,
+    RESERVED_ENV,
+)
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,18 @@ NO_RESERVED_ENV = CelRule(
     message=(
         "spec.rayCluster.env must not set HF_TOKEN or HF_HOME: the operator sets them from "
         "spec.model.tokenSecretRef and spec.storage.modelCache; remove the entry"
+    ),
+)
+NO_CONFINEMENT_ANNOTATIONS = CelRule(
+    rule="self.all(k, "
+    + " && ".join(f"!k.startsWith('{p}')" for p in CONFINEMENT_ANNOTATION_PREFIXES)
+    + ")",
+    message=(
+        "spec.rayCluster.podAnnotations must not set AppArmor or seccomp profiles "
+        "(container.apparmor.security.beta.kubernetes.io/*, "
+        "container.seccomp.security.alpha.kubernetes.io/*, "
+        "seccomp.security.alpha.kubernetes.io/pod): the operator sets the Ray containers' "
+        "security context; remove the entry"
     ),
 )
 DISTINCT_MOUNT_PATHS = CelRule(

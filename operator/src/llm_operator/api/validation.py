@@ -34,6 +34,32 @@ TYPED_ENGINE_ARGS = {
 }
 
 
+# The fields of a Kubernetes object and of its metadata. The models ignore the rest of what
+# the API server sends; in a file anything else is a typo the API server refuses (strict
+# field validation, as kubectl applies).
+OBJECT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+METADATA_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+UNKNOWN_FIELD = "unknown field; check the spelling against `kubectl explain llmdeployment`"
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One problem, with the field it concerns."""
@@ -92,10 +118,22 @@ def parse(document: Mapping[str, Any]) -> LLMDeployment:
         raise SpecError([FieldError("kind", f"expected {KIND}, got {kind!r}")])
     if api_version != API_VERSION:
         raise SpecError([FieldError("apiVersion", f"expected {API_VERSION}, got {api_version!r}")])
+    errors = _unknown_object_fields(document)
     try:
-        return LLMDeployment.model_validate(dict(document))
+        llmd = LLMDeployment.model_validate(dict(document))
     except ValidationError as exc:
-        raise SpecError(_from_pydantic(exc)) from None
+        raise SpecError(errors + _from_pydantic(exc)) from None
+    if errors:
+        raise SpecError(errors)
+    return llmd
+
+
+def _unknown_object_fields(document: Mapping[str, Any]) -> list[FieldError]:
+    unknown = [str(key) for key in document if key not in OBJECT_FIELDS]
+    metadata = document.get("metadata")
+    if isinstance(metadata, Mapping):
+        unknown += [f"metadata.{key}" for key in metadata if key not in METADATA_FIELDS]
+    return [FieldError(field, UNKNOWN_FIELD) for field in unknown]
 
 
 def _resources_with_gpu(

@@ -1,0 +1,1060 @@
+"""Security checks: the operator's identity, hostile LLMDeployments, the Hugging Face token.
+
+1. RBAC. e2e/test_rbac.py shows the chart's role grants what the operator needs and
+   refuses a first set (get/list Secrets, create Pods, delete Namespaces, create
+   ClusterRoleBindings, delete LLMDeployments, mint service account tokens, update
+   CRDs) in one watched namespace, and that a namespaced release reaches nothing outside
+   its namespaces. Here, asked of the real authorizer with SubjectAccessReviews (with the
+   groups a real token carries), the rest of what would let the operator read secrets or
+   run code: Secrets by any verb anywhere, Pods and their exec/attach/port-forward/
+   ephemeral containers, workload controllers that make Pods, RBAC writes, escalate, bind
+   and impersonate, new identities, host-reaching objects (hostPath PersistentVolumes,
+   nodes/proxy, webhooks); for the cluster-wide install in the watched namespace, in
+   kube-system, in the operator's own namespace and cluster-wide, and for a namespaced
+   install in kube-system and default as well. Then as real requests with the operator's
+   own credentials: reading a Secret and creating a Pod are refused with 403.
+2. Hostile LLMDeployments. Every user field that reaches a child (env, podLabels,
+   podAnnotations, serviceAccountName, model.source, storage claims and mount paths,
+   engine args, unknown fields, metadata) is tried with values aimed at privilege, the
+   host or another namespace. Each is refused by the API server naming the field, or
+   admitted; then the operator's RayService or RayCluster, KubeRay's RayCluster and the
+   pods KubeRay made (or, when the Pod API refuses the template, a dry run of it, which
+   must name the field) have no privileged or escalating container, added capability,
+   hostPath, host namespace, host port, or AppArmor/seccomp opt-out; the namespace
+   enforces Pod Security's baseline profile, so the API server checks the pods as well;
+   and nothing of them exists outside the LLMDeployment's namespace.
+   tests/test_security_render.py makes the same checks over the pure renderer.
+3. The Hugging Face token reaches the Ray containers only as a secretKeyRef, never as a
+   literal (a literal HF_TOKEN is refused on create and on update), and its value appears
+   in no LLMDeployment, RayService, RayCluster, Pod or Event, nor in the local logs of the
+   operator, KubeRay and the control plane.
+
+Worker pods select a node label no node has, and head pods ask for little, so these
+checks hold no GPU and little CPU of the shared fake nodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mmap
+import os
+import secrets
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from support import ROOT, Kube, converged, sample, wait_for
+
+from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.render import names
+
+pytestmark = pytest.mark.security
+
+Body = dict[str, Any]
+LOGS = ROOT / ".e2e" / "logs"
+LOCAL_KUBECONFIG = ROOT / ".e2e" / "kubeconfig"
+OPERATOR_KUBECONFIG = ROOT / ".e2e" / "operator.kubeconfig"
+# No node carries this label: worker pods exist but never take a GPU.
+NOWHERE = {"llmops.dev/e2e-security": "no-such-node"}
+SMALL_HEAD = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+INJECTION = "a\nhostNetwork: true\nprivileged: true"
+JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
+CONFINEMENT_ANNOTATIONS = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/pod",
+)
+# A test's own LLMDeployments carry this in their names, so a search of the whole cluster
+# finds theirs and nobody else's.
+RUN = uuid.uuid4().hex[:5]
+BASELINE = {"pod-security.kubernetes.io/enforce": "baseline"}
+# KubeRay reconciles RayServices one at a time, for every test running on the cluster.
+SLOW = 180.0
+
+
+def local_cluster() -> bool:
+    chosen = os.environ.get("E2E_KUBECONFIG")
+    return not chosen or Path(chosen).resolve() == LOCAL_KUBECONFIG.resolve()
+
+
+def refusal(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body)
+
+
+def as_dict(kube: Kube, obj: Any) -> Body:
+    out = kube.api.sanitize_for_serialization(obj)
+    assert isinstance(out, dict)
+    return out
+
+
+# --- 1. RBAC ---------------------------------------------------------------------------
+
+
+class Access(NamedTuple):
+    verb: str
+    resource: str
+    group: str = ""
+    subresource: str = ""
+
+
+def allowed(kube: Kube, user: str, access: Access, namespace: str) -> bool:
+    sa_namespace = user.split(":")[2]
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            # The groups a real token of the service account carries.
+            groups=[
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{sa_namespace}",
+                "system:authenticated",
+            ],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=access.verb,
+                resource=access.resource,
+                group=access.group,
+                namespace=namespace or None,
+                subresource=access.subresource or None,
+            ),
+        )
+    )
+    return bool(kube.authz.create_subject_access_review(review).status.allowed)
+
+
+def operator_user(settings: dict[str, str]) -> str:
+    return f"system:serviceaccount:{settings['OPERATOR_NAMESPACE']}:{settings['OPERATOR_RELEASE']}"
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+NAMESPACED: dict[str, list[Access]] = {
+    "secrets": [
+        Access(verb, "secrets")
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
+    ],
+    "pods": [
+        Access("create", "pods"),
+        Access("delete", "pods"),
+        Access("get", "pods", "", "log"),
+        *(
+            Access(verb, "pods", "", sub)
+            for verb in ("create", "get")
+            for sub in ("exec", "attach", "portforward")
+        ),
+        Access("patch", "pods", "", "ephemeralcontainers"),
+        Access("update", "pods", "", "ephemeralcontainers"),
+        Access("create", "pods", "", "eviction"),
+    ],
+    # Anything that makes Pods from a template, but the two KubeRay kinds the operator
+    # writes by design (their pods are what section 2 checks).
+    "workloads": [
+        Access("create", "deployments", "apps"),
+        Access("create", "statefulsets", "apps"),
+        Access("create", "daemonsets", "apps"),
+        Access("create", "replicasets", "apps"),
+        Access("create", "jobs", "batch"),
+        Access("create", "cronjobs", "batch"),
+        Access("create", "replicationcontrollers"),
+        Access("create", "rayjobs", "ray.io"),
+        Access("create", "services"),
+        Access("create", "endpoints"),
+        Access("create", "endpointslices", "discovery.k8s.io"),
+        Access("delete", "networkpolicies", "networking.k8s.io"),
+    ],
+    "rbac": [
+        Access("create", "roles", RBAC_GROUP),
+        Access("escalate", "roles", RBAC_GROUP),
+        Access("bind", "roles", RBAC_GROUP),
+        Access("create", "rolebindings", RBAC_GROUP),
+        Access("patch", "rolebindings", RBAC_GROUP),
+        Access("create", "serviceaccounts"),
+        Access("create", "serviceaccounts", "", "token"),
+        Access("impersonate", "serviceaccounts"),
+        Access("patch", "configmaps"),
+    ],
+}
+CLUSTER: list[Access] = [
+    Access("create", "clusterroles", RBAC_GROUP),
+    Access("escalate", "clusterroles", RBAC_GROUP),
+    Access("bind", "clusterroles", RBAC_GROUP),
+    Access("patch", "clusterrolebindings", RBAC_GROUP),
+    Access("impersonate", "users"),
+    Access("impersonate", "groups"),
+    Access("impersonate", "userextras", "authentication.k8s.io"),
+    Access("impersonate", "uids", "authentication.k8s.io"),
+    Access("create", "certificatesigningrequests", "certificates.k8s.io"),
+    Access("update", "certificatesigningrequests", "certificates.k8s.io", "approval"),
+    Access("create", "persistentvolumes"),
+    Access("get", "nodes", "", "proxy"),
+    Access("create", "nodes", "", "proxy"),
+    Access("patch", "nodes"),
+    Access("create", "storageclasses", "storage.k8s.io"),
+    Access("create", "mutatingwebhookconfigurations", "admissionregistration.k8s.io"),
+    Access("create", "validatingwebhookconfigurations", "admissionregistration.k8s.io"),
+    Access("delete", "validatingadmissionpolicies", "admissionregistration.k8s.io"),
+    Access("create", "customresourcedefinitions", "apiextensions.k8s.io"),
+    Access("patch", "customresourcedefinitions", "apiextensions.k8s.io"),
+    Access("create", "namespaces"),
+    Access("patch", "namespaces"),
+    Access("create", "priorityclasses", "scheduling.k8s.io"),
+]
+# Already asserted in the watched namespace by e2e/test_rbac.py.
+IN_TEST_RBAC = {
+    Access("get", "secrets"),
+    Access("list", "secrets"),
+    Access("create", "pods"),
+    Access("create", "serviceaccounts", "", "token"),
+}
+# What the operator needs in a watched namespace, and nowhere else when namespaced.
+WORKLOAD = [
+    Access("create", "rayservices", "ray.io"),
+    Access("patch", "rayservices", "ray.io"),
+    Access("create", "rayclusters", "ray.io"),
+    Access("update", "rayclusters", "ray.io"),
+    Access("create", "persistentvolumeclaims"),
+    Access("patch", PLURAL, GROUP),
+    Access("patch", PLURAL, GROUP, "status"),
+    Access("create", "events"),
+]
+
+
+def granted(kube: Kube, user: str, asks: list[tuple[Access, str]]) -> list[str]:
+    """The (access, namespace) pairs the authorizer allows `user`; "" is cluster-wide."""
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ask: allowed(kube, user, *ask), asks))
+    return [f"{'/'.join(filter(None, a))} in {ns or '(cluster)'}" for (a, ns), ok in zip(
+        asks, answers, strict=True) if ok]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACED), ids=str)
+def test_operator_account_may_not_anywhere(
+    kube: Kube, settings: dict[str, str], module_namespace: str, kind: str
+) -> None:
+    user = operator_user(settings)
+    # Guard: the same reviews say yes where the role does grant.
+    assert allowed(kube, user, WORKLOAD[0], module_namespace)
+    scopes = [module_namespace, "kube-system", settings["OPERATOR_NAMESPACE"], ""]
+    asks = [
+        (access, scope)
+        for access in NAMESPACED[kind]
+        for scope in scopes
+        if not (scope == module_namespace and access in IN_TEST_RBAC)
+    ]
+    assert granted(kube, user, asks) == []
+
+
+def test_operator_account_may_not_touch_the_cluster(kube: Kube, settings: dict[str, str]) -> None:
+    assert granted(kube, operator_user(settings), [(access, "") for access in CLUSTER]) == []
+
+
+@pytest.fixture
+def scoped_release(kube: Kube, namespace: str, unwatched_namespace: str) -> Iterator[str]:
+    """A release of the chart that watches only `namespace`, without an operator pod.
+
+    Its own release name, so it can run beside e2e/test_rbac.py's.
+    """
+    release = f"llmop-sec-{RUN}"
+    helm = shutil.which("helm")
+    assert helm, "helm is not on PATH: run `make helm`"
+    common = ["--namespace", unwatched_namespace]
+    subprocess.run(
+        [helm, "install", release, str(ROOT / "charts" / "llm-operator"), *common,
+         "--skip-crds", "--set", "operator.replicas=0",
+         "--set", f"operator.watchNamespaces={{{namespace}}}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"system:serviceaccount:{unwatched_namespace}:{release}-llm-operator"
+    finally:
+        subprocess.run([helm, "uninstall", release, *common], check=True, capture_output=True)
+
+
+def test_namespaced_install_cannot_act_in_kube_system(
+    kube: Kube, namespace: str, scoped_release: str
+) -> None:
+    assert allowed(kube, scoped_release, WORKLOAD[0], namespace), "guard: granted where watched"
+    outside = [(access, scope) for access in WORKLOAD for scope in ("kube-system", "default")]
+    assert granted(kube, scoped_release, outside) == []
+    dangerous = [
+        (access, scope)
+        for kind in NAMESPACED.values()
+        for access in kind
+        for scope in (namespace, "kube-system")
+    ]
+    assert granted(kube, scoped_release, dangerous) == []
+    assert granted(kube, scoped_release, [(access, "") for access in CLUSTER]) == []
+
+
+def operator_client(kube: Kube, settings: dict[str, str]) -> client.ApiClient:
+    """An API client with the operator's credentials: the kubeconfig the local operator
+    runs with, or else a fresh short-lived token of the chart's service account."""
+    if local_cluster() and OPERATOR_KUBECONFIG.exists():
+        return config.new_client_from_config(config_file=str(OPERATOR_KUBECONFIG))
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+    )
+    token = kube.core.create_namespaced_service_account_token(
+        settings["OPERATOR_RELEASE"], settings["OPERATOR_NAMESPACE"], request
+    ).status.token
+    configuration = client.Configuration()
+    admin = kube.api.configuration
+    configuration.host = admin.host
+    configuration.ssl_ca_cert = admin.ssl_ca_cert
+    configuration.verify_ssl = admin.verify_ssl
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(configuration)
+
+
+def forbidden(call: Callable[[], object]) -> str:
+    with pytest.raises(ApiException) as caught:
+        call()
+    assert caught.value.status == 403, caught.value.body
+    return refusal(caught.value)
+
+
+def probe_pod() -> Body:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+
+
+def test_operator_credentials_cannot_read_secrets_or_create_pods(
+    kube: Kube, settings: dict[str, str], module_namespace: str
+) -> None:
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="probe"), string_data={"k": "v"})
+    kube.core.create_namespaced_secret(module_namespace, secret)
+    with operator_client(kube, settings) as api:
+        me = client.AuthenticationV1Api(api).create_self_subject_review(
+            client.V1SelfSubjectReview()
+        )
+        assert me.status.user_info.username == operator_user(settings)
+        core = client.CoreV1Api(api)
+        # Guard: the credentials work, for what the role grants.
+        client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, module_namespace, PLURAL
+        )
+        message = forbidden(lambda: core.read_namespaced_secret("probe", module_namespace))
+        assert 'cannot get resource "secrets"' in message, message
+        forbidden(lambda: core.list_namespaced_secret(module_namespace))
+        forbidden(core.list_secret_for_all_namespaces)
+        forbidden(lambda: core.list_namespaced_secret(settings["OPERATOR_NAMESPACE"]))
+        # Dry runs: nothing would be stored even if authorization let one through.
+        for where in (module_namespace, "kube-system"):
+            message = forbidden(
+                lambda where=where: core.create_namespaced_pod(where, probe_pod(), dry_run="All")
+            )
+            assert 'cannot create resource "pods"' in message, message
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"probe-{RUN}"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": "/"},
+            },
+        }
+        forbidden(lambda: core.create_persistent_volume(volume, dry_run="All"))
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "probe"},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "admin"},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "default", "namespace": module_namespace}
+            ],
+        }
+        rbac = client.RbacAuthorizationV1Api(api)
+        forbidden(
+            lambda: rbac.create_namespaced_role_binding(module_namespace, binding, dry_run="All")
+        )
+
+
+# --- 2. hostile LLMDeployments ----------------------------------------------------------
+
+
+def hostile(namespace: str, name: str, edit: Callable[[Body], None]) -> Body:
+    """The quickstart sample as `name`, off the GPU nodes, edited."""
+
+    def prepare(body: Body) -> None:
+        body["metadata"]["name"] = name
+        body["spec"]["accelerator"]["nodeSelector"] = dict(NOWHERE)
+        body["spec"]["rayCluster"] = {"head": {"resources": SMALL_HEAD}}
+        edit(body)
+
+    return sample("quickstart", namespace, prepare)
+
+
+def cluster_spec(body: Body) -> Body:
+    spec: Body = body["spec"]["rayCluster"]
+    return spec
+
+
+def env(*entries: Body) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        cluster_spec(body)["env"] = list(entries)
+
+    return edit
+
+
+def field(key: str, value: Any) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        cluster_spec(body)[key] = value
+
+    return edit
+
+
+def source(value: str) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["spec"]["model"]["source"] = value
+
+    return edit
+
+
+def cache(**fields: Any) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["spec"].setdefault("storage", {}).setdefault("modelCache", {}).update(fields)
+
+    return edit
+
+
+def both(*edits: Callable[[Body], None]) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        for one in edits:
+            one(body)
+
+    return edit
+
+
+def renamed(name: str) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["metadata"]["name"] = name
+
+    return edit
+
+
+# Refused at admission, by the CRD's schema (strict field validation, as kubectl sends)
+# and CEL rules; the message names the field.
+REFUSED: dict[str, tuple[Callable[[Body], None], str]] = {
+    "hf-token-literal": (env({"name": "HF_TOKEN", "value": "hf_x"}), "spec.rayCluster.env"),
+    "hf-token-from-other-secret": (
+        env({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+        "spec.rayCluster.env",
+    ),
+    "hf-home": (env({"name": "HF_HOME", "value": "/"}), "spec.rayCluster.env"),
+    "env-secret-in-other-namespace": (
+        env(
+            {
+                "name": "STOLEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "admin", "key": "token", "namespace": "kube-system"}
+                },
+            }
+        ),
+        "spec.rayCluster.env[0].valueFrom.secretKeyRef.namespace",
+    ),
+    "env-name-injection": (env({"name": INJECTION, "value": "v"}), "spec.rayCluster.env[0].name"),
+    "env-name-unicode": (env({"name": "TÖKEN", "value": "v"}), "spec.rayCluster.env[0].name"),
+    "env-value-too-long": (
+        env({"name": "BIG", "value": "x" * 32769}),
+        "spec.rayCluster.env[0].value",
+    ),
+    "ray-pod-label": (field("podLabels", {"ray.io/cluster": "victim"}), "podLabels"),
+    "label-value-too-long": (field("podLabels", {"team": "x" * 64}), "spec.rayCluster.podLabels"),
+    "apparmor-unconfined": (
+        field(
+            "podAnnotations",
+            {"container.apparmor.security.beta.kubernetes.io/ray-worker": "unconfined"},
+        ),
+        "spec.rayCluster.podAnnotations",
+    ),
+    "seccomp-unconfined": (
+        field("podAnnotations", {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}),
+        "spec.rayCluster.podAnnotations",
+    ),
+    "pvc-source-parent": (source("pvc://../etc"), "spec.model.source"),
+    "pvc-source-no-claim": (source("pvc:///etc/shadow"), "spec.model.source"),
+    "file-source": (source("file:///etc/passwd"), "spec.model.source"),
+    "hostpath-source": (source("hostpath:///var/lib/kubelet"), "spec.model.source"),
+    "source-injection": (source("hf://org/model\nhostNetwork: true"), "spec.model.source"),
+    "relative-mount-path": (cache(mountPath="../../etc"), "spec.storage.modelCache.mountPath"),
+    "mount-path-with-colon": (cache(mountPath="/models:/h"), "spec.storage.modelCache.mountPath"),
+    "host-network-field": (field("hostNetwork", True), "spec.rayCluster.hostNetwork"),
+    "volumes-field": (
+        field("volumes", [{"name": "host", "hostPath": {"path": "/"}}]),
+        "spec.rayCluster.volumes",
+    ),
+    "security-context-field": (
+        field("head", {"securityContext": {"privileged": True}}),
+        "spec.rayCluster.head.securityContext",
+    ),
+    "pod-template-field": (
+        field("worker", {"template": {"spec": {"hostPID": True}}}),
+        "spec.rayCluster.worker.template",
+    ),
+    "name-unicode": (renamed("llm-ünïcode"), "metadata.name"),
+}
+
+
+def create_strict(kube: Kube, body: Body) -> Body:
+    return kube.custom.create_namespaced_custom_object(
+        GROUP, VERSION, body["metadata"]["namespace"], PLURAL, body, field_validation="Strict"
+    )
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED), ids=str)
+def test_api_server_refuses_hostile_field(kube: Kube, module_namespace: str, case: str) -> None:
+    edit, name = REFUSED[case]
+    body = hostile(module_namespace, f"sec-{RUN}-refused", edit)
+    with pytest.raises(ApiException) as caught:
+        create_strict(kube, body)
+    assert caught.value.status in (400, 422), caught.value.body
+    message = refusal(caught.value)
+    assert name.removeprefix("metadata.") in message, message
+
+
+def test_confinement_annotations_would_unconfine_a_pod(kube: Kube, module_namespace: str) -> None:
+    """Why the two annotation cases above must be refused: the API server reads the
+    AppArmor annotation as the container's profile."""
+    pod = probe_pod()
+    pod["metadata"]["annotations"] = {CONFINEMENT_ANNOTATIONS[0] + "c": "unconfined"}
+    made = as_dict(kube, kube.core.create_namespaced_pod(module_namespace, pod, dry_run="All"))
+    assert escapes(made), made
+
+
+def test_namespace_in_the_body_must_match_the_request(kube: Kube, module_namespace: str) -> None:
+    body = hostile("kube-system", f"sec-{RUN}-elsewhere", lambda b: None)
+    with pytest.raises(ApiException) as caught:
+        kube.custom.create_namespaced_custom_object(GROUP, VERSION, module_namespace, PLURAL, body)
+    assert caught.value.status == 400, caught.value.body
+    assert "does not match the namespace" in refusal(caught.value)
+    with pytest.raises(ApiException) as missing:
+        kube.get_llmd("kube-system", f"sec-{RUN}-elsewhere")
+    assert missing.value.status == 404
+
+
+INTERNALS: list[Body] = [
+    {"name": "KUBERAY_GEN_RAY_START_CMD", "value": "sh -c 'cat /etc/shadow'"},
+    {"name": "RAY_ADDRESS", "value": "evil.example:6379"},
+    {"name": "KUBERNETES_SERVICE_HOST", "value": "evil.example"},
+    {"name": "LD_PRELOAD", "value": "/tmp/x.so"},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "INJECTED", "value": INJECTION},
+    {"name": "JSON", "value": JSON_INJECTION},
+    {"name": "BIG", "value": "ü" * 32768},
+]
+HOSTILE_LABELS = {
+    "kubernetes.io/metadata.name": "kube-system",
+    "node-role.kubernetes.io/control-plane": "",
+    names.MANAGED_BY_LABEL: "Helm",
+    names.DEPLOYMENT_LABEL: "victim",
+    "hostNetwork": "true",
+}
+HOSTILE_ANNOTATIONS = {
+    "kubernetes.io/psp": "privileged",
+    "ray.io/overwrite-container-cmd": "true",
+    "ray.io/ft-enabled": "true",
+    "hostNetwork": "true",
+    "injected": INJECTION,
+    "json": JSON_INJECTION,
+    "unicode": "🔥" * 4096,
+}
+
+
+def engine_args(body: Body) -> None:
+    body["spec"]["engine"]["args"] = {
+        INJECTION: JSON_INJECTION,
+        "runtime_env": {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}},
+    }
+
+
+def unknown_fields(body: Body) -> None:
+    """Fields the schema does not have; without strict validation they are pruned."""
+    spec = cluster_spec(body)
+    spec["hostNetwork"] = True
+    spec["volumes"] = [{"name": "host", "hostPath": {"path": "/"}}]
+    spec["head"]["securityContext"] = {"privileged": True}
+    spec["env"] = [
+        {
+            "name": "STOLEN",
+            "valueFrom": {"secretKeyRef": {"name": "a", "key": "b", "namespace": "kube-system"}},
+        }
+    ]
+    body["spec"]["hostPID"] = True
+
+
+def env_and_meta(body: Body) -> None:
+    env(*INTERNALS[:4])(body)
+    field("podLabels", HOSTILE_LABELS)(body)
+    field("podAnnotations", HOSTILE_ANNOTATIONS)(body)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A hostile spec the API server admits; `pod_refusal` is the field the Pod API names
+    when it refuses the template KubeRay would make pods from (None: pods are made)."""
+
+    edit: Callable[[Body], None]
+    pod_refusal: str | None = None
+    strict: bool = True
+    # Cluster: the operator writes the RayCluster itself (quicker to reach pods); the
+    # serving path through a RayService is taken where the Serve config matters.
+    mode: str = "Cluster"
+
+
+ADMITTED: dict[str, Admitted] = {
+    "env": Admitted(env(*INTERNALS), mode="Service"),
+    "meta": Admitted(
+        both(field("podLabels", HOSTILE_LABELS), field("podAnnotations", HOSTILE_ANNOTATIONS)),
+        mode="Service",
+    ),
+    # pvc://<claim>/<path>: `other-ns` is a claim of this namespace; `..` stays in the path.
+    "source": Admitted(source("pvc://other-ns/../../claim")),
+    "args": Admitted(both(engine_args, source("hf://../../")), mode="Service"),
+    "claim": Admitted(
+        both(
+            cache(existingClaim="kube-system/etcd-data"),
+            lambda b: b["spec"]["storage"].update(checkpoints={"existingClaim": "../../etc"}),
+        )
+    ),
+    "mount": Admitted(
+        both(
+            cache(size="1Gi", mountPath="/var/run/secrets/kubernetes.io/serviceaccount"),
+            lambda b: b["spec"]["storage"].update(checkpoints={"size": "1Gi", "mountPath": "/.."}),
+        )
+    ),
+    "pruned": Admitted(unknown_fields, strict=False, mode="Service"),
+    "env-meta": Admitted(env_and_meta),
+    # Admitted by the CRD, refused by the Pod API: a Secret name is never a path.
+    "secret-path": Admitted(
+        env({"name": "S", "valueFrom": {"secretKeyRef": {"name": "kube-system/a", "key": "b"}}}),
+        pod_refusal="secretKeyRef.name",
+    ),
+    "label-injection": Admitted(
+        field("podLabels", {"team": "a\nhostNetwork: true"}), pod_refusal="metadata.labels"
+    ),
+    "service-account": Admitted(
+        field("serviceAccountName", "system:serviceaccount:kube-system:admin"),
+        # Looked up by that name in the pod's own namespace, where there is none.
+        pod_refusal="error looking up service account {namespace}/system:serviceaccount:",
+    ),
+}
+
+
+def mode(case: Admitted) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["spec"]["mode"] = case.mode
+
+    return edit
+
+
+def walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """Every (path, key, value) of the mappings in `node`; strings are not parsed."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, str(key), value
+            yield from walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from walk(item, f"{path}[{index}]")
+
+
+# Fields that, set to true, give a container privilege or a share of the host.
+HOST_FLAGS = frozenset(
+    {"privileged", "allowPrivilegeEscalation", "hostNetwork", "hostPID", "hostIPC", "hostProcess"}
+)
+
+
+def reaches_out(key: str, value: Any) -> bool:
+    """Whether one field of a manifest or pod lifts the pod's confinement."""
+    return (
+        (key in HOST_FLAGS and value is True)
+        or (key == "capabilities" and isinstance(value, dict) and bool(value.get("add")))
+        or (key == "hostPath" and isinstance(value, dict))
+        or (key == "hostPort" and isinstance(value, int) and value > 0)
+        or (key == "procMount" and value == "Unmasked")
+        or (key == "sysctls" and bool(value))
+        or (
+            key in ("seccompProfile", "appArmorProfile")
+            and isinstance(value, dict)
+            and value.get("type") == "Unconfined"
+        )
+    )
+
+
+def escapes(node: Any) -> list[str]:
+    """Everything in `node` (a manifest or a pod) that reaches past the pod's confinement."""
+    found = []
+    for path, key, value in walk(node):
+        where = f"{path}.{key}"
+        if reaches_out(key, value):
+            found.append(where)
+        elif key == "annotations" and isinstance(value, dict):
+            found.extend(
+                f"{where}.{name}={text}"
+                for name, text in value.items()
+                if name.startswith(CONFINEMENT_ANNOTATIONS)
+            )
+    return found
+
+
+def foreign_namespaces(node: Any, namespace: str) -> list[str]:
+    return [
+        f"{path}.namespace={value}"
+        for path, key, value in walk(node)
+        if key == "namespace" and value != namespace
+    ]
+
+
+def assert_confined(what: str, node: Body, namespace: str) -> None:
+    assert node["metadata"]["namespace"] == namespace, what
+    assert escapes(node) == [], what
+    assert foreign_namespaces(node, namespace) == [], what
+
+
+def templates(ray_cluster_spec: Body) -> list[Body]:
+    groups = [ray_cluster_spec["headGroupSpec"], *ray_cluster_spec["workerGroupSpecs"]]
+    return [group["template"] for group in groups]
+
+
+def pod_of(template: Body) -> Body:
+    meta = template.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "sec-probe-",
+            "labels": meta.get("labels") or {},
+            "annotations": meta.get("annotations") or {},
+        },
+        "spec": template["spec"],
+    }
+
+
+def deployment_pods(kube: Kube, namespace: str, name: str) -> list[Body]:
+    return [as_dict(kube, p) for p in kube.pods(namespace, f"{names.DEPLOYMENT_LABEL}={name}")]
+
+
+def head_and_worker(pods: list[Body]) -> list[Body] | None:
+    kinds = {(p["metadata"].get("labels") or {}).get("ray.io/node-type") for p in pods}
+    return pods if {"head", "worker"} <= kinds else None
+
+
+def kuberay_cluster(kube: Kube, namespace: str, body: Body) -> Body:
+    """The RayCluster KubeRay reconciles: the operator's own in Cluster mode, else the
+    one KubeRay made for the RayService."""
+    name = body["metadata"]["name"]
+    if body["spec"].get("mode") == "Cluster":
+        return wait_for(
+            lambda: kube.ray("rayclusters", namespace, names.ray_cluster_name(name)),
+            f"the RayCluster of {name}",
+            SLOW,
+        )
+
+    def made() -> Body | None:
+        service = kube.ray("rayservices", namespace, names.ray_service_name(name)) or {}
+        status = service.get("status") or {}
+        for key in ("activeServiceStatus", "pendingServiceStatus"):
+            cluster = (status.get(key) or {}).get("rayClusterName")
+            if cluster and (found := kube.ray("rayclusters", namespace, cluster)):
+                return found
+        return None
+
+    return wait_for(made, f"KubeRay's RayCluster of {name}", SLOW)
+
+
+def check_children(kube: Kube, namespace: str, body: Body, case: Admitted) -> list[Body]:
+    """Every child and pod of one admitted hostile LLMDeployment is confined; the pods."""
+    name = body["metadata"]["name"]
+    if body["spec"].get("mode") != "Cluster":
+        service = wait_for(
+            lambda: kube.ray("rayservices", namespace, names.ray_service_name(name)),
+            f"the RayService of {name}",
+            SLOW,
+        )
+        assert_confined(f"RayService {name}", service, namespace)
+    cluster = kuberay_cluster(kube, namespace, body)
+    assert_confined(f"RayCluster of {name}", cluster, namespace)
+    refusals = []
+    for template in templates(cluster["spec"]):
+        try:
+            probe = kube.core.create_namespaced_pod(namespace, pod_of(template), dry_run="All")
+        except ApiException as exc:
+            refusals.append(refusal(exc))
+            continue
+        made = as_dict(kube, probe)
+        assert escapes(made) == [], (name, escapes(made))
+    if case.pod_refusal is not None:
+        assert refusals, f"the Pod API admitted the templates of {name}"
+        expected = case.pod_refusal.format(namespace=namespace)
+        assert all(expected in message for message in refusals), refusals
+        assert deployment_pods(kube, namespace, name) == []
+        return []
+    assert refusals == [], refusals
+    pods = wait_for(
+        lambda: head_and_worker(deployment_pods(kube, namespace, name)),
+        f"KubeRay's head and worker pods of {name}",
+        SLOW,
+    )
+    for pod in pods:
+        assert_confined(f"pod {pod['metadata']['name']}", pod, namespace)
+    return pods
+
+
+def everywhere(kube: Kube, prefix: str) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of every object in the cluster whose name starts with
+    `prefix`, among the kinds an LLMDeployment leads to."""
+    found: list[tuple[str, str, str]] = []
+    for plural in ("rayservices", "rayclusters"):
+        listing = kube.custom.list_cluster_custom_object(names.RAY_GROUP, names.RAY_VERSION, plural)
+        found += [
+            (plural, item["metadata"]["namespace"], item["metadata"]["name"])
+            for item in listing["items"]
+        ]
+    core = kube.core
+    for kind, items in (
+        ("pods", core.list_pod_for_all_namespaces().items),
+        ("persistentvolumeclaims", core.list_persistent_volume_claim_for_all_namespaces().items),
+        ("services", core.list_service_for_all_namespaces().items),
+        ("serviceaccounts", core.list_service_account_for_all_namespaces().items),
+    ):
+        found += [(kind, item.metadata.namespace, item.metadata.name) for item in items]
+    # KubeRay binds a Role to the autoscaler's service account.
+    rbac = client.RbacAuthorizationV1Api(kube.api)
+    for kind, items in (
+        ("roles", rbac.list_role_for_all_namespaces().items),
+        ("rolebindings", rbac.list_role_binding_for_all_namespaces().items),
+    ):
+        found += [(kind, item.metadata.namespace, item.metadata.name) for item in items]
+    return [item for item in found if item[2].startswith(prefix)]
+
+
+def test_hostile_llmdeployments_make_only_confined_children(kube: Kube, namespace: str) -> None:
+    # The API server's own Pod Security admission checks every pod here too: KubeRay's
+    # pods exist only if they meet the baseline profile.
+    kube.core.patch_namespace(namespace, {"metadata": {"labels": BASELINE}})
+    prefix = f"sec-{RUN}-"
+    bodies = {
+        case: hostile(namespace, prefix + case, both(ADMITTED[case].edit, mode(ADMITTED[case])))
+        for case in ADMITTED
+    }
+
+    def create(case: str) -> Body:
+        if ADMITTED[case].strict:
+            return create_strict(kube, bodies[case])
+        return kube.create_llmd(bodies[case])
+
+    def check(case: str) -> list[Body] | str:
+        try:
+            return check_children(kube, namespace, bodies[case], ADMITTED[case])
+        except AssertionError as failed:
+            return f"{type(failed).__name__}: {failed}"
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        stored = dict(zip(bodies, pool.map(create, bodies), strict=True))
+        checked = dict(zip(bodies, pool.map(check, bodies), strict=True))
+    failed = {case: outcome for case, outcome in checked.items() if isinstance(outcome, str)}
+    assert failed == {}
+    pods = {case: outcome for case, outcome in checked.items() if isinstance(outcome, list)}
+
+    # Unknown fields were pruned, not kept.
+    spec = stored["pruned"]["spec"]
+    assert "hostPID" not in spec
+    assert not {"hostNetwork", "volumes"} & set(spec["rayCluster"])
+    assert "securityContext" not in spec["rayCluster"]["head"]
+    assert "namespace" not in spec["rayCluster"]["env"][0]["valueFrom"]["secretKeyRef"]
+
+    # The operator's labels win; the user's values stay strings.
+    (head,) = [p for p in pods["meta"] if p["metadata"]["labels"]["ray.io/node-type"] == "head"]
+    labels, annotations = head["metadata"]["labels"], head["metadata"]["annotations"]
+    assert labels[names.MANAGED_BY_LABEL] == names.MANAGED_BY
+    assert labels[names.DEPLOYMENT_LABEL] == prefix + "meta"
+    assert annotations["injected"] == INJECTION
+    assert annotations["unicode"] == HOSTILE_ANNOTATIONS["unicode"]
+
+    # Environment entries reach the Ray container as written, values as plain strings;
+    # KubeRay defines its start command after them, so its own definition wins.
+    (env_head,) = [p for p in pods["env"] if p["metadata"]["labels"]["ray.io/node-type"] == "head"]
+    (ray,) = [c for c in env_head["spec"]["containers"] if c["name"] == names.HEAD_CONTAINER]
+    for entry in INTERNALS:
+        if "value" in entry:
+            assert entry in ray["env"], entry["name"]
+    start = [e for e in ray["env"] if e["name"] == "KUBERAY_GEN_RAY_START_CMD"]
+    assert start[-1]["value"].startswith("ray start"), start
+    (from_field,) = [e for e in ray["env"] if e["name"] == "POD_NAMESPACE"]
+    assert from_field["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+    # pvc:// names a claim of this namespace, whatever the path says.
+    for pod in pods["source"]:
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        assert claims == {"other-ns"}, claims
+
+    # Nothing of these LLMDeployments exists outside their namespace.
+    found = everywhere(kube, prefix)
+    assert [item for item in found if item[1] != namespace] == []
+    # Guard: the search does find them, where they are.
+    assert {item[0] for item in found} >= {
+        "rayservices",
+        "rayclusters",
+        "pods",
+        "persistentvolumeclaims",
+        "services",
+        "serviceaccounts",
+        "rolebindings",
+    }
+
+
+# --- 3. the Hugging Face token -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenDeployment:
+    namespace: str
+    name: str
+    token: str
+    pods: list[Body]
+
+
+SECRET, KEY = "hf-token", "token"
+
+
+@pytest.fixture(scope="module")
+def token_deployment(kube: Kube, module_namespace: str) -> TokenDeployment:
+    token = f"hf_{secrets.token_urlsafe(24)}"
+    kube.core.create_namespaced_secret(
+        module_namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name=SECRET), string_data={KEY: token}),
+    )
+    name = f"sec-{RUN}-token"
+
+    def edit(body: Body) -> None:
+        body["spec"]["model"]["tokenSecretRef"] = {"name": SECRET, "key": KEY}
+
+    kube.create_llmd(hostile(module_namespace, name, edit))
+    wait_for(lambda: converged(kube.get_llmd(module_namespace, name)), f"{name} to converge", SLOW)
+    pods = wait_for(
+        lambda: head_and_worker(deployment_pods(kube, module_namespace, name)),
+        f"KubeRay's head and worker pods of {name}",
+        SLOW,
+    )
+    return TokenDeployment(module_namespace, name, token, pods)
+
+
+def hf_token_entries(node: Any) -> list[Body]:
+    return [
+        item
+        for _, key, value in walk(node)
+        if key in ("env",) and isinstance(value, list)
+        for item in value
+        if isinstance(item, dict) and item.get("name") == "HF_TOKEN"
+    ]
+
+
+def test_hf_token_reaches_pods_only_as_secret_key_ref(
+    kube: Kube, token_deployment: TokenDeployment
+) -> None:
+    ns, name = token_deployment.namespace, token_deployment.name
+    service = kube.ray("rayservices", ns, names.ray_service_name(name))
+    cluster = kuberay_cluster(kube, ns, kube.get_llmd(ns, name))
+    reference = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": KEY}}}
+    for what, node, least in (
+        ("RayService", service, 2),
+        ("RayCluster", cluster, 2),
+        *((f"pod {p['metadata']['name']}", p, 1) for p in token_deployment.pods),
+    ):
+        entries = hf_token_entries(node)
+        assert len(entries) >= least, what
+        assert all(entry == reference for entry in entries), (what, entries)
+    for pod in token_deployment.pods:
+        ray = [c for c in pod["spec"]["containers"] if c["name"].startswith("ray-")]
+        assert ray, pod["metadata"]["name"]
+        assert all(reference in c["env"] for c in ray)
+
+
+def serialized(kube: Kube, ns: str, name: str) -> dict[str, str]:
+    """Every object the token must not be in, as JSON text."""
+    out = {"LLMDeployment": json.dumps(kube.get_llmd(ns, name))}
+    for plural in ("rayservices", "rayclusters"):
+        for item in kube.rays(plural, ns):
+            out[f"{plural}/{item['metadata']['name']}"] = json.dumps(item)
+    for pod in kube.core.list_namespaced_pod(ns).items:
+        out[f"pod/{pod.metadata.name}"] = json.dumps(as_dict(kube, pod))
+    out["events"] = json.dumps(as_dict(kube, kube.core.list_namespaced_event(ns)))
+    out["configmaps"] = json.dumps(as_dict(kube, kube.core.list_namespaced_config_map(ns)))
+    return out
+
+
+def test_hf_token_is_in_no_object_status_or_event(
+    kube: Kube, token_deployment: TokenDeployment
+) -> None:
+    ns = token_deployment.namespace
+    llmd = kube.get_llmd(ns, token_deployment.name)
+    assert llmd["status"]["conditions"], "the operator has written status"
+    texts = serialized(kube, ns, token_deployment.name)
+    assert len(texts) >= 5
+    assert [what for what, text in texts.items() if token_deployment.token in text] == []
+    # Guard: the token is really in the cluster, in its Secret.
+    secret = kube.core.read_namespaced_secret(SECRET, ns)
+    assert base64.b64decode(secret.data[KEY]).decode() == token_deployment.token
+
+
+def files_with(token: bytes, folder: Path) -> list[str]:
+    found = []
+    for root, _, files in os.walk(folder, followlinks=True):
+        for file in files:
+            path = Path(root) / file
+            if not path.is_file() or path.stat().st_size == 0:
+                continue
+            with (
+                path.open("rb") as handle,
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as text,
+            ):
+                if text.find(token) != -1:
+                    found.append(str(path.relative_to(folder)))
+    return found
+
+
+def test_hf_token_is_in_no_log(token_deployment: TokenDeployment) -> None:
+    if not local_cluster():
+        pytest.skip("the operators' logs are read from local files; E2E_KUBECONFIG names a "
+                    "cluster whose logs are not on this machine")  # fmt: skip
+    operator_log, kuberay_log = LOGS / "llm-operator.log", LOGS / "kuberay-operator.log"
+    assert operator_log.stat().st_size and kuberay_log.stat().st_size
+    assert files_with(token_deployment.token.encode(), LOGS) == []
+    # Guard: the search finds what the logs do hold.
+    assert "llm-operator.log" in files_with(token_deployment.name.encode(), LOGS)
+
+
+def test_hf_token_literal_is_refused_on_update(
+    kube: Kube, token_deployment: TokenDeployment
+) -> None:
+    ns, name = token_deployment.namespace, token_deployment.name
+    before = kube.get_llmd(ns, name)
+    for entry in (
+        {"name": "HF_TOKEN", "value": token_deployment.token},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "other", "key": KEY}}},
+    ):
+        patch = {"spec": {"rayCluster": {"env": [entry]}}}
+        with pytest.raises(ApiException) as caught:
+            kube.patch_llmd(ns, name, patch)
+        assert caught.value.status == 422, caught.value.body
+        assert "spec.rayCluster.env" in refusal(caught.value)
+    after = kube.get_llmd(ns, name)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]

@@ -1,0 +1,582 @@
+"""What a hostile LLMDeployment can make the renderer write: the cheap half of the
+security checks (e2e/test_security.py sends the same kinds of spec through the real API
+server, KubeRay and the pods it makes).
+
+Every user-controlled field that reaches a child (env, podLabels, podAnnotations,
+serviceAccountName, model.source, storage claims and mount paths, engine args) is tried
+with values that aim at privilege, the host or another namespace. Each spec is either
+refused by validation, naming the field (the CRD's schema and CEL rules refuse the same
+at admission), or it renders to children that stay confined:
+
+- every child, and every namespace written anywhere in it, is the LLMDeployment's;
+- no privileged container, privilege escalation, added capability, host namespace,
+  host port, hostPath or other volume type but claims and a memory emptyDir;
+- no AppArmor or seccomp opt-out, by field or by annotation;
+- pod templates carry only the fields the operator writes, the operator's own labels
+  win over the user's, and the Serve config stays a Serve config.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import SAMPLES, load_one
+from llm_operator.api.validation import SpecError, validate
+from llm_operator.render import names, render
+from llm_operator.settings import OperatorSettings
+
+Body = dict[str, Any]
+NAMESPACE = "team-a"
+HARDENED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SPEC_KEYS = {
+    "containers",
+    "volumes",
+    "serviceAccountName",
+    "imagePullSecrets",
+    "nodeSelector",
+    "tolerations",
+}
+CONTAINER_KEYS = {"name", "image", "resources", "ports", "securityContext", "env", "volumeMounts"}
+CLAIM_SPEC_KEYS = {"accessModes", "resources", "storageClassName"}
+SERVE_APP_KEYS = {"name", "route_prefix", "import_path", "args"}
+# Annotations the kubelet and the API server read as a container's confinement.
+CONFINEMENT_ANNOTATIONS = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/pod",
+)
+INJECTION = "a\nhostNetwork: true\nprivileged: true"
+JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
+
+
+def hostile(edit: Callable[[Body], None]) -> Body:
+    """The quickstart sample with a model cache, in NAMESPACE, edited."""
+    body = copy.deepcopy(load_one(SAMPLES / "quickstart.yaml"))
+    body["metadata"]["namespace"] = NAMESPACE
+    body["spec"]["storage"] = {"modelCache": {"size": "10Gi"}}
+    edit(body)
+    return body
+
+
+def ray_cluster_of(body: Body) -> Body:
+    cluster: Body = body["spec"].setdefault("rayCluster", {})
+    return cluster
+
+
+def set_env(*entries: Body) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        ray_cluster_of(body)["env"] = list(entries)
+
+    return edit
+
+
+def set_cluster(key: str, value: Any) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        ray_cluster_of(body)[key] = value
+
+    return edit
+
+
+def set_source(source: str) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["spec"]["model"]["source"] = source
+
+    return edit
+
+
+def set_cache(**fields: Any) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["spec"]["storage"]["modelCache"].update(fields)
+
+    return edit
+
+
+def set_name(name: str) -> Callable[[Body], None]:
+    def edit(body: Body) -> None:
+        body["metadata"]["name"] = name
+
+    return edit
+
+
+# --- refused ---------------------------------------------------------------------------
+
+REFUSED: dict[str, tuple[Callable[[Body], None], str]] = {
+    "hf-token-literal": (set_env({"name": "HF_TOKEN", "value": "hf_x"}), "spec.rayCluster.env"),
+    "hf-home": (set_env({"name": "HF_HOME", "value": "/"}), "spec.rayCluster.env"),
+    "env-secret-in-other-namespace": (
+        set_env(
+            {
+                "name": "STOLEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "admin", "key": "token", "namespace": "kube-system"}
+                },
+            }
+        ),
+        "spec.rayCluster.env[0].valueFrom.secretKeyRef.namespace",
+    ),
+    "env-value-and-secret": (
+        set_env({"name": "X", "value": "v", "valueFrom": {"fieldRef": {"fieldPath": "spec"}}}),
+        "spec.rayCluster.env[0]",
+    ),
+    "env-two-sources": (
+        set_env(
+            {
+                "name": "X",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "s", "key": "k"},
+                    "fieldRef": {"fieldPath": "metadata.namespace"},
+                },
+            }
+        ),
+        "spec.rayCluster.env[0].valueFrom",
+    ),
+    "env-name-injection": (set_env({"name": INJECTION, "value": "v"}), "spec.rayCluster.env[0]"),
+    "env-name-unicode": (set_env({"name": "TÖKEN", "value": "v"}), "spec.rayCluster.env[0].name"),
+    "env-value-too-long": (
+        set_env({"name": "BIG", "value": "x" * 32769}),
+        "spec.rayCluster.env[0].value",
+    ),
+    "ray-pod-label": (set_cluster("podLabels", {"ray.io/cluster": "victim"}), "podLabels"),
+    "label-value-too-long": (
+        set_cluster("podLabels", {"team": "x" * 64}),
+        "spec.rayCluster.podLabels",
+    ),
+    "apparmor-unconfined": (
+        set_cluster(
+            "podAnnotations",
+            {"container.apparmor.security.beta.kubernetes.io/ray-worker": "unconfined"},
+        ),
+        "spec.rayCluster.podAnnotations",
+    ),
+    "seccomp-unconfined-pod": (
+        set_cluster("podAnnotations", {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}),
+        "spec.rayCluster.podAnnotations",
+    ),
+    "seccomp-unconfined-container": (
+        set_cluster(
+            "podAnnotations",
+            {"container.seccomp.security.alpha.kubernetes.io/autoscaler": "unconfined"},
+        ),
+        "spec.rayCluster.podAnnotations",
+    ),
+    "pvc-source-parent": (set_source("pvc://../etc"), "spec.model.source"),
+    "pvc-source-no-claim": (set_source("pvc:///etc/shadow"), "spec.model.source"),
+    "pvc-source-namespaced-claim": (set_source("pvc://kube-system:claim/x"), "spec.model.source"),
+    "file-source": (set_source("file:///etc/passwd"), "spec.model.source"),
+    "hostpath-source": (set_source("hostpath:///var/lib/kubelet"), "spec.model.source"),
+    "source-injection": (set_source("hf://org/model\nhostNetwork: true"), "spec.model.source"),
+    "relative-mount-path": (set_cache(mountPath="../../etc"), "spec.storage.modelCache.mountPath"),
+    "mount-path-with-colon": (
+        set_cache(mountPath="/models:/host"),
+        "spec.storage.modelCache.mountPath",
+    ),
+    "host-network-field": (set_cluster("hostNetwork", True), "spec.rayCluster.hostNetwork"),
+    "volumes-field": (
+        set_cluster("volumes", [{"name": "host", "hostPath": {"path": "/"}}]),
+        "spec.rayCluster.volumes",
+    ),
+    "security-context-field": (
+        set_cluster("head", {"securityContext": {"privileged": True}}),
+        "spec.rayCluster.head.securityContext",
+    ),
+    "pod-template-field": (
+        set_cluster("worker", {"template": {"spec": {"hostPID": True}}}),
+        "spec.rayCluster.worker.template",
+    ),
+    "name-unicode": (set_name("llm-ünïcode"), "metadata.name"),
+    "name-with-namespace": (set_name("kube-system/llm"), "metadata.name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED), ids=str)
+def test_validation_refuses_naming_the_field(case: str) -> None:
+    edit, field = REFUSED[case]
+    with pytest.raises(SpecError) as caught:
+        validate(hostile(edit))
+    assert field in str(caught.value), str(caught.value)
+
+
+# --- admitted, and confined -------------------------------------------------------------
+
+
+def walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """Every (path, key, value) of the mappings in `node`; strings are not parsed."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, str(key), value
+            yield from walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from walk(item, f"{path}[{index}]")
+
+
+# Fields that, set to true, give a container privilege or a share of the host.
+HOST_FLAGS = frozenset(
+    {"privileged", "allowPrivilegeEscalation", "hostNetwork", "hostPID", "hostIPC", "hostProcess"}
+)
+
+
+def reaches_out(key: str, value: Any) -> bool:
+    """Whether one field of a manifest or pod lifts the pod's confinement."""
+    return (
+        (key in HOST_FLAGS and value is True)
+        or (key == "capabilities" and isinstance(value, dict) and bool(value.get("add")))
+        or (key == "hostPath" and isinstance(value, dict))
+        or (key == "hostPort" and isinstance(value, int) and value > 0)
+        or (key == "procMount" and value == "Unmasked")
+        or (key == "sysctls" and bool(value))
+        or (
+            key in ("seccompProfile", "appArmorProfile")
+            and isinstance(value, dict)
+            and value.get("type") == "Unconfined"
+        )
+    )
+
+
+def escapes(node: Any) -> list[str]:
+    """Everything in `node` (a manifest or a pod) that reaches past the pod's confinement."""
+    found = []
+    for path, key, value in walk(node):
+        where = f"{path}.{key}"
+        if reaches_out(key, value):
+            found.append(where)
+        elif key == "annotations" and isinstance(value, dict):
+            found.extend(
+                f"{where}.{name}={text}"
+                for name, text in value.items()
+                if name.startswith(CONFINEMENT_ANNOTATIONS)
+            )
+    return found
+
+
+def foreign_namespaces(node: Any, namespace: str) -> list[str]:
+    return [
+        f"{path}.namespace={value}"
+        for path, key, value in walk(node)
+        if key == "namespace" and value != namespace
+    ]
+
+
+def pod_templates(child: Body) -> list[Body]:
+    if child["kind"] not in ("RayService", "RayCluster"):
+        return []
+    spec = child["spec"]
+    cluster = spec.get("rayClusterConfig", spec)
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    return [group["template"] for group in groups]
+
+
+def assert_confined(children: list[Body], namespace: str) -> None:
+    assert children
+    for child in children:
+        what = f"{child['kind']} {child['metadata']['name']}"
+        assert child["metadata"]["namespace"] == namespace, what
+        assert foreign_namespaces(child, namespace) == [], what
+        assert escapes(child) == [], what
+        if child["kind"] == "PersistentVolumeClaim":
+            # No volumeName, selector or dataSource: the claim cannot pick a volume.
+            assert set(child["spec"]) <= CLAIM_SPEC_KEYS, what
+        for template in pod_templates(child):
+            assert_template_confined(template, child["metadata"]["labels"])
+        if child["kind"] == "RayService":
+            assert_serve_config_is_only_serve(child["spec"]["serveConfigV2"])
+
+
+def assert_template_confined(template: Body, child_labels: dict[str, str]) -> None:
+    assert set(template) == {"metadata", "spec"}
+    assert set(template["metadata"]) <= {"labels", "annotations"}
+    labels = template["metadata"]["labels"]
+    # The operator's labels win over the user's of the same key.
+    for key in (names.MANAGED_BY_LABEL, names.DEPLOYMENT_LABEL, "app.kubernetes.io/instance"):
+        assert labels[key] == child_labels[key], key
+    assert not any(key.startswith("ray.io/") for key in labels)
+    spec = template["spec"]
+    assert set(spec) <= POD_SPEC_KEYS, sorted(spec)
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        assert kinds in ({"persistentVolumeClaim"}, {"emptyDir"}), volume
+        if "emptyDir" in volume:
+            assert volume["emptyDir"] == {"medium": "Memory"}
+    for container in spec["containers"]:
+        assert set(container) <= CONTAINER_KEYS, sorted(container)
+        assert container["securityContext"] == HARDENED
+        assert all(set(port) == {"name", "containerPort"} for port in container["ports"])
+        for entry in container.get("env", []):
+            assert set(entry) in ({"name", "value"}, {"name", "valueFrom"}), entry
+            source = entry.get("valueFrom", {})
+            for ref in source.values():
+                assert "namespace" not in ref, entry
+
+
+def assert_serve_config_is_only_serve(text: str) -> None:
+    config = yaml.safe_load(text)
+    assert set(config) == {"applications"}
+    for app in config["applications"]:
+        assert set(app) <= SERVE_APP_KEYS, sorted(app)
+        assert "runtime_env" not in app
+
+
+def rendered(body: Body) -> list[Body]:
+    return render(validate(body), OperatorSettings())
+
+
+def containers(children: list[Body]) -> list[Body]:
+    return [c for child in children for t in pod_templates(child) for c in t["spec"]["containers"]]
+
+
+def templates(children: list[Body]) -> list[Body]:
+    return [t for child in children for t in pod_templates(child)]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A hostile spec validation lets through, and what its children must show."""
+
+    edit: Callable[[Body], None]
+    check: Callable[[list[Body]], None]
+
+
+def env_verbatim(*expected: Body) -> Callable[[list[Body]], None]:
+    def check(children: list[Body]) -> None:
+        for container in containers(children):
+            env = container["env"]
+            # The operator's own variables come first and keep their values.
+            assert env[0] == {"name": "HF_HOME", "value": "/models"}
+            for entry in expected:
+                assert entry in env
+                assert [e["name"] for e in env].count(entry["name"]) == 1
+
+    return check
+
+
+INTERNALS: list[Body] = [
+    {"name": "KUBERAY_GEN_RAY_START_CMD", "value": "sh -c 'cat /etc/shadow'"},
+    {"name": "RAY_ADDRESS", "value": "evil.example:6379"},
+    {"name": "KUBERNETES_SERVICE_HOST", "value": "evil.example"},
+    {"name": "LD_PRELOAD", "value": "/tmp/x.so"},
+    {"name": "HUGGING_FACE_HUB_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "INJECTED", "value": INJECTION},
+    {"name": "JSON", "value": JSON_INJECTION},
+]
+SLASHED_SECRET = {
+    "name": "STOLEN",
+    "valueFrom": {"secretKeyRef": {"name": "kube-system/admin", "key": "../token"}},
+}
+HOSTILE_LABELS = {
+    "kubernetes.io/metadata.name": "kube-system",
+    "node-role.kubernetes.io/control-plane": "",
+    names.MANAGED_BY_LABEL: "Helm",
+    names.DEPLOYMENT_LABEL: "victim",
+    "app.kubernetes.io/instance": "victim",
+    "hostNetwork": "true",
+}
+HOSTILE_ANNOTATIONS = {
+    "kubernetes.io/psp": "privileged",
+    "ray.io/overwrite-container-cmd": "true",
+    "ray.io/ft-enabled": "true",
+    "hostNetwork": "true",
+    "injected": INJECTION,
+    "json": JSON_INJECTION,
+    "unicode": "🔥" * 4096,
+}
+
+
+def labels_lose(children: list[Body]) -> None:
+    for template in templates(children):
+        labels = template["metadata"]["labels"]
+        assert labels[names.MANAGED_BY_LABEL] == names.MANAGED_BY
+        assert labels[names.DEPLOYMENT_LABEL] == "qwen-small"
+        assert labels["app.kubernetes.io/instance"] == "qwen-small"
+        assert labels["kubernetes.io/metadata.name"] == "kube-system"  # a label, nothing more
+        assert "hostNetwork" not in template["spec"]
+
+
+def annotations_verbatim(children: list[Body]) -> None:
+    for template in templates(children):
+        annotations = template["metadata"]["annotations"]
+        for key, value in HOSTILE_ANNOTATIONS.items():
+            assert annotations[key] == value
+        assert "hostNetwork" not in template["spec"]
+
+
+def source_claim(claim: str, model_source: str) -> Callable[[list[Body]], None]:
+    def check(children: list[Body]) -> None:
+        for template in templates(children):
+            volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+            assert volumes[names.MODEL_SOURCE_VOLUME]["persistentVolumeClaim"] == {
+                "claimName": claim,
+                "readOnly": True,
+            }
+            (mount,) = [
+                m
+                for m in template["spec"]["containers"][0]["volumeMounts"]
+                if m["name"] == names.MODEL_SOURCE_VOLUME
+            ]
+            assert mount == {
+                "name": names.MODEL_SOURCE_VOLUME,
+                "mountPath": names.MODEL_SOURCE_MOUNT,
+                "readOnly": True,
+            }
+        app = yaml.safe_load(children[-1]["spec"]["serveConfigV2"])["applications"][0]
+        loading = app["args"]["llm_configs"][0]["model_loading_config"]
+        assert loading["model_source"] == model_source
+
+    return check
+
+
+def no_source_claim(children: list[Body]) -> None:
+    for template in templates(children):
+        assert names.MODEL_SOURCE_VOLUME not in {v["name"] for v in template["spec"]["volumes"]}
+
+
+def cache_claim(claim: str, created: bool) -> Callable[[list[Body]], None]:
+    def check(children: list[Body]) -> None:
+        made = [c["metadata"]["name"] for c in children if c["kind"] == "PersistentVolumeClaim"]
+        assert made == ([names.model_cache_claim("qwen-small")] if created else [])
+        for template in templates(children):
+            volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+            assert volumes[names.MODEL_CACHE_VOLUME]["persistentVolumeClaim"] == {
+                "claimName": claim
+            }
+
+    return check
+
+
+def mounted_at(path: str) -> Callable[[list[Body]], None]:
+    def check(children: list[Body]) -> None:
+        for container in containers(children):
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert mounts[names.MODEL_CACHE_VOLUME] == path
+
+    return check
+
+
+def engine_args_stay_engine_args(children: list[Body]) -> None:
+    app = yaml.safe_load(children[-1]["spec"]["serveConfigV2"])["applications"][0]
+    kwargs = app["args"]["llm_configs"][0]["engine_kwargs"]
+    assert kwargs[INJECTION] == JSON_INJECTION
+    assert kwargs["runtime_env"] == {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}}
+
+
+def service_account_verbatim(children: list[Body]) -> None:
+    for template in templates(children):
+        assert template["spec"]["serviceAccountName"] == "system:serviceaccount:kube-system:admin"
+
+
+def set_engine_args(body: Body) -> None:
+    body["spec"]["engine"]["args"] = {
+        INJECTION: JSON_INJECTION,
+        "runtime_env": {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}},
+    }
+
+
+def in_kube_system(body: Body) -> None:
+    body["metadata"]["namespace"] = "kube-system"
+
+
+def set_env_values(body: Body) -> None:
+    set_env(*INTERNALS, SLASHED_SECRET, {"name": "BIG", "value": "ü" * 32768})(body)
+
+
+ADMITTED: dict[str, Admitted] = {
+    "env-internals": Admitted(set_env(*INTERNALS), env_verbatim(*INTERNALS)),
+    # A Secret's name with a slash is still a name in the pod's namespace (and one the
+    # Pod API refuses): secretKeyRef has no namespace to aim at.
+    "env-secret-name-with-slash": Admitted(set_env(SLASHED_SECRET), env_verbatim(SLASHED_SECRET)),
+    "env-huge-unicode": Admitted(
+        set_env({"name": "BIG", "value": "ü" * 32768}),
+        env_verbatim({"name": "BIG", "value": "ü" * 32768}),
+    ),
+    "labels-like-internals": Admitted(set_cluster("podLabels", HOSTILE_LABELS), labels_lose),
+    "annotations-like-internals": Admitted(
+        set_cluster("podAnnotations", HOSTILE_ANNOTATIONS), annotations_verbatim
+    ),
+    # pvc://<claim>/<path>: the first segment is a claim of this namespace, never a namespace.
+    "pvc-source-other-namespace": Admitted(
+        set_source("pvc://other-ns/claim"), source_claim("other-ns", "/model-source/claim")
+    ),
+    "pvc-source-path-traversal": Admitted(
+        set_source("pvc://models/../../etc/shadow"),
+        source_claim("models", "/model-source/../../etc/shadow"),
+    ),
+    "hf-source-traversal": Admitted(set_source("hf://../../"), no_source_claim),
+    "existing-claim-other-namespace": Admitted(
+        set_cache(existingClaim="kube-system/etcd-data"),
+        cache_claim("kube-system/etcd-data", False),
+    ),
+    "existing-claim-traversal": Admitted(
+        set_cache(existingClaim="../../etc"), cache_claim("../../etc", False)
+    ),
+    "mount-over-service-account-token": Admitted(
+        set_cache(mountPath="/var/run/secrets/kubernetes.io/serviceaccount"),
+        mounted_at("/var/run/secrets/kubernetes.io/serviceaccount"),
+    ),
+    "mount-at-root": Admitted(set_cache(mountPath="/.."), mounted_at("/..")),
+    "engine-args-injection": Admitted(set_engine_args, engine_args_stay_engine_args),
+    "service-account-of-another-namespace": Admitted(
+        set_cluster("serviceAccountName", "system:serviceaccount:kube-system:admin"),
+        service_account_verbatim,
+    ),
+    "in-kube-system": Admitted(in_kube_system, cache_claim("qwen-small-model-cache", True)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADMITTED), ids=str)
+def test_admitted_hostile_spec_renders_confined_children(case: str) -> None:
+    body = hostile(ADMITTED[case].edit)
+    children = rendered(body)
+    assert_confined(children, body["metadata"]["namespace"])
+    ADMITTED[case].check(children)
+
+
+def test_all_admitted_hostile_fields_at_once_stay_confined() -> None:
+    def combined(body: Body) -> None:
+        set_env_values(body)
+        set_cluster("podLabels", HOSTILE_LABELS)(body)
+        set_cluster("podAnnotations", HOSTILE_ANNOTATIONS)(body)
+        set_cluster("serviceAccountName", "system:serviceaccount:kube-system:admin")(body)
+        set_source("pvc://other-ns/../../claim")(body)
+        set_cache(existingClaim="kube-system/etcd-data")(body)
+        body["spec"]["storage"]["checkpoints"] = {"existingClaim": "../../etc", "mountPath": "/.."}
+        set_engine_args(body)
+
+    for mode in ("Service", "Cluster"):
+        body = hostile(combined)
+        body["spec"]["mode"] = mode
+        children = rendered(body)
+        assert_confined(children, NAMESPACE)
+        assert [c["kind"] for c in children] == [
+            "RayService" if mode == "Service" else "RayCluster"
+        ]
+
+
+def test_the_checks_catch_an_escape() -> None:
+    """Guard: the structural checks fail on a child that does escape."""
+    children = rendered(hostile(lambda body: None))
+    leaky = copy.deepcopy(children)
+    (template, *_) = templates(leaky)
+    template["spec"]["hostNetwork"] = True
+    template["spec"]["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    container = template["spec"]["containers"][0]
+    container["securityContext"] = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}
+    container["ports"].append({"containerPort": 22, "hostPort": 22})
+    template["metadata"]["annotations"] = {CONFINEMENT_ANNOTATIONS[0] + "ray-head": "unconfined"}
+    leaky[-1]["metadata"]["namespace"] = "kube-system"
+    found = " ".join(escapes(leaky[-1]))
+    for marker in ("hostNetwork", "hostPath", "privileged", "capabilities", "hostPort"):
+        assert marker in found, marker
+    assert f"{CONFINEMENT_ANNOTATIONS[0]}ray-head=unconfined" in found
+    assert foreign_namespaces(leaky[-1], NAMESPACE) == [".metadata.namespace=kube-system"]
+    with pytest.raises(AssertionError):
+        assert_confined(leaky, NAMESPACE)
