@@ -86,24 +86,35 @@ def running_quickstart(kube: Kube, namespace: str) -> tuple[str, dict[str, Any]]
     return name, service
 
 
+def refused_update(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> str | None:
+    """Replace the spec as kubectl would (live resourceVersion; a conflict with the
+    operator's status write is retried); the API server's refusal, or None if accepted."""
+    while True:
+        live = kube.get_llmd(namespace, name)
+        try:
+            kube.custom.replace_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, dict(live, spec=spec),
+                field_validation="Strict",
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 409:
+                continue
+            assert exc.status in (400, 422), exc.body
+            return refusal(exc)
+        return None
+
+
 def test_refused_updates_change_nothing(kube: Kube, namespace: str) -> None:
     name, service = running_quickstart(kube, namespace)
     before = kube.get_llmd(namespace, name)
     tried = [p for p in ADMISSION if expected_field(p) not in IDENTITY_FIELDS]
     accepted = []
-    # No resourceVersion: the operator may still write status meanwhile, and the refusal
-    # must come from validation, not from a conflict.
-    metadata = {k: v for k, v in before["metadata"].items() if k != "resourceVersion"}
     for path in tried:
-        update = dict(before, metadata=metadata, spec=load_yaml(path)["spec"])
-        try:
-            kube.custom.replace_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, update, field_validation="Strict"
-            )
-        except ApiException as exc:
-            assert exc.status in (400, 422), (path.name, exc.body)
-        else:
+        refused = refused_update(kube, namespace, name, load_yaml(path)["spec"])
+        if refused is None:
             accepted.append(path.name)
+            continue
+        assert expected_field(path).removeprefix("metadata.") in refused, (path.name, refused)
     assert not accepted, f"updates the API server let through: {accepted}"
     assert len(tried) >= 15
     after = kube.get_llmd(namespace, name)
@@ -151,3 +162,25 @@ def test_invalid_update_keeps_running_children(kube: Kube, namespace: str) -> No
     assert same is not None
     assert same["metadata"]["generation"] == service["metadata"]["generation"]
     assert same["spec"] == service["spec"]
+
+
+def test_child_the_api_server_refuses_is_reported_as_invalid_spec(
+    kube: Kube, namespace: str
+) -> None:
+    """A value only the child's own schema checks (a storage class name) is reported."""
+
+    def edit(body: dict[str, Any]) -> None:
+        body["spec"]["storage"] = {
+            "modelCache": {"size": "10Gi", "storageClassName": "Not_A_Class"}
+        }
+
+    name = kube.create_llmd(sample("quickstart", namespace, edit))["metadata"]["name"]
+
+    def reported() -> dict[str, Any] | None:
+        found = kube.get_llmd(namespace, name)
+        valid = condition(found, "SpecValid")
+        return valid if converged(found) and valid and valid["status"] == "False" else None
+
+    message = wait_for(reported, "SpecValid=False for the refused claim")["message"]
+    assert "PersistentVolumeClaim" in message and "storageClassName" in message, message
+    assert kube.rays("rayservices", namespace) == [], "nothing after the refused child"

@@ -32,13 +32,17 @@ def dump_all(documents: Iterable[Any]) -> str:
 
 
 class _CappedLoader(yaml.SafeLoader):
-    """Safe loader that refuses alias expansion beyond a small budget (billion laughs)."""
+    """Safe loader that refuses alias expansion beyond a small budget (billion laughs) and
+    nesting beyond a depth no spec needs (the composer recurses: deep input would exhaust
+    Python's stack)."""
 
     max_aliases = 16
+    max_depth = 64
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._aliases = 0
+        self._depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -47,7 +51,15 @@ class _CappedLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(
                     f"more than {self.max_aliases} YAML aliases; refusing to expand"
                 )
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise yaml.YAMLError(
+                    f"nested deeper than {self.max_depth} levels; refusing to read further"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def load_all(text: str) -> list[Any]:

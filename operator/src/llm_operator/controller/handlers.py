@@ -18,7 +18,7 @@ import kopf
 
 from llm_operator.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from llm_operator.api.models import LLMDeployment
-from llm_operator.api.validation import SpecError, validate
+from llm_operator.api.validation import FieldError, SpecError, validate
 from llm_operator.controller import kube, status
 from llm_operator.controller.merge import Manifest, worker_groups
 from llm_operator.controller.metrics import METRICS, invalid_record, valid_record
@@ -138,7 +138,8 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     """Converge one LLMDeployment: validate, apply children, mirror status.
 
     Raises `SpecError` (after recording it in status) when the spec is invalid; no child
-    is touched then.
+    is touched then. A child the API server refuses counts as an invalid spec too, though
+    the children before it in the list have been applied by then.
     """
     plain = _plain(body)
     owner = _owner(plain)
@@ -147,14 +148,18 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     generation = meta.get("generation")
     try:
         llmd = validate(plain, settings.gpu_memory_gib)
+        children = render(llmd, settings)
+        try:
+            live = _apply_children(clients, children, owner, first=not before)
+        except kube.ChildRefused as exc:
+            # Values the schema lets through but the child's own schema refuses (a storage
+            # class name, a quantity): as invalid as a spec gets, and reported the same way.
+            raise SpecError([FieldError("spec", str(exc))]) from exc
     except SpecError as exc:
         invalid = status.invalid_status(str(exc), generation, before, _now())
         _write_status(clients, owner, before, invalid)
         METRICS.observe(meta["namespace"], meta["name"], invalid_record(invalid.get("phase")))
         raise
-    children = render(llmd, settings)
-    try:
-        live = _apply_children(clients, children, owner, first=not before)
     except kube.NotServed as exc:
         _write_status(
             clients, owner, before, status.not_served_status(str(exc), generation, before, _now())

@@ -7,6 +7,7 @@ Every write names the field manager `llm-operator`. API failures become kopf's
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +68,18 @@ class NotServed(kopf.TemporaryError):
     """The API server does not serve a kind the operator writes (its CRD is missing)."""
 
 
+class ChildRefused(kopf.PermanentError):
+    """The API server refused a child as the spec rendered it (HTTP 400 or 422)."""
+
+
+def _message(exc: ApiException) -> str:
+    """The API server's own message (it names the child's field), else the raw body."""
+    try:
+        return str(json.loads(exc.body or "")["message"])[:1000]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body)[:1000]
+
+
 def _explain(exc: ApiException, what: str) -> str:
     reason = exc.reason or "error"
     detail = (exc.body or "")[:500] if isinstance(exc.body, str) else ""
@@ -97,8 +110,8 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
                 _explain(exc, what) + hint, delay=FORBIDDEN_RETRY_SECONDS
             ) from exc
         if exc.status in (400, 422):
-            # The API server refused our own output: retrying the same request cannot help.
-            raise kopf.PermanentError(_explain(exc, what)) from exc
+            # The API server refused what the spec rendered: retrying cannot help.
+            raise ChildRefused(f"the API server refused {what}: {_message(exc)}") from exc
         raise kopf.TemporaryError(_explain(exc, what), delay=RETRY_SECONDS) from exc
 
 
