@@ -50,6 +50,7 @@ SAMPLE = ROOT / "manifests" / "samples" / "quickstart.yaml"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 OPERATOR_METRICS = "http://127.0.0.1:18083/metrics"  # e2e/cluster.sh binds it here
 CONVERGE_TIMEOUT_SECONDS = 1800
+CLUSTER_NAME = "llmop"  # e2e/cluster/settings.env
 
 
 def pid_of(component: str) -> int:
@@ -66,6 +67,17 @@ def rss_mib(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def control_plane_pid(component: str) -> int:
+    """A kwokctl component's pid (the binary runtime keeps pid files in its work dir)."""
+    pid_file = STATE / "kwok" / "clusters" / CLUSTER_NAME / "pids" / f"{component}.pid"
+    return int(pid_file.read_text(encoding="utf-8"))
+
+
+def control_plane_cpu() -> float:
+    """CPU seconds kube-apiserver and etcd have used so far."""
+    return sum(cpu_seconds(control_plane_pid(c)) for c in ("kube-apiserver", "etcd"))
 
 
 def cluster(*args: str) -> None:
@@ -186,10 +198,14 @@ def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
     direct = make_namespace(core, "bench-direct")
     converge_from = now()
     cpu_converging = cpu_seconds(pid_of("llm-operator"))
+    server_cpu = control_plane_cpu()
     operator_seconds = time_operator(custom, ours, count)
     cpu_converging = cpu_seconds(pid_of("llm-operator")) - cpu_converging
+    server_cpu_operator = control_plane_cpu() - server_cpu
     converge_until = now()
+    server_cpu = control_plane_cpu()
     direct_seconds = time_direct(custom, direct, count)
+    server_cpu_direct = control_plane_cpu() - server_cpu
     rss_converged = rss_mib(pid_of("llm-operator"))
     # Steady state: restart the operator, so kopf resumes (re-reconciles) every one, then
     # stay idle for the rest of the window.
@@ -219,6 +235,9 @@ def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
         "steady_state_writes": sum(during_steady_state.values()),
         "steady_state_writes_by_kind": dict(sorted(during_steady_state.items())),
         "operator_cpu_seconds_converging": round(cpu_converging, 2),
+        # Where the time goes: the API server and etcd's CPU in each path.
+        "apiserver_etcd_cpu_seconds_operator_path": round(server_cpu_operator, 2),
+        "apiserver_etcd_cpu_seconds_direct_path": round(server_cpu_direct, 2),
         "operator_rss_mib_converged": round(rss_converged, 1),
         "resync_seconds": round(resync_seconds, 2),
         "operator_rss_mib_after_resync": round(rss_mib(operator_pid), 1),
@@ -246,7 +265,10 @@ def gone_pending(core: client.CoreV1Api, namespace: str) -> bool:
 def summary(run: dict[str, Any]) -> str:
     return (
         f"N={run['n']}: ratio {run['ratio']} (operator {run['operator_seconds']} s, direct "
-        f"{run['direct_seconds']} s); writes per LLMDeployment "
+        f"{run['direct_seconds']} s; CPU of kube-apiserver and etcd "
+        f"{run['apiserver_etcd_cpu_seconds_operator_path']} s vs "
+        f"{run['apiserver_etcd_cpu_seconds_direct_path']} s, of the operator "
+        f"{run['operator_cpu_seconds_converging']} s); writes per LLMDeployment "
         f"{run['writes_per_llmdeployment']} {run['writes_during_convergence']}; steady-state "
         f"writes {run['steady_state_writes']} in {run['steady_state_seconds']:.0f} s (resync "
         f"{run['resync_seconds']} s); RSS {run['operator_rss_mib_converged']} MiB, "
