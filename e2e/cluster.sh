@@ -89,9 +89,15 @@ cluster_exists() {
   kwokctl get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"
 }
 
+api_ready() {
+  kubectl get --raw /readyz >/dev/null 2>&1
+}
+
 start_control_plane() {
   if cluster_exists; then
-    kwokctl start cluster --name "$CLUSTER_NAME" >&2 || true
+    # Only when stopped: a second start would fail to bind and overwrite kwokctl's pid
+    # files with those of the failed processes.
+    api_ready || kwokctl start cluster --name "$CLUSTER_NAME" >&2 || true
   else
     kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
       --kubeconfig "$admin_kubeconfig" \
@@ -171,13 +177,12 @@ one_operator() { # start|stop llm-operator|kuberay-operator
 }
 
 restart_control_plane() {
-  # kwokctl stop only signals the processes; start must wait until their ports are free.
-  local pids pid
-  pids=$(cat "$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pids/"*.pid)
+  # kwokctl stop only signals the processes; start must wait until they are gone and
+  # their ports free. Each component runs from the cluster's bin dir ("bi[n]": the
+  # pattern must not match the shell that runs pgrep).
   kwokctl stop cluster --name "$CLUSTER_NAME" >&2
-  for pid in $pids; do
-    wait_until 60 "control-plane process $pid to exit" bash -c "! kill -0 $pid"
-  done
+  wait_until 60 "the control-plane processes to exit" \
+    bash -c "! pgrep -f '$KWOK_WORKDIR/clusters/$CLUSTER_NAME/bi[n]/'"
   kwokctl start cluster --name "$CLUSTER_NAME" >&2
   wait_until 120 "the API server" kubectl get --raw /readyz
 }
