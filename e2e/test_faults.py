@@ -19,6 +19,8 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -43,6 +45,7 @@ pytestmark = [
 STATE = ROOT / ".e2e"
 CLUSTER = ROOT / "e2e" / "cluster.sh"
 OPERATOR_LOG = STATE / "logs" / "llm-operator.log"
+LIVENESS_URL = "http://127.0.0.1:18080/healthz"  # e2e/cluster.sh binds it here
 KUBERAY_CRDS = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", STATE / "bin")) / "kuberay-crds"
 RAY_CRDS = ("rayservices.ray.io", "rayclusters.ray.io")
 DEPLOYMENTS = 50
@@ -73,6 +76,15 @@ def sigkill_operator() -> None:
     pid = operator_pid()
     os.killpg(pid, signal.SIGKILL)  # setsid made it a group leader: no child survives
     wait_for(lambda: not alive(pid), "the killed operator to be gone", 30)
+
+
+def live() -> bool:
+    """The operator's liveness probe, as the kubelet would call it."""
+    try:
+        with urllib.request.urlopen(LIVENESS_URL, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def operator_log_since(offset: int) -> str:
@@ -326,10 +338,11 @@ def test_kuberay_crds_absent_at_start_are_reported_then_recovered(
     namespace = unwatched_namespace
     name = "early"
     cluster("stop", "llm-operator")
-    cluster("stop", "kuberay-operator")
     try:
+        # KubeRay still runs while its CRDs go, so it can release its finalizers.
         delete_kuberay_crds(kube)
-        cluster("start", "llm-operator")  # its liveness probe answers without KubeRay
+        cluster("stop", "kuberay-operator")
+        cluster("start", "llm-operator")  # its liveness probe answers while it waits
         kube.create_llmd(cached(namespace, name))
 
         def reported() -> Body | None:
@@ -343,12 +356,17 @@ def test_kuberay_crds_absent_at_start_are_reported_then_recovered(
 
         install_kuberay_crds()
         wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", 60)
+        # The operator asks to be restarted, once, through its liveness probe; here the
+        # test plays the kubelet.
+        wait_for(lambda: not live(), "the liveness probe to fail once the CRDs are served")
+        cluster("stop", "llm-operator")
+        cluster("start", "llm-operator")
         wait_for(
             lambda: all_converged(kube, namespace, {name: BASE_MODEL_LEN}),
             "the RayService once the CRDs are installed",
             CONVERGE_SECONDS,
         )
-        # The RayService watch started late: drift is still repaired.
+        # The RayService watch started once the CRDs were there: drift is repaired.
         service_name = names.ray_service_name(name)
         kube.custom.delete_namespaced_custom_object(
             names.RAY_GROUP, names.RAY_VERSION, namespace, "rayservices", service_name
@@ -365,3 +383,5 @@ def test_kuberay_crds_absent_at_start_are_reported_then_recovered(
             install_kuberay_crds()
             wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", 60)
         cluster("start", "kuberay-operator")
+        # The next tests get an operator that has not seen any of this.
+        cluster("stop", "llm-operator")

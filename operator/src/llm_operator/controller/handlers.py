@@ -207,14 +207,38 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     memo.clients = kube.connect()
-    # Without our own CRD there is nothing to do. KubeRay's may come later: kopf watches
-    # CRDs and starts watching RayServices once they appear; until then every
-    # LLMDeployment says KubeRayNotInstalled in its Ready condition.
+    # Without our own CRD there is nothing to do. KubeRay's may come later: each
+    # LLMDeployment then says KubeRayNotInstalled in its Ready condition until they do.
     if not kube.served(memo.clients, GROUP, VERSION, PLURAL):
         raise kopf.TemporaryError(
             f"{PLURAL}.{GROUP}/{VERSION} is not served yet: install this chart's CRD; retrying",
             delay=STARTUP_RETRY_SECONDS,
         )
+    memo.kuberay_missed = not _kuberay_served(memo.clients)
+    if memo.kuberay_missed:
+        LOG.warning("KubeRay's CRDs are not served: waiting for them (see the liveness probe)")
+
+
+def _kuberay_served(clients: kube.Clients) -> bool:
+    return all(
+        kube.served(clients, names.RAY_GROUP, names.RAY_VERSION, plural)
+        for plural in kube.RAY_PLURALS.values()
+    )
+
+
+@kopf.on.probe(id="kuberay")
+def kuberay_watched(memo: kopf.Memo, **_: Any) -> str:
+    """Fails once KubeRay's CRDs are served after being missing when the operator started.
+
+    kopf watches CRDs and resolves new ones, but can miss one whose discovery lags its
+    creation, and then would never watch RayServices. The failed liveness probe makes
+    the kubelet restart the operator, once, and a fresh start resolves them for sure.
+    """
+    if memo.kuberay_missed and _kuberay_served(memo.clients):
+        raise kopf.PermanentError(
+            "KubeRay's CRDs appeared after start-up: restart to watch them for certain"
+        )
+    return "missing" if memo.kuberay_missed else "served"
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -224,6 +248,9 @@ def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
         with METRICS.reconcile():
             reconcile(body, memo.clients, memo.settings)
+    except kube.NotServed:
+        memo.kuberay_missed = True  # KubeRay's CRDs went away; see kuberay_watched
+        raise
     except SpecError as exc:
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
         # Permanent: the same spec fails the same way; a new generation re-triggers us.
