@@ -176,13 +176,24 @@ one_operator() { # start|stop llm-operator|kuberay-operator
   esac
 }
 
+control_plane_ports_free() {
+  # Every port kwokctl gave a component; a connection that opens means it is still held.
+  local port
+  for port in $(grep -oE '^ +port: [0-9]+' "$KWOK_WORKDIR/clusters/$CLUSTER_NAME/kwok.yaml" |
+    grep -oE '[0-9]+' | sort -u); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 1; fi
+  done
+}
+
 restart_control_plane() {
   # kwokctl stop only signals the processes; start must wait until they are gone and
-  # their ports free. Each component runs from the cluster's bin dir ("bi[n]": the
+  # their ports free (an exiting process can still hold its socket after its command
+  # line is gone). Each component runs from the cluster's bin dir ("bi[n]": the
   # pattern must not match the shell that runs pgrep).
   kwokctl stop cluster --name "$CLUSTER_NAME" >&2
   wait_until 60 "the control-plane processes to exit" \
     bash -c "! pgrep -f '$KWOK_WORKDIR/clusters/$CLUSTER_NAME/bi[n]/'"
+  wait_until 60 "the control-plane ports to be free" control_plane_ports_free
   kwokctl start cluster --name "$CLUSTER_NAME" >&2
   wait_until 120 "the API server" kubectl get --raw /readyz
 }

@@ -57,7 +57,10 @@ BASE_MODEL_LEN = 4096
 
 # --- the local cluster's processes -----------------------------------------------------
 def cluster(*args: str) -> None:
-    subprocess.run(["bash", str(CLUSTER), *args], check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", str(CLUSTER), *args], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"e2e/cluster.sh {' '.join(args)}: {done.stderr[-3000:]}"
 
 
 def operator_pid() -> int:
