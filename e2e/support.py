@@ -5,14 +5,17 @@ Cluster-agnostic: everything goes through the API server that KUBECONFIG names.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import shutil
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
 from kubernetes import client, config
@@ -263,3 +266,59 @@ def namespace_pool() -> Iterator[str]:
     settings = cluster_settings()
     prefix, count = settings["E2E_NAMESPACE_PREFIX"], int(settings["E2E_NAMESPACE_COUNT"])
     return (f"{prefix}{index:02d}" for index in range(1, count + 1))
+
+
+# RBAC ------------------------------------------------------------------------------
+class Access(NamedTuple):
+    verb: str
+    resource: str
+    group: str = ""
+    subresource: str = ""
+
+
+def operator_user(settings: dict[str, str]) -> str:
+    """The chart's service account, which the local operator runs as."""
+    return f"system:serviceaccount:{settings['OPERATOR_NAMESPACE']}:{settings['OPERATOR_RELEASE']}"
+
+
+def allowed(kube: Kube, user: str, access: Access, namespace: str) -> bool:
+    """The authorizer's answer for a service account (`namespace` "" is cluster-wide)."""
+    sa_namespace = user.split(":")[2]
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            # The groups a real token of the service account carries.
+            groups=[
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{sa_namespace}",
+                "system:authenticated",
+            ],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=access.verb,
+                resource=access.resource,
+                group=access.group,
+                namespace=namespace or None,
+                subresource=access.subresource or None,
+            ),
+        )
+    )
+    return bool(kube.authz.create_subject_access_review(review).status.allowed)
+
+
+@contextlib.contextmanager
+def namespaced_release(release: str, watched: str, install_namespace: str) -> Iterator[str]:
+    """A release of the chart that watches only `watched`, without an operator pod;
+    yields its service account's user name."""
+    helm = shutil.which("helm")
+    assert helm, "helm is not on PATH: run `make helm`"
+    common = ["--namespace", install_namespace]
+    subprocess.run(
+        [helm, "install", release, str(ROOT / "charts" / "llm-operator"), *common,
+         "--skip-crds", "--set", "operator.replicas=0",
+         "--set", f"operator.watchNamespaces={{{watched}}}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"system:serviceaccount:{install_namespace}:{release}-llm-operator"
+    finally:
+        subprocess.run([helm, "uninstall", release, *common], check=True, capture_output=True)

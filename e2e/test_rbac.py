@@ -7,45 +7,12 @@ than that, asked of the real authorizer with SubjectAccessReviews.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import pytest
-from kubernetes import client
-from support import ROOT, Kube
+from support import Access, Kube, allowed, namespaced_release, operator_user
 
 from llm_operator.api.constants import GROUP, PLURAL
-
-
-def service_account_user(settings: dict[str, str]) -> str:
-    return f"system:serviceaccount:{settings['OPERATOR_NAMESPACE']}:{settings['OPERATOR_RELEASE']}"
-
-
-class Access(NamedTuple):
-    verb: str
-    resource: str
-    group: str = ""
-    subresource: str = ""
-
-
-def allowed(kube: Kube, user: str, access: Access, namespace: str) -> bool:
-    review = client.V1SubjectAccessReview(
-        spec=client.V1SubjectAccessReviewSpec(
-            user=user,
-            groups=["system:serviceaccounts", "system:authenticated"],
-            resource_attributes=client.V1ResourceAttributes(
-                verb=access.verb,
-                resource=access.resource,
-                group=access.group,
-                namespace=namespace,
-                subresource=access.subresource or None,
-            ),
-        )
-    )
-    return bool(kube.authz.create_subject_access_review(review).status.allowed)
-
 
 NEEDED = [
     Access("watch", PLURAL, GROUP),
@@ -78,43 +45,31 @@ def _name(access: Access) -> str:
 def test_operator_may(
     kube: Kube, settings: dict[str, str], module_namespace: str, access: Access
 ) -> None:
-    assert allowed(kube, service_account_user(settings), access, module_namespace)
+    assert allowed(kube, operator_user(settings), access, module_namespace)
 
 
 @pytest.mark.parametrize("access", FORBIDDEN, ids=_name)
 def test_operator_may_not(
     kube: Kube, settings: dict[str, str], module_namespace: str, access: Access
 ) -> None:
-    assert not allowed(kube, service_account_user(settings), access, module_namespace)
+    assert not allowed(kube, operator_user(settings), access, module_namespace)
 
 
 @pytest.fixture
-def namespaced_release(kube: Kube, namespace: str, unwatched_namespace: str) -> Iterator[str]:
+def scoped_release(namespace: str, unwatched_namespace: str) -> Iterator[str]:
     """A second release of the chart that watches only `namespace`; no operator pod."""
-    release = "llmop-scoped"
-    helm = shutil.which("helm")
-    assert helm, "helm is not on PATH: run `make helm`"
-    common = ["--namespace", unwatched_namespace]
-    subprocess.run(
-        [helm, "install", release, str(ROOT / "charts" / "llm-operator"), *common,
-         "--skip-crds", "--set", "operator.replicas=0",
-         "--set", f"operator.watchNamespaces={{{namespace}}}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"system:serviceaccount:{unwatched_namespace}:{release}-llm-operator"
-    finally:
-        subprocess.run([helm, "uninstall", release, *common], check=True, capture_output=True)
+    with namespaced_release("llmop-scoped", namespace, unwatched_namespace) as user:
+        yield user
 
 
 def test_namespaced_install_reaches_only_its_namespaces(
-    kube: Kube, namespace: str, unwatched_namespace: str, namespaced_release: str
+    kube: Kube, namespace: str, unwatched_namespace: str, scoped_release: str
 ) -> None:
     for access in NEEDED:
-        assert allowed(kube, namespaced_release, access, namespace), access
+        assert allowed(kube, scoped_release, access, namespace), access
     for access in NEEDED:
-        assert not allowed(kube, namespaced_release, access, unwatched_namespace), access
+        assert not allowed(kube, scoped_release, access, unwatched_namespace), access
         # Cluster-wide (all namespaces) is refused too.
-        assert not allowed(kube, namespaced_release, access, ""), access
+        assert not allowed(kube, scoped_release, access, ""), access
     for access in FORBIDDEN:
-        assert not allowed(kube, namespaced_release, access, namespace), access
+        assert not allowed(kube, scoped_release, access, namespace), access

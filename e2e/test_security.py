@@ -40,19 +40,27 @@ import json
 import mmap
 import os
 import secrets
-import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from support import ROOT, Kube, converged, sample, wait_for
+from support import (
+    ROOT,
+    Access,
+    Kube,
+    allowed,
+    converged,
+    namespaced_release,
+    operator_user,
+    sample,
+    wait_for,
+)
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.render import names
@@ -100,40 +108,6 @@ def as_dict(kube: Kube, obj: Any) -> Body:
 
 
 # --- 1. RBAC ---------------------------------------------------------------------------
-
-
-class Access(NamedTuple):
-    verb: str
-    resource: str
-    group: str = ""
-    subresource: str = ""
-
-
-def allowed(kube: Kube, user: str, access: Access, namespace: str) -> bool:
-    sa_namespace = user.split(":")[2]
-    review = client.V1SubjectAccessReview(
-        spec=client.V1SubjectAccessReviewSpec(
-            user=user,
-            # The groups a real token of the service account carries.
-            groups=[
-                "system:serviceaccounts",
-                f"system:serviceaccounts:{sa_namespace}",
-                "system:authenticated",
-            ],
-            resource_attributes=client.V1ResourceAttributes(
-                verb=access.verb,
-                resource=access.resource,
-                group=access.group,
-                namespace=namespace or None,
-                subresource=access.subresource or None,
-            ),
-        )
-    )
-    return bool(kube.authz.create_subject_access_review(review).status.allowed)
-
-
-def operator_user(settings: dict[str, str]) -> str:
-    return f"system:serviceaccount:{settings['OPERATOR_NAMESPACE']}:{settings['OPERATOR_RELEASE']}"
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -258,25 +232,13 @@ def test_operator_account_may_not_touch_the_cluster(kube: Kube, settings: dict[s
 
 
 @pytest.fixture
-def scoped_release(kube: Kube, namespace: str, unwatched_namespace: str) -> Iterator[str]:
+def scoped_release(namespace: str, unwatched_namespace: str) -> Iterator[str]:
     """A release of the chart that watches only `namespace`, without an operator pod.
 
     Its own release name, so it can run beside e2e/test_rbac.py's.
     """
-    release = f"llmop-sec-{RUN}"
-    helm = shutil.which("helm")
-    assert helm, "helm is not on PATH: run `make helm`"
-    common = ["--namespace", unwatched_namespace]
-    subprocess.run(
-        [helm, "install", release, str(ROOT / "charts" / "llm-operator"), *common,
-         "--skip-crds", "--set", "operator.replicas=0",
-         "--set", f"operator.watchNamespaces={{{namespace}}}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"system:serviceaccount:{unwatched_namespace}:{release}-llm-operator"
-    finally:
-        subprocess.run([helm, "uninstall", release, *common], check=True, capture_output=True)
+    with namespaced_release(f"llmop-sec-{RUN}", namespace, unwatched_namespace) as user:
+        yield user
 
 
 def test_namespaced_install_cannot_act_in_kube_system(
