@@ -6,7 +6,8 @@
 # of cluster with a token of the chart's service account, so the chart's RBAC is what
 # it runs under.
 #
-#   e2e/cluster.sh up       start (or reuse) everything and print the state
+#   e2e/cluster.sh up       start (or reuse) everything, the real node (e2e/node.sh)
+#                           included, and print the state
 #   e2e/cluster.sh down     stop the operators and delete the cluster
 #   e2e/cluster.sh status   what runs, and where the kubeconfig and logs are
 #   e2e/cluster.sh env      shell exports for KUBECONFIG and PATH
@@ -37,7 +38,8 @@ operator_liveness=127.0.0.1:18080
 export KWOK_WORKDIR=$state/kwok
 export PATH=$bin_dir:$PATH
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
+# shellcheck source=lib.sh
+source "$e2e_dir/lib.sh"
 
 kuberay_namespaces() {
   local list=$DEMO_NAMESPACE i
@@ -45,44 +47,6 @@ kuberay_namespaces() {
     list+=",$(printf '%s%02d' "$E2E_NAMESPACE_PREFIX" "$i")"
   done
   echo "$list"
-}
-
-running() { # name
-  local pid_file=$state/$1.pid
-  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
-}
-
-start_background() { # name command...
-  local name=$1
-  shift
-  running "$name" && return 0
-  # Appended, so a restarted operator's log keeps what it logged before.
-  echo "--- $name starting at $(date -u +%FT%TZ)" >>"$logs/$name.log"
-  setsid "$@" >>"$logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$state/$name.pid"
-  log "$name started (pid $!, log $logs/$name.log)"
-}
-
-stop_background() { # name
-  local pid_file=$state/$1.pid
-  if running "$1"; then
-    kill -- -"$(cat "$pid_file")" 2>/dev/null || kill "$(cat "$pid_file")" 2>/dev/null || true
-    wait_until 30 "$1 to exit" bash -c "! kill -0 $(cat "$pid_file")"
-    log "$1 stopped"
-  fi
-  rm -f "$pid_file"
-}
-
-wait_until() { # seconds description command...
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then
-      log "timed out waiting for $what"
-      return 1
-    fi
-    sleep 1
-  done
 }
 
 cluster_exists() {
@@ -93,13 +57,39 @@ api_ready() {
   kubectl get --raw /readyz >/dev/null 2>&1
 }
 
+# What the real node (e2e/node.sh) needs of the control plane: the kubelet's identity
+# checked by NodeRestriction; namespaces that pin their pods to it (PodNodeSelector,
+# PodTolerationRestriction); the kubernetes Service's address in the serving certificate
+# (Ray's autoscaler dials it); logs and exec reaching the kubelet by address; kwok's
+# hands off that node; and fake pod addresses apart from the Service range.
+write_kwokctl_config() {
+  cat >"$state/kwokctl.yaml" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  kubeApiserverCertSANs: [$KUBERNETES_SERVICE_IP]
+componentsPatches:
+  - name: kube-apiserver
+    extraArgs:
+      - {key: enable-admission-plugins, value: "NodeRestriction,PodNodeSelector,PodTolerationRestriction"}
+      - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
+      - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+  - name: kwok-controller
+    extraArgs:
+      - {key: manage-all-nodes, value: "false"}
+      - {key: manage-nodes-with-annotation-selector, value: "kwok.x-k8s.io/node=fake"}
+      - {key: cidr, value: "$KWOK_POD_CIDR"}
+EOF
+}
+
 start_control_plane() {
   if cluster_exists; then
     # Only when stopped: a second start would fail to bind and overwrite kwokctl's pid
     # files with those of the failed processes.
     api_ready || kwokctl start cluster --name "$CLUSTER_NAME" >&2 || true
   else
-    kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
+    write_kwokctl_config
+    kwokctl --config "$state/kwokctl.yaml" create cluster --name "$CLUSTER_NAME" --runtime binary \
       --kubeconfig "$admin_kubeconfig" \
       --kube-apiserver-binary "$bin_dir/kube-apiserver" \
       --kube-controller-manager-binary "$bin_dir/kube-controller-manager" \
@@ -146,8 +136,13 @@ write_operator_kubeconfig() {
 }
 
 start_kuberay() {
+  # KubeRay runs on the host, outside the cluster's DNS: it reaches each real head's
+  # dashboard through the API server's service proxy (e2e/node.sh keeps the fake heads'
+  # addresses from leaving the machine).
+  local proxy=()
+  [ "${LLM_OPERATOR_REAL_NODE:-1}" = 0 ] || proxy=(--use-kubernetes-proxy)
   start_background kuberay-operator env KUBECONFIG="$admin_kubeconfig" ray-operator \
-    --watch-namespace "$(kuberay_namespaces)" \
+    --watch-namespace "$(kuberay_namespaces)" "${proxy[@]}" \
     --metrics-addr 127.0.0.1:18081 --health-probe-bind-address 127.0.0.1:18082 \
     --enable-leader-election=false
   wait_until 60 "KubeRay's health probe" curl -fsS http://127.0.0.1:18082/healthz
@@ -203,7 +198,7 @@ status() {
   echo "kubeconfig:  $admin_kubeconfig"
   echo "logs:        $logs"
   local name
-  for name in kuberay-operator llm-operator; do
+  for name in kuberay-operator llm-operator containerd kubelet kube-proxy coredns; do
     echo "$name: $(running "$name" && echo "running, pid $(cat "$state/$name.pid")" || echo stopped)"
   done
   if cluster_exists; then
@@ -218,13 +213,24 @@ up() {
   export KUBECONFIG=$admin_kubeconfig
   start_control_plane
   install_cluster_content
+  real_node up
   start_operators
   status
+}
+
+real_node() { # up|down
+  if [ "${LLM_OPERATOR_REAL_NODE:-1}" = 0 ]; then
+    log "no real node (LLM_OPERATOR_REAL_NODE=0): Ray does not run, the ray suite fails"
+    return 0
+  fi
+  bash "$e2e_dir/node.sh" "$1"
 }
 
 down() {
   stop_background llm-operator
   stop_background kuberay-operator
+  real_node down
+  ip route del unreachable "$KWOK_POD_CIDR" 2>/dev/null || true
   if cluster_exists; then
     kwokctl delete cluster --name "$CLUSTER_NAME" --kubeconfig "$admin_kubeconfig" >&2
   fi

@@ -15,10 +15,16 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from support import Kube, cluster_settings, namespace_pool, wait_for
+from support import (
+    NAMESPACE_GONE_SECONDS,
+    RAY_TEST_SECONDS,
+    Kube,
+    cluster_settings,
+    namespace_pool,
+    wait_for,
+)
 
 LOCAL_KUBECONFIG = Path(__file__).resolve().parent.parent / ".e2e" / "kubeconfig"
-NAMESPACE_GONE_SECONDS = 180.0
 TEST_LABEL = "llmops.dev/e2e"
 
 
@@ -27,9 +33,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+            # Ray's tests take up to about 15 minutes each on the real node: more than the
+            # global per-test timeout (pyproject.toml) allows any other test.
+            if item.get_closest_marker("ray") and not item.get_closest_marker("timeout"):
+                item.add_marker(pytest.mark.timeout(RAY_TEST_SECONDS))
+
     # Fault injection restarts the control plane and the operators; run it last, so no
-    # other test waits on controllers that are still catching up.
-    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+    # other test waits on controllers that are still catching up. Ray's tests, which
+    # take minutes each on the real node, run just before.
+    def order(item: pytest.Item) -> int:
+        return 2 if item.get_closest_marker("faults") else int(bool(item.get_closest_marker("ray")))
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")

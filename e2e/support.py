@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any, NamedTuple, TypeVar
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.render import names
@@ -29,15 +26,43 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
 INVALID = ROOT / "tests" / "invalid"
 SETTINGS = Path(__file__).resolve().parent / "cluster" / "settings.env"
-DEFAULT_TIMEOUT = 90.0
+CLUSTER_SCRIPT = ROOT / "e2e" / "cluster.sh"
+
+# --- timeouts, in seconds: every wait of the suite takes its bound from here -------------
+# The operator's and KubeRay's work alike (a converge, a status, a cluster, pods): KubeRay
+# reconciles RayServices one at a time for every test running on the cluster, and the
+# operator's status follows KubeRay's.
+WAIT_SECONDS = 180.0
+# A namespace's deletion, its pods and KubeRay's finalizers first.
+NAMESPACE_GONE_SECONDS = 180.0
+# Fault injection: every LLMDeployment of a test converging after kills or restarts.
+CONVERGE_AFTER_FAULTS_SECONDS = 300.0
+# KubeRay's CRDs to be established, or to be gone.
+CRD_SECONDS = 120.0
+# A killed process to be gone.
+PROCESS_GONE_SECONDS = 30.0
+# One request to a metrics or health endpoint.
+HTTP_SECONDS = 5.0
 POLL_SECONDS = 0.5
-# KubeRay's metrics endpoint: e2e/cluster.sh binds it here; e2e/kind/run.sh forwards it.
-KUBERAY_METRICS_URL = os.environ.get("E2E_KUBERAY_METRICS", "http://127.0.0.1:18081/metrics")
+# How often an update retries a conflict (HTTP 409) with a concurrent writer.
+CONFLICT_RETRIES = 10
+# One of Ray's tests on the real node (e2e/test_ray.py), start-up to scale-down: more
+# than the per-test timeout of pyproject.toml, which bounds every other test.
+RAY_TEST_SECONDS = 1200.0
+
 GPU = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 
 T = TypeVar("T")
 Body = dict[str, Any]
+
+
+def cluster(*args: str) -> None:
+    """e2e/cluster.sh with `args` (the local cluster's processes); its stderr on failure."""
+    done = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), *args], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"e2e/cluster.sh {' '.join(args)}: {done.stderr[-3000:]}"
 
 
 def cluster_settings() -> dict[str, str]:
@@ -50,28 +75,10 @@ def cluster_settings() -> dict[str, str]:
     return pairs
 
 
-def kuberay_reconciles(controller: str) -> float:
-    """Reconciles KubeRay's `controller` has finished (controller-runtime's own counter).
-
-    Ray does not run on fake nodes, so KubeRay never reaches a RayService's Serve
-    application and never writes its observedGeneration; this counter is the sign that
-    it has looked at a change.
-    """
-    with urllib.request.urlopen(KUBERAY_METRICS_URL, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "controller_runtime_reconcile"
-        for sample in family.samples
-        if sample.name.endswith("_total") and sample.labels.get("controller") == controller
-    )
-
-
 def wait_for(
     probe: Callable[[], T | None],
     what: str,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = WAIT_SECONDS,
 ) -> T:
     """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
     deadline = time.monotonic() + timeout
@@ -130,9 +137,12 @@ class Kube:
                 return None
             raise
 
-    def rays(self, plural: str, namespace: str) -> list[Body]:
+    def rays(self, plural: str, namespace: str, selector: str | None = None) -> list[Body]:
+        """RayServices or RayClusters of `namespace`, those `selector` matches if given
+        (`names.selector(llmd)`: an LLMDeployment's own and the RayClusters KubeRay made
+        for its RayService, which carry its labels under names of their own)."""
         listing = self.custom.list_namespaced_custom_object(
-            names.RAY_GROUP, names.RAY_VERSION, namespace, plural
+            names.RAY_GROUP, names.RAY_VERSION, namespace, plural, label_selector=selector
         )
         return list(listing["items"])
 

@@ -14,9 +14,19 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from support import INVALID, Kube, condition, converged, load_yaml, sample, wait_for
+from support import (
+    CONFLICT_RETRIES,
+    INVALID,
+    Kube,
+    condition,
+    converged,
+    load_yaml,
+    sample,
+    wait_for,
+)
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.api.validation import names_field
 from llm_operator.render import names
 
 CASES = sorted(INVALID.glob("*.yaml"))
@@ -73,7 +83,7 @@ def test_api_server_refuses_with_the_field(kube: Kube, module_namespace: str, pa
         return
     assert caught.value.status in (400, 422), caught.value.body
     message = refusal(caught.value)
-    assert field.removeprefix("metadata.") in message, message
+    assert names_field(message, field), message
 
 
 def running_quickstart(kube: Kube, namespace: str) -> tuple[str, dict[str, Any]]:
@@ -88,8 +98,9 @@ def running_quickstart(kube: Kube, namespace: str) -> tuple[str, dict[str, Any]]
 
 def refused_update(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> str | None:
     """Replace the spec as kubectl would (live resourceVersion; a conflict with the
-    operator's status write is retried); the API server's refusal, or None if accepted."""
-    while True:
+    operator's status write is retried, a few times); the API server's refusal, or None
+    if accepted."""
+    for _ in range(CONFLICT_RETRIES):
         live = kube.get_llmd(namespace, name)
         try:
             kube.custom.replace_namespaced_custom_object(
@@ -102,6 +113,7 @@ def refused_update(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) 
             assert exc.status in (400, 422), exc.body
             return refusal(exc)
         return None
+    pytest.fail(f"{namespace}/{name}: {CONFLICT_RETRIES} updates in a row conflicted")
 
 
 def test_refused_updates_change_nothing(kube: Kube, namespace: str) -> None:
@@ -114,7 +126,7 @@ def test_refused_updates_change_nothing(kube: Kube, namespace: str) -> None:
         if refused is None:
             accepted.append(path.name)
             continue
-        assert expected_field(path).removeprefix("metadata.") in refused, (path.name, refused)
+        assert names_field(refused, expected_field(path)), (path.name, refused)
     assert not accepted, f"updates the API server let through: {accepted}"
     assert len(tried) >= 15
     after = kube.get_llmd(namespace, name)
@@ -138,7 +150,8 @@ def test_operator_reports_what_the_schema_cannot(kube: Kube, namespace: str, pat
         return found if converged(found) and valid and valid["status"] == "False" else None
 
     found = wait_for(reported, "SpecValid=False")
-    assert expected_field(path) in condition(found, "SpecValid")["message"]  # type: ignore[index]
+    message = condition(found, "SpecValid")["message"]  # type: ignore[index]
+    assert names_field(message, expected_field(path)), message
     assert found["status"]["phase"] == "Failed"
     assert kube.rays("rayservices", namespace) == []
     assert kube.rays("rayclusters", namespace) == []
@@ -156,7 +169,8 @@ def test_invalid_update_keeps_running_children(kube: Kube, namespace: str) -> No
         return found if converged(found) and valid and valid["status"] == "False" else None
 
     found = wait_for(reported, "SpecValid=False after the update")
-    assert "spec.engine.args.tensor_parallel_size" in condition(found, "SpecValid")["message"]  # type: ignore[index]
+    message = condition(found, "SpecValid")["message"]  # type: ignore[index]
+    assert names_field(message, "spec.engine.args.tensor_parallel_size"), message
     assert found["status"]["phase"] != "Failed", "the running children keep their phase"
     same = kube.ray("rayservices", namespace, names.ray_service_name(name))
     assert same is not None
@@ -167,12 +181,11 @@ def test_invalid_update_keeps_running_children(kube: Kube, namespace: str) -> No
 def test_child_the_api_server_refuses_is_reported_as_invalid_spec(
     kube: Kube, namespace: str
 ) -> None:
-    """A value only the child's own schema checks (a storage class name) is reported."""
+    """A value only the child's own API checks is reported: a claim of size 0 (the CRD
+    admits any quantity that is not negative; a claim must ask for more than nothing)."""
 
     def edit(body: dict[str, Any]) -> None:
-        body["spec"]["storage"] = {
-            "modelCache": {"size": "10Gi", "storageClassName": "Not_A_Class"}
-        }
+        body["spec"]["storage"] = {"modelCache": {"size": "0"}}
 
     name = kube.create_llmd(sample("quickstart", namespace, edit))["metadata"]["name"]
 
@@ -182,5 +195,6 @@ def test_child_the_api_server_refuses_is_reported_as_invalid_spec(
         return valid if converged(found) and valid and valid["status"] == "False" else None
 
     message = wait_for(reported, "SpecValid=False for the refused claim")["message"]
-    assert "PersistentVolumeClaim" in message and "storageClassName" in message, message
+    assert "PersistentVolumeClaim" in message, message
+    assert names_field(message, "spec.resources[storage]"), message
     assert kube.rays("rayservices", namespace) == [], "nothing after the refused child"

@@ -22,10 +22,20 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
-from support import Body, Kube, condition, converged, sample, wait_for
+from support import (
+    CONFLICT_RETRIES,
+    HTTP_SECONDS,
+    Body,
+    Kube,
+    condition,
+    converged,
+    sample,
+    wait_for,
+)
 from test_admission import create_as_kubectl, refusal, running_quickstart
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.api.validation import names_field
 from llm_operator.controller.kube import FIELD_MANAGER
 from llm_operator.render import names
 
@@ -81,7 +91,7 @@ def operator_fields(ray_object: Body) -> list[Any]:
 
 
 def metric(name: str, **labels: str) -> float | None:
-    with urllib.request.urlopen(OPERATOR_METRICS_URL, timeout=5) as response:
+    with urllib.request.urlopen(OPERATOR_METRICS_URL, timeout=HTTP_SECONDS) as response:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):
         for found in family.samples:
@@ -105,7 +115,7 @@ def test_api_server_refuses_with_the_field(kube: Kube, module_namespace: str, pa
     except ApiException as exc:
         assert exc.status in (400, 422), str(exc.body)[:2000]
         message = refusal(exc)
-        assert expected_field(path) in message, message[:2000]
+        assert names_field(message, expected_field(path)), message[:2000]
     else:
         kube.delete_llmd(module_namespace, created["metadata"]["name"])
         pytest.fail(f"the API server accepted {path.name}")
@@ -133,7 +143,7 @@ def test_operator_reports_spec_valid_false(
         lambda: spec_valid_false(kube, module_namespace, name), f"SpecValid=False on {name}"
     )
     message = condition(found, "SpecValid")["message"]  # type: ignore[index]
-    assert expected_field(path) in message, message
+    assert names_field(message, expected_field(path)), message
     assert found["status"]["phase"] == "Failed"
 
     def warned() -> list[Any] | None:
@@ -144,9 +154,11 @@ def test_operator_reports_spec_valid_false(
         return [e for e in events if e.type == "Warning" and e.reason == "InvalidSpec"] or None
 
     (event,) = wait_for(warned, f"the InvalidSpec Warning Event of {name}")
-    assert expected_field(path) in event.message
-    assert kube.ray("rayservices", module_namespace, names.ray_service_name(name)) is None
-    assert kube.ray("rayclusters", module_namespace, names.ray_service_name(name)) is None
+    assert names_field(event.message, expected_field(path)), event.message
+    # By label: the operator's own children and any RayCluster KubeRay would have made
+    # for a RayService (named <rayservice>-raycluster-<suffix>) carry it.
+    assert kube.rays("rayservices", module_namespace, names.selector(name)) == []
+    assert kube.rays("rayclusters", module_namespace, names.selector(name)) == []
 
 
 def test_the_operator_keeps_working_after_the_bad_input(
@@ -195,7 +207,7 @@ def replace_with(kube: Kube, namespace: str, name: str, case: Body) -> None:
     resource); a conflict, the operator having written status meanwhile, is retried, so
     any other refusal comes from validation.
     """
-    for _ in range(10):
+    for _ in range(CONFLICT_RETRIES):
         update = as_update(kube.get_llmd(namespace, name), case)
         try:
             kube.custom.replace_namespaced_custom_object(
@@ -222,7 +234,7 @@ def test_invalid_updates_leave_the_running_children_alone(kube: Kube, namespace:
             replace_with(kube, namespace, name, load_case(path))
         except ApiException as exc:
             assert exc.status in (400, 422), (path.name, str(exc.body)[:2000])
-            assert expected_field(path) in refusal(exc), (path.name, refusal(exc)[:2000])
+            assert names_field(refusal(exc), expected_field(path)), (path.name, refusal(exc)[:2000])
         else:
             accepted.append(path.name)
     assert not accepted, f"updates the API server let through: {accepted}"
@@ -238,7 +250,7 @@ def test_invalid_updates_leave_the_running_children_alone(kube: Kube, namespace:
             lambda: spec_valid_false(kube, namespace, name), f"SpecValid=False after {path.stem}"
         )
         message = condition(found, "SpecValid")["message"]  # type: ignore[index]
-        assert expected_field(path) in message, (path.name, message)
+        assert names_field(message, expected_field(path)), (path.name, message)
         assert found["status"]["phase"] != "Failed", "the running children keep their phase"
 
     same = kube.ray("rayservices", namespace, service_name)

@@ -1,9 +1,10 @@
 """Fault injection on the local control plane (marker `faults`).
 
 The operator is SIGKILLed while LLMDeployments are created and updated, the control
-plane (etcd and kube-apiserver) is restarted under it, a concurrent writer makes its
-updates conflict, and it starts before KubeRay's CRDs exist. Each time every
-LLMDeployment must converge with exactly its own children and no claim lost.
+plane (etcd and kube-apiserver) is restarted under it, the autoscaler's part scales a
+RayService while its LLMDeployment is updated, and it starts before KubeRay's CRDs exist.
+Each time every LLMDeployment must converge with exactly its own children, no claim lost
+and no scale written over.
 
 These tests drive processes of the local cluster (e2e/cluster.sh), so they are skipped
 on a cluster named by E2E_KUBECONFIG. Work runs in namespaces KubeRay does not watch,
@@ -25,12 +26,26 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import audit
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from support import ROOT, Body, Kube, condition, converged, sample, wait_for
+from support import (
+    CONVERGE_AFTER_FAULTS_SECONDS,
+    CRD_SECONDS,
+    HTTP_SECONDS,
+    PROCESS_GONE_SECONDS,
+    ROOT,
+    Body,
+    Kube,
+    cluster,
+    condition,
+    converged,
+    sample,
+    wait_for,
+)
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.render import names
@@ -43,7 +58,6 @@ pytestmark = [
 ]
 
 STATE = ROOT / ".e2e"
-CLUSTER = ROOT / "e2e" / "cluster.sh"
 OPERATOR_LOG = STATE / "logs" / "llm-operator.log"
 LIVENESS_URL = "http://127.0.0.1:18080/healthz"  # e2e/cluster.sh binds it here
 KUBERAY_CRDS = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", STATE / "bin")) / "kuberay-crds"
@@ -51,18 +65,13 @@ RAY_CRDS = ("rayservices.ray.io", "rayclusters.ray.io")
 DEPLOYMENTS = 50
 KILLS = 10
 SEED = 20261123  # random kill points, the same on every run
-CONVERGE_SECONDS = 300.0
+CONVERGE_SECONDS = CONVERGE_AFTER_FAULTS_SECONDS
 BASE_MODEL_LEN = 4096
+# The worker group of a RayService, for a JSON patch.
+WORKER_GROUP_PATH = "/spec/rayClusterConfig/workerGroupSpecs/0"
 
 
 # --- the local cluster's processes -----------------------------------------------------
-def cluster(*args: str) -> None:
-    done = subprocess.run(
-        ["bash", str(CLUSTER), *args], check=False, capture_output=True, text=True
-    )
-    assert done.returncode == 0, f"e2e/cluster.sh {' '.join(args)}: {done.stderr[-3000:]}"
-
-
 def operator_pid() -> int:
     return int((STATE / "llm-operator.pid").read_text(encoding="utf-8"))
 
@@ -78,16 +87,25 @@ def alive(pid: int) -> bool:
 def sigkill_operator() -> None:
     pid = operator_pid()
     os.killpg(pid, signal.SIGKILL)  # setsid made it a group leader: no child survives
-    wait_for(lambda: not alive(pid), "the killed operator to be gone", 30)
+    wait_for(lambda: not alive(pid), "the killed operator to be gone", PROCESS_GONE_SECONDS)
 
 
-def live() -> bool:
-    """The operator's liveness probe, as the kubelet would call it."""
+def liveness() -> int | None:
+    """The HTTP status the operator's liveness probe answers, as the kubelet would call
+    it; None while nothing answers (the operator is not up)."""
     try:
-        with urllib.request.urlopen(LIVENESS_URL, timeout=5) as response:
-            return bool(response.status == 200)
+        with urllib.request.urlopen(LIVENESS_URL, timeout=HTTP_SECONDS) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
     except (urllib.error.URLError, OSError):
-        return False
+        return None
+
+
+def probe_failed() -> bool:
+    """The probe answered, and not with success (the kubelet's 200-399)."""
+    status = liveness()
+    return status is not None and not 200 <= status < 400
 
 
 def operator_log_since(offset: int) -> str:
@@ -244,58 +262,118 @@ def test_control_plane_restart_is_ridden_out_without_an_operator_restart(
     assert operator_pid() == pid and alive(pid), "the operator itself was not restarted"
 
 
-def test_conflicting_concurrent_writer_is_retried_until_converged(
+def worker_group(service: Body | None) -> Body:
+    assert service is not None
+    group: Body = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert group["groupName"] == names.WORKER_GROUP
+    return group
+
+
+def scale(group: Body) -> tuple[Any, Any]:
+    """What the Ray autoscaler writes of a worker group."""
+    return group.get("replicas"), group.get("scaleStrategy")
+
+
+class Autoscaler(threading.Thread):
+    """Scales one RayService's worker group over and over, in the Ray autoscaler's part.
+
+    Each scale is a JSON patch whose `test` ops require the scale this writer wrote last:
+    a scale written over in between makes the API server refuse the next patch (422),
+    which is recorded in `overwritten`.
+    """
+
+    def __init__(self, kube: Kube, namespace: str, service: str) -> None:
+        super().__init__()
+        self.kube, self.namespace, self.service = kube, namespace, service
+        self.written = scale(worker_group(kube.ray("rayservices", namespace, service)))
+        self.scales = 0
+        self.overwritten: list[str] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.scale_once()
+                time.sleep(0.02)
+        except BaseException as exc:  # surfaced by the test
+            self.errors.append(exc)
+
+    def scale_once(self) -> None:
+        replicas, to_delete = 2 + self.scales, {"workersToDelete": [f"worker-{self.scales}"]}
+        path = WORKER_GROUP_PATH
+        ops = [
+            {"op": "test", "path": f"{path}/replicas", "value": self.written[0]},
+            {"op": "replace", "path": f"{path}/replicas", "value": replicas},
+            {"op": "add", "path": f"{path}/scaleStrategy", "value": to_delete},
+        ]
+        if self.written[1] is not None:
+            ops.insert(0, {"op": "test", "path": f"{path}/scaleStrategy", "value": self.written[1]})
+        try:
+            self.kube.custom.patch_namespaced_custom_object(
+                names.RAY_GROUP, names.RAY_VERSION, self.namespace, "rayservices", self.service,
+                ops, _content_type="application/json-patch+json",
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 422:
+                raise
+            found = scale(worker_group(self.kube.ray("rayservices", self.namespace, self.service)))
+            self.overwritten.append(f"wrote {self.written}, found {found}")
+            self.written = found
+            return
+        self.written = (replicas, to_delete)
+        self.scales += 1
+
+
+def test_the_autoscalers_scale_survives_concurrent_updates(
     kube: Kube, unwatched_namespace: str
 ) -> None:
-    """Another writer keeps changing the RayService; our guarded update gets 409 and retries."""
+    """The Autoscaler keeps scaling the RayService's worker group (`replicas`,
+    `scaleStrategy.workersToDelete`) while the LLMDeployment is updated. The operator's
+    updates carry the live scale and resourceVersion, so one that read an older scale
+    fails with 409 and is retried: none may write an older scale back. KubeRay does not
+    watch the namespace, so nothing else writes the worker group.
+    """
     namespace = unwatched_namespace
     name = "contended"
-    service_name = names.ray_service_name(name)
     kube.create_llmd(cached(namespace, name))
     wait_for(lambda: all_converged(kube, namespace, {name: BASE_MODEL_LEN}), "first converge")
     offset = log_size()
-    stop = threading.Event()
-    writes = 0
-
-    def other_writer() -> None:
-        nonlocal writes
-        while not stop.is_set():
-            kube.custom.patch_namespaced_custom_object(
-                names.RAY_GROUP,
-                names.RAY_VERSION,
-                namespace,
-                "rayservices",
-                service_name,
-                {"metadata": {"annotations": {"example.com/other-writer": str(writes)}}},
-            )
-            writes += 1
-            time.sleep(0.02)
-
-    writer = threading.Thread(target=other_writer)
-    writer.start()
+    autoscaler = Autoscaler(kube, namespace, names.ray_service_name(name))
+    autoscaler.start()
     model_len = BASE_MODEL_LEN
     try:
-        # Each update is one chance for the writer to slip in between our read and write.
+        # Each update is one chance for a scale to slip in between the operator's read and
+        # its write; go on until that has happened (a 409 in the operator's log).
         for _ in range(30):
             model_len += 1
             set_model_len(kube, namespace, name, model_len)
             wait_for(
                 lambda target=model_len: all_converged(kube, namespace, {name: target}),
-                f"maxModelLen {model_len} to reach the RayService despite the other writer",
+                f"maxModelLen {model_len} to reach the RayService while it is scaled",
                 CONVERGE_SECONDS,
             )
             if "HTTP 409" in operator_log_since(offset):
                 break
     finally:
-        stop.set()
-        writer.join()
-    assert "HTTP 409" in operator_log_since(offset), (
-        f"no conflict in {model_len - BASE_MODEL_LEN} updates against {writes} other writes"
+        autoscaler.stop.set()
+        autoscaler.join()
+    assert not autoscaler.errors, autoscaler.errors
+    assert autoscaler.overwritten == [], "the operator wrote an older scale back"
+    # The last word is the autoscaler's: the operator's later updates keep it.
+    set_model_len(kube, namespace, name, model_len + 1)
+    wait_for(
+        lambda: all_converged(kube, namespace, {name: model_len + 1}),
+        "an update after the scaling stopped",
+        CONVERGE_SECONDS,
     )
-    service = kube.ray("rayservices", namespace, service_name)
-    assert service is not None
-    assert service["metadata"]["annotations"]["example.com/other-writer"] == str(writes - 1), (
-        "the other writer's field is left alone"
+    service = kube.ray("rayservices", namespace, names.ray_service_name(name))
+    assert scale(worker_group(service)) == autoscaler.written
+    # Guard: the race was run, not dodged.
+    assert autoscaler.scales > 0
+    assert "HTTP 409" in operator_log_since(offset), (
+        f"no update met a newer scale in {model_len - BASE_MODEL_LEN} updates against "
+        f"{autoscaler.scales} scales"
     )
 
 
@@ -323,7 +401,7 @@ def delete_kuberay_crds(kube: Kube) -> None:
     wait_for(
         lambda: not any(c.metadata.name in RAY_CRDS for c in client_crds(kube)),
         "KubeRay's CRDs to be gone",
-        120,
+        CRD_SECONDS,
     )
 
 
@@ -356,12 +434,14 @@ def test_kuberay_crds_absent_at_start_are_reported_then_recovered(
         assert ready["status"] == "False"
         assert "install KubeRay" in ready["message"], ready["message"]
         assert not converged(kube.get_llmd(namespace, name)), "not handled until its child exists"
+        assert liveness() == 200, "the liveness probe passes while the operator waits"
 
         install_kuberay_crds()
-        wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", 60)
+        wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", CRD_SECONDS)
         # The operator asks to be restarted, once, through its liveness probe; here the
-        # test plays the kubelet.
-        wait_for(lambda: not live(), "the liveness probe to fail once the CRDs are served")
+        # test plays the kubelet. The operator must answer, with a failure: no answer at
+        # all (a crash, a port not bound) is not the restart request this waits for.
+        wait_for(probe_failed, "the liveness probe to answer with a failure")
         cluster("stop", "llm-operator")
         cluster("start", "llm-operator")
         wait_for(
@@ -384,7 +464,9 @@ def test_kuberay_crds_absent_at_start_are_reported_then_recovered(
     finally:
         if not kuberay_crds_served(kube):
             install_kuberay_crds()
-            wait_for(lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", 60)
+            wait_for(
+                lambda: kuberay_crds_served(kube), "KubeRay's CRDs to be established", CRD_SECONDS
+            )
         cluster("start", "kuberay-operator")
         # The next tests get an operator that has not seen any of this.
         cluster("stop", "llm-operator")

@@ -21,8 +21,10 @@ NEEDED = [
     Access("create", "rayservices", "ray.io"),
     Access("patch", "rayservices", "ray.io"),
     Access("create", "rayclusters", "ray.io"),
+    Access("patch", "rayclusters", "ray.io"),
     Access("watch", "rayclusters", "ray.io"),
     Access("create", "persistentvolumeclaims"),
+    Access("patch", "persistentvolumeclaims"),
     Access("create", "events"),
 ]
 FORBIDDEN = [
@@ -34,6 +36,16 @@ FORBIDDEN = [
     Access("delete", PLURAL, GROUP),
     Access("create", "serviceaccounts", "", "token"),
     Access("update", "customresourcedefinitions", "apiextensions.k8s.io"),
+    # Granted once, used by nothing (tests/test_rbac.py derives what is used): writes are
+    # patches, claims are read by name, Events are only posted.
+    Access("update", "rayservices", "ray.io"),
+    Access("update", "rayclusters", "ray.io"),
+    Access("update", PLURAL, GROUP),
+    Access("get", PLURAL, GROUP, "status"),
+    Access("list", "persistentvolumeclaims"),
+    Access("watch", "persistentvolumeclaims"),
+    Access("patch", "events"),
+    Access("create", "events", "events.k8s.io"),
 ]
 
 

@@ -17,6 +17,7 @@ from support import (
     SAMPLES,
     Kube,
     bind_claims,
+    condition,
     create_claim,
     gpu_request,
     head_pods,
@@ -102,10 +103,19 @@ def test_sample_runs_on_kuberay(kube: Kube, namespace: str, name: str) -> None:
     assert_head_on_cpu_node(kube, namespace, cluster)
     if expected["workers"] == 0:
         # Scale to zero: KubeRay made the head (above) from a group that asks for none.
-        ray_cluster = kube.ray("rayclusters", namespace, cluster)
-        assert ray_cluster is not None
+        # Wait until KubeRay itself reports the head ready: it does so in a reconcile that
+        # has made every pod the cluster asks for, so any worker would exist by then.
+        ray_cluster = wait_for(
+            lambda: (
+                (found := kube.ray("rayclusters", namespace, cluster))
+                and (condition(found, "HeadPodReady") or {}).get("status") == "True"
+                and found
+            ),
+            "KubeRay to report the head of the scale-to-zero cluster ready",
+        )
         (group,) = ray_cluster["spec"]["workerGroupSpecs"]
         assert (group["minReplicas"], group.get("replicas", 0)) == (0, 0)
+        assert ray_cluster["status"].get("desiredWorkerReplicas", 0) == 0
         assert worker_pods(kube, namespace, cluster) == []
         return
     workers = wait_for(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the pinned control-plane tools (Kubernetes, etcd, kwok, KubeRay, Helm) from
+# Builds the pinned control-plane tools (Kubernetes, etcd, kwok, KubeRay, Helm, and
+# the real node's kubelet, kube-proxy and CoreDNS) from
 # the Go modules in e2e/tools/<group>/, or reuses an earlier build, and prints the
 # directory that holds them all. `e2e/tools.sh helm kwok` limits it to those groups.
 #
@@ -21,14 +22,15 @@ tool_groups=(
   "kwok|sigs.k8s.io/kwok|kwok kwokctl"
   "kuberay|github.com/ray-project/kuberay/ray-operator|ray-operator"
   "etcd|go.etcd.io/etcd/server/v3|etcd"
-  "kubernetes|k8s.io/kubernetes|kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  "kubernetes|k8s.io/kubernetes|kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+  "coredns|github.com/coredns/coredns|coredns"
 )
 
 # Bumped when the way a group is built changes, so cached builds are not reused.
-build_recipe=2
+build_recipe=3
 
-pinned_version() { # module go.mod
-  awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$2"
+pinned_version() { # module go.mod (in a require block, or a one-line require)
+  awk -v m="$1" '$1 == "require" {$1 = ""; $0 = $0} $1 == m && $2 ~ /^v/ {print $2; exit}' "$2"
 }
 
 # Release builds stamp the version into the binaries; `go install` does not, and then
@@ -42,7 +44,17 @@ version_ldflags() { # group version
         printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s ' \
           "$pkg" "$2" "$pkg" "$pkg" "$minor"
       done ;;
-    helm) printf -- '-X helm.sh/helm/v3/internal/version.version=%s' "$2" ;;
+    helm)
+      # As upstream's Makefile: the default capabilities (what `helm template` assumes
+      # without --kube-version) follow the client-go Helm was built with, not v1.20.
+      local client_go major minor pkg
+      client_go=$(cd "$modules_dir/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+      major=$(($(echo "${client_go#v}" | cut -d. -f1) + 1))
+      minor=$(echo "$client_go" | cut -d. -f2)
+      printf -- '-X helm.sh/helm/v3/internal/version.version=%s ' "$2"
+      for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        printf -- '-X %s.k8sVersionMajor=%s -X %s.k8sVersionMinor=%s ' "$pkg" "$major" "$pkg" "$minor"
+      done ;;
   esac
 }
 
@@ -51,8 +63,14 @@ build_group() { # group module dest version
   echo "building $group ($module $(basename "$dest" | sed "s/^$group-//")) into $dest" >&2
   rm -rf "$dest.partial"
   mkdir -p "$dest.partial"
-  (cd "$modules_dir/$group" && GOBIN="$dest.partial" nice -n 10 go install \
-    -ldflags="$(version_ldflags "$group" "$version")" tool)
+  if [ "$group" = coredns ]; then
+    # Our own small main (e2e/tools/coredns/main.go) over the pinned CoreDNS packages.
+    (cd "$modules_dir/$group" && nice -n 10 go build -o "$dest.partial/coredns" \
+      -ldflags="-X github.com/coredns/coredns/coremain.GitCommit=$version" .)
+  else
+    (cd "$modules_dir/$group" && GOBIN="$dest.partial" nice -n 10 go install \
+      -ldflags="$(version_ldflags "$group" "$version")" tool)
+  fi
   case $group in
     # The etcd server's main package is the module root, so Go names the binary after
     # the path element before /v3.

@@ -49,12 +49,22 @@ def test_initializing_service_is_progressing_with_kuberay_reason() -> None:
 
 
 def test_ready_service_counts_replicas_by_hosts() -> None:
-    active = {"rayClusterName": "m-abc", "rayClusterStatus": {"readyWorkerReplicas": 4}}
+    # As KubeRay reported a TP 2 x PP 2 replica on two 2-GPU pods on the real node: the
+    # pod without a Serve replica runs, but its drained Serve proxy keeps it unready.
+    workers = {"availableWorkerReplicas": 4, "readyWorkerReplicas": 2}
+    active = {"rayClusterName": "m-abc", "rayClusterStatus": workers}
     body = service([cond("Ready", "True", "NonZeroServeEndpoints")], activeServiceStatus=active)
     seen = status.observe_ray_service(body, hosts_per_replica=2)
     assert (seen.phase, seen.ready_replicas, seen.ray_cluster) == ("Ready", 2, "m-abc")
     assert seen.serving_clusters == ("m-abc",)
     assert seen.progressing.status == "False"
+
+
+def test_single_host_replicas_count_ready_worker_pods_only() -> None:
+    workers = {"availableWorkerReplicas": 2, "readyWorkerReplicas": 1}
+    active = {"rayClusterName": "m-abc", "rayClusterStatus": workers}
+    body = service([cond("Ready", "True", "NonZeroServeEndpoints")], activeServiceStatus=active)
+    assert status.observe_ray_service(body, hosts_per_replica=1).ready_replicas == 1
 
 
 def test_pending_cluster_also_gets_the_worker_bounds() -> None:

@@ -4,7 +4,6 @@ reads is one the operator, Ray Serve or vLLM (through Ray) really exports.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import promql_parser
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_or_skip
 from llm_operator.controller.metrics import METRIC_NAMES
 
 DASHBOARD = ROOT / "charts" / "llm-operator" / "dashboards" / "llm-operator.json"
@@ -134,10 +133,9 @@ def test_checker_catches_unknown_names_and_bad_syntax() -> None:
 
 def test_ray_names_are_the_ones_ray_own_dashboards_read() -> None:
     """With Ray installed (the `ray` extra), re-check the lists against its source."""
-    spec = importlib.util.find_spec("ray")
-    if spec is None or spec.origin is None:
-        pytest.skip("ray is not installed")
-    panels = Path(spec.origin).parent / "dashboard" / "modules" / "metrics" / "dashboards"
+    ray = require_or_skip("ray", "the metric names are checked against Ray's own panels")
+    assert ray.__file__ is not None
+    panels = Path(ray.__file__).parent / "dashboard" / "modules" / "metrics" / "dashboards"
     text = "".join(path.read_text(encoding="utf-8") for path in panels.glob("serve*_panels.py"))
     # Ray's LLM panels build histogram queries from the base name.
     missing = {n for n in RAY_SERVE | VLLM_THROUGH_RAY if n.removesuffix("_bucket") not in text}

@@ -7,12 +7,12 @@ import copy
 import pytest
 import yaml
 
-from conftest import GOLDEN, golden_cases, load_one
+from conftest import GOLDEN, golden_cases, load_one, require_or_skip
 from llm_operator import raycheck
 from llm_operator.api.validation import validate
 from llm_operator.render import render
 
-pytest.importorskip("ray", reason="the `ray` extra provides Ray's schema models")
+require_or_skip("ray", "the `ray` extra provides Ray's schema models")
 
 
 def _serve_configs() -> list[tuple[str, dict]]:

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import SAMPLES, load_one
 from llm_operator import yamlio
-from llm_operator.api.validation import FieldError, SpecError, parse, validate
+from llm_operator.api.validation import FieldError, SpecError, names_field, parse, validate
 
 
 def quickstart() -> dict:
@@ -75,3 +75,31 @@ def test_oversized_input_is_refused() -> None:
 def test_unsafe_tags_are_refused() -> None:
     with pytest.raises(yaml.YAMLError):
         yamlio.load_all("!!python/object/apply:os.system ['true']")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "named"),
+    [
+        ("  - spec.replicas: must be at least 1", "spec.replicas", True),
+        ("  - spec.replicas: must be at least 1", "spec.replica", False),
+        ("spec.model.source must be hf://...", "spec.model", False),
+        ("spec.model.source must be hf://...", "spec.model.source", True),
+        ("spec.rayCluster.env[0].name: Invalid value", "spec.rayCluster.env", False),
+        ("spec.rayCluster.env[0].name: Invalid value", "spec.rayCluster.env[0]", False),
+        ("spec.rayCluster.env[0].name: Invalid value", "spec.rayCluster.env[0].name", True),
+        ("spec.rayCluster.podLabels.team in body should match", "spec.rayCluster.podLabels", False),
+        ('x "qwen-small" is invalid: metadata.name: Invalid value', "name", False),
+        ('x "qwen-small" is invalid: metadata.name: Invalid value', "metadata.name", True),
+        ("is invalid: [spec.a: Required value, spec.b: Invalid value]", "spec.a", True),
+        ("set a branch, tag or commit in spec.model.revision.", "spec.model.revision", True),
+        (
+            'strict decoding error: unknown field "spec.rayCluster.hostNetwork"',
+            "spec.rayCluster.hostNetwork",
+            True,
+        ),
+        ("spec.resources[storage]: must be greater than zero", "spec.resources", False),
+        ("spec.resources[storage]: must be greater than zero", "spec.resources[storage]", True),
+    ],
+)
+def test_names_field_matches_the_whole_path(text: str, field: str, named: bool) -> None:
+    assert names_field(text, field) is named

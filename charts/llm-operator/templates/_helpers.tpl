@@ -54,32 +54,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 Rules on LLMDeployments and the children the operator writes; the same for a ClusterRole
-and for each namespace's Role. No Secrets, no Pods, no Services: KubeRay makes those.
+and for each namespace's Role. Exactly what the operator's calls and kopf need
+(tests/test_rbac.py derives them): no update (writes are patches), no Secrets, no Pods,
+no Services (KubeRay makes those).
 */}}
 {{- define "llm-operator.workloadRules" -}}
+# kopf lists and watches them and patches its annotations; the operator reads one on a
+# child's event and lists them for the metrics.
 - apiGroups: ["llmops.dev"]
   resources: ["llmdeployments"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["llmops.dev"]
   resources: ["llmdeployments/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
+# The operator reads, creates and patches (server-side apply) them; kopf watches them.
 - apiGroups: ["ray.io"]
   resources: ["rayservices", "rayclusters"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# kopf posts Events about the objects it handles.
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["get", "create", "patch"]
+# kopf posts core Events about the objects it handles.
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
-{{/* kopf's peering object: cluster-scoped for a cluster-wide operator, else one per namespace. */}}
+{{/* kopf's peering object: cluster-scoped for a cluster-wide operator, else one per namespace. kopf watches it and patches its keep-alives. */}}
 {{- define "llm-operator.peeringRule" -}}
 - apiGroups: ["kopf.dev"]
   resources: [{{ if include "llm-operator.clusterWide" . }}"clusterkopfpeerings"{{ else }}"kopfpeerings"{{ end }}]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 
 {{/* Failures that the schema cannot express. */}}

@@ -60,18 +60,26 @@ def _is_int_or_string(options: list[Schema]) -> bool:
     return sorted(o.get("type", "") for o in options) == ["integer", "string"]
 
 
+def _int_or_string(node: Schema) -> Schema:
+    """An int-or-string (a quantity). Its value checks sit beside the marker, as on
+    Kubernetes' own quantities: pattern and maxLength apply to a string, minimum to an
+    integer."""
+    out: Schema = {"x-kubernetes-int-or-string": True}
+    for key in ("description", "pattern", "maxLength", "minimum"):
+        if key in node:
+            out[key] = node[key]
+    if node.get("default") is not None:
+        out["default"] = node["default"]
+    return out
+
+
 def _structural(node: Schema, defs: dict[str, Schema], *, in_status: bool = False) -> Schema:
     """Convert one JSON Schema node (already a property's schema) to a structural one."""
     node = _resolve(node, defs)
     if "anyOf" in node:
         options = [_resolve(o, defs) for o in node.pop("anyOf") if not _is_null(o)]
         if _is_int_or_string(options):
-            out: Schema = {"x-kubernetes-int-or-string": True}
-            if "description" in node:
-                out["description"] = node["description"]
-            if "default" in node and node["default"] is not None:
-                out["default"] = node["default"]
-            return out
+            return _int_or_string(node)
         if len(options) != 1:
             raise ValueError(f"cannot express union {options} in a structural schema")
         node = {**options[0], **{k: v for k, v in node.items() if k != "default" or v is not None}}

@@ -1,8 +1,9 @@
 """LLMDeployment spec and status: the single source of the API and of its CRD schema.
 
 Every field has a description (it becomes `kubectl explain` text), bounds and
-defaults; cross-field rules are CEL rules from `rules.py`, re-checked offline by
-the model validators below with the same messages.
+defaults; cross-field rules and the formats of names, keys and quantities are CEL rules
+or patterns from `rules.py`, re-checked offline by the validators below with the same
+messages.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,14 +32,80 @@ from llm_operator.api.constants import (
     RESERVED_ENV,
 )
 
+
+def _check(condition: bool, rule: rules.CelRule | rules.SchemaPattern) -> None:
+    if not condition:
+        raise ValueError(rule.message)
+
+
+def _string_rule(rule: rules.CelRule) -> tuple[AfterValidator, Any]:
+    """Annotations for a string field: the CEL rule in the CRD, the same check here."""
+
+    def check(value: str) -> str:
+        _check(rule.holds(value), rule)
+        return value
+
+    return AfterValidator(check), Field(json_schema_extra=rules.cel_extra(rule))
+
+
+def _pattern(rule: rules.SchemaPattern) -> tuple[AfterValidator, Any]:
+    """Annotations for a string the CRD checks with an OpenAPI `pattern`."""
+
+    def check(value: Any) -> Any:
+        _check(isinstance(value, str) and rule.holds(value), rule)
+        return value
+
+    return AfterValidator(check), Field(json_schema_extra={"pattern": rule.pattern})
+
+
+def _quantity(value: int | str) -> int | str:
+    if isinstance(value, int):
+        _check(value >= 0, rules.QUANTITY_FORMAT)
+    else:
+        _check(
+            len(value) <= rules.QUANTITY_MAX_LENGTH and rules.QUANTITY_FORMAT.holds(value),
+            rules.QUANTITY_FORMAT,
+        )
+    return value
+
+
+def _every_key(mapping: dict[str, Any], rule: rules.CelRule) -> dict[str, Any]:
+    """`mapping`, once `rule` (a CEL rule on the map, see `rules.every_key_rule`) holds
+    for each of its keys."""
+    _check(all(rule.holds(key) for key in mapping), rule)
+    return mapping
+
+
+# Int-or-string in the CRD, with the pattern and bounds in the same place as the API
+# server's own quantities.
 Quantity = Annotated[
-    int | Annotated[str, StringConstraints(max_length=64)],
-    Field(description="A Kubernetes resource quantity, e.g. 4, 500m, 16Gi."),
+    int | str,
+    AfterValidator(_quantity),
+    Field(
+        description="A Kubernetes resource quantity, e.g. 4, 500m, 16Gi.",
+        json_schema_extra={
+            "pattern": rules.QUANTITY,
+            "maxLength": rules.QUANTITY_MAX_LENGTH,
+            "minimum": 0,
+        },
+    ),
 ]
-ShortStr = Annotated[str, StringConstraints(max_length=253)]
-LabelValue = Annotated[str, StringConstraints(max_length=63)]
+LabelValue = Annotated[str, StringConstraints(max_length=63), *_pattern(rules.LABEL_VALUE)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=4096)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+# Keys of labels, node selectors, resources and annotations: their format is a CEL rule on
+# the map (`rules.QUALIFIED_KEYS`, `rules.ANNOTATION_KEYS`).
+MapKey = Annotated[str, StringConstraints(max_length=rules.QUALIFIED_NAME_MAX_LENGTH)]
+# The name of an object (a Secret or ConfigMap of the namespace, a GatewayClass).
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=253), *_string_rule(rules.OBJECT_NAME)
+]
+# The same, or empty for "not set" (a claim, a storage class, a ServiceAccount).
+OptionalName = Annotated[
+    str, StringConstraints(max_length=253), *_string_rule(rules.OPTIONAL_OBJECT_NAME)
+]
+ConfigKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=253), *_string_rule(rules.CONFIG_KEY_FORMAT)
+]
 
 
 class ApiModel(BaseModel):
@@ -56,11 +124,6 @@ class ApiModel(BaseModel):
     )
 
 
-def _check(condition: bool, rule: rules.CelRule) -> None:
-    if not condition:
-        raise ValueError(rule.message)
-
-
 # --- building blocks ------------------------------------------------------------------
 
 
@@ -68,14 +131,14 @@ class SecretKeySelector(ApiModel):
     """A key of a Secret in the LLMDeployment's namespace."""
 
     name: Name = Field(description="Name of the Secret.")
-    key: Name = Field(description="Key within the Secret.")
+    key: ConfigKey = Field(description="Key within the Secret.")
 
 
 class ConfigMapKeySelector(ApiModel):
     """A key of a ConfigMap in the LLMDeployment's namespace."""
 
     name: Name = Field(description="Name of the ConfigMap.")
-    key: Name = Field(description="Key within the ConfigMap.")
+    key: ConfigKey = Field(description="Key within the ConfigMap.")
 
 
 class FieldSelector(ApiModel):
@@ -138,9 +201,14 @@ class LocalObjectReference(ApiModel):
 class Toleration(ApiModel):
     """A Kubernetes toleration for the GPU worker pods."""
 
-    key: ShortStr | None = Field(
-        default=None, description="Taint key; empty with Exists matches all."
-    )
+    key: (
+        Annotated[
+            str,
+            StringConstraints(max_length=rules.QUALIFIED_NAME_MAX_LENGTH),
+            *_string_rule(rules.TOLERATION_KEY),
+        ]
+        | None
+    ) = Field(default=None, description="Taint key; empty with Exists matches all.")
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: LabelValue | None = Field(default=None, description="Taint value for Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
@@ -154,16 +222,23 @@ class Toleration(ApiModel):
 class ResourceRequirements(ApiModel):
     """CPU and memory for a Ray container. GPUs are derived from the engine's parallelism."""
 
-    requests: dict[Annotated[str, StringConstraints(max_length=253)], Quantity] = Field(
+    requests: dict[MapKey, Quantity] = Field(
         default_factory=dict,
         max_length=16,
         description="Minimum resources, e.g. {cpu: 8, memory: 64Gi}.",
+        json_schema_extra=rules.cel_extra(rules.QUALIFIED_KEYS),
     )
-    limits: dict[Annotated[str, StringConstraints(max_length=253)], Quantity] = Field(
+    limits: dict[MapKey, Quantity] = Field(
         default_factory=dict,
         max_length=16,
         description="Maximum resources, e.g. {cpu: 8, memory: 64Gi}.",
+        json_schema_extra=rules.cel_extra(rules.QUALIFIED_KEYS),
     )
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _resource_names(cls, resources: dict[str, Any]) -> dict[str, Any]:
+        return _every_key(resources, rules.QUALIFIED_KEYS)
 
 
 # --- spec sections --------------------------------------------------------------------
@@ -172,7 +247,7 @@ class ResourceRequirements(ApiModel):
 class ModelSpec(ApiModel):
     """Which model to serve and where its weights come from."""
 
-    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.SOURCE_SCHEME))
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(*rules.SOURCE_RULES))
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None,
@@ -180,13 +255,19 @@ class ModelSpec(ApiModel):
     )
     source: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
         description=(
-            "Where the weights come from: hf://<org>/<model> (Hugging Face), "
-            "s3://<bucket>/<path>, gs://<bucket>/<path>, or pvc://<claim>/<path> "
-            "(a PersistentVolumeClaim in this namespace, mounted read-only)."
+            "Where the weights come from: hf://<org>/<name> (a Hugging Face repository id, "
+            "exactly two names; a branch, tag or commit goes in revision), s3://<bucket>/<path>, "
+            "gs://<bucket>/<path>, or pvc://<claim>/<path> (a PersistentVolumeClaim in this "
+            "namespace, mounted read-only). Bucket names follow S3's and Cloud Storage's "
+            "rules, claims are DNS-1123 labels; the optional path is relative and "
+            "normalised: segments of letters, digits, '.', '_' and '-' joined by single "
+            "'/', never '.' or '..'."
         )
     )
     revision: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
-        default=None, description="Model revision (branch, tag or commit) for hf:// sources."
+        default=None,
+        description="Model revision (branch, tag or commit) for hf:// sources.",
+        json_schema_extra=rules.cel_extra(rules.REVISION_FORMAT),
     )
     token_secret_ref: SecretKeySelector | None = Field(
         default=None,
@@ -205,10 +286,16 @@ class ModelSpec(ApiModel):
         ),
     )
 
+    @field_validator("revision")
+    @classmethod
+    def _revision_format(cls, revision: str | None) -> str | None:
+        _check(revision is None or rules.REVISION_FORMAT.holds(revision), rules.REVISION_FORMAT)
+        return revision
+
     @model_validator(mode="after")
-    def _source_scheme(self) -> ModelSpec:
-        ok = re.match(rules.SOURCE_REMOTE, self.source) or re.match(rules.SOURCE_PVC, self.source)
-        _check(ok is not None, rules.SOURCE_SCHEME)
+    def _source_grammar(self) -> ModelSpec:
+        for rule in rules.SOURCE_RULES:
+            _check(rule.holds(self.source), rule)
         return self
 
 
@@ -295,13 +382,14 @@ class AcceleratorSpec(ApiModel):
             pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
         ),
     ] = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
-    node_selector: dict[Annotated[str, StringConstraints(max_length=317)], LabelValue] = Field(
+    node_selector: dict[MapKey, LabelValue] = Field(
         default_factory=dict,
         max_length=32,
         description=(
             "Node labels that select nodes of this accelerator type; defaults to the "
             "operator's accelerator catalogue."
         ),
+        json_schema_extra=rules.cel_extra(rules.QUALIFIED_KEYS),
     )
     tolerations: list[Toleration] = Field(
         default_factory=list,
@@ -311,6 +399,11 @@ class AcceleratorSpec(ApiModel):
             "NoSchedule taint is always added."
         ),
     )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_label_keys(cls, node_selector: dict[str, str]) -> dict[str, str]:
+        return _every_key(node_selector, rules.QUALIFIED_KEYS)
 
 
 class AutoscalingSpec(ApiModel):
@@ -347,7 +440,7 @@ class VolumeSpec(ApiModel):
     """A PersistentVolumeClaim, created by the operator or brought by you."""
 
     size: Quantity = Field(default="100Gi", description="Requested capacity of a created claim.")
-    storage_class_name: ShortStr = Field(
+    storage_class_name: OptionalName = Field(
         default="", description="StorageClass of a created claim; empty uses the cluster default."
     )
     access_modes: list[AccessMode] = Field(
@@ -356,11 +449,15 @@ class VolumeSpec(ApiModel):
         max_length=4,
         description="Access modes of a created claim; ReadWriteMany lets every Ray pod share it.",
     )
-    existing_claim: ShortStr = Field(
-        default="", description="Use this existing claim as is instead of creating one."
+    existing_claim: OptionalName = Field(
+        default="",
+        description=(
+            "Use this existing claim (of the LLMDeployment's namespace) as is instead of "
+            "creating one."
+        ),
     )
     mount_path: Annotated[
-        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.ABSOLUTE_PATH)
+        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.MOUNT_PATH)
     ] = Field(default="/data", description="Where the claim is mounted in Ray containers.")
     retain_on_delete: bool = Field(
         default=True,
@@ -368,23 +465,42 @@ class VolumeSpec(ApiModel):
     )
 
 
+# Mount paths: absolute and normalised (no `.`, `..` or empty segment), so the container
+# path is what it reads and two spellings of one directory cannot pass as distinct.
+MountPath = Annotated[str, StringConstraints(min_length=2, max_length=1024)]
+
+
 class ModelCacheSpec(VolumeSpec):
     """Model cache shared by all Ray pods; HF_HOME points into it."""
 
     size: Quantity = Field(default="200Gi", description="Requested capacity of a created claim.")
-    mount_path: Annotated[
-        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.ABSOLUTE_PATH)
-    ] = Field(default="/models", description="Where the cache is mounted in Ray containers.")
+    mount_path: MountPath = Field(
+        default="/models",
+        description="Where the cache is mounted in Ray containers (absolute, normalised).",
+        json_schema_extra=rules.cel_extra(rules.CACHE_MOUNT_PATH),
+    )
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path_format(cls, mount_path: str) -> str:
+        _check(rules.CACHE_MOUNT_PATH.holds(mount_path), rules.CACHE_MOUNT_PATH)
+        return mount_path
 
 
 class CheckpointSpec(VolumeSpec):
     """Checkpoint storage for fine-tuning and batch work."""
 
-    mount_path: Annotated[
-        str, StringConstraints(min_length=2, max_length=1024, pattern=rules.ABSOLUTE_PATH)
-    ] = Field(
-        default="/checkpoints", description="Where checkpoints are mounted in Ray containers."
+    mount_path: MountPath = Field(
+        default="/checkpoints",
+        description="Where checkpoints are mounted in Ray containers (absolute, normalised).",
+        json_schema_extra=rules.cel_extra(rules.CHECKPOINTS_MOUNT_PATH),
     )
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path_format(cls, mount_path: str) -> str:
+        _check(rules.CHECKPOINTS_MOUNT_PATH.holds(mount_path), rules.CHECKPOINTS_MOUNT_PATH)
+        return mount_path
 
 
 class StorageSpec(ApiModel):
@@ -444,7 +560,7 @@ class RayClusterSpec(ApiModel):
     autoscaler: RayAutoscalerSpec = Field(
         default_factory=RayAutoscalerSpec, description="Ray autoscaler settings."
     )
-    service_account_name: ShortStr = Field(
+    service_account_name: OptionalName = Field(
         default="", description="ServiceAccount for Ray pods; empty uses the namespace default."
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
@@ -456,20 +572,28 @@ class RayClusterSpec(ApiModel):
         description="Extra environment for Ray containers (not HF_TOKEN or HF_HOME).",
         json_schema_extra=rules.cel_extra(rules.NO_RESERVED_ENV),
     )
-    pod_labels: dict[Annotated[str, StringConstraints(max_length=317)], LabelValue] = Field(
+    pod_labels: dict[MapKey, LabelValue] = Field(
         default_factory=dict,
         max_length=64,
         description="Extra labels on Ray pods (not ray.io/*).",
-        json_schema_extra=rules.cel_extra(rules.NO_RAY_POD_LABELS),
+        json_schema_extra=rules.cel_extra(rules.NO_RAY_POD_LABELS, rules.QUALIFIED_KEYS),
     )
-    pod_annotations: dict[Annotated[str, StringConstraints(max_length=317)], AnnotationValue] = (
-        Field(
-            default_factory=dict,
-            max_length=64,
-            description="Extra annotations on Ray pods (no AppArmor or seccomp profiles).",
-            json_schema_extra=rules.cel_extra(rules.NO_CONFINEMENT_ANNOTATIONS),
-        )
+    pod_annotations: dict[MapKey, AnnotationValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra annotations on Ray pods (no AppArmor or seccomp profiles).",
+        json_schema_extra=rules.cel_extra(rules.NO_CONFINEMENT_ANNOTATIONS, rules.ANNOTATION_KEYS),
     )
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _every_key(labels, rules.QUALIFIED_KEYS)
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, annotations: dict[str, str]) -> dict[str, str]:
+        return _every_key(annotations, rules.ANNOTATION_KEYS)
 
     @field_validator("env")
     @classmethod
@@ -513,7 +637,7 @@ UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "Non
 class IncrementalUpgradeSpec(ApiModel):
     """Traffic-shifting upgrade through Gateway API (KubeRay clusterUpgradeOptions)."""
 
-    gateway_class_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+    gateway_class_name: Name = Field(
         description="GatewayClass KubeRay uses to shift traffic between clusters."
     )
     step_size_percent: int = Field(
@@ -690,9 +814,19 @@ class ObjectMeta(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        # What the API server checks of every object's labels (the CRD has no say).
+        _every_key(labels, rules.QUALIFIED_KEYS)
+        for value in labels.values():
+            _check(len(value) <= 63 and rules.LABEL_VALUE.holds(value), rules.LABEL_VALUE)
+        return labels
+
     @field_validator("annotations")
     @classmethod
-    def _annotations_size(cls, annotations: dict[str, str]) -> dict[str, str]:
+    def _annotations(cls, annotations: dict[str, str]) -> dict[str, str]:
+        _every_key(annotations, rules.ANNOTATION_KEYS)
         size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
         if size > MAX_ANNOTATIONS_BYTES:
             raise ValueError(

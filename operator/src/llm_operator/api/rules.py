@@ -1,13 +1,19 @@
-"""Cross-field rules, written once as CEL for the API server and checked again offline.
+"""Cross-field and format rules, written once as CEL for the API server and checked
+again offline.
 
 Each rule carries the CEL expression the CRD enforces at admission and the message
 both the API server and the offline validator show, so `kubectl apply` and
-`llm-operator validate` give the same verdict in the same words.
+`llm-operator validate` give the same verdict in the same words. Rules on one string
+(model sources, mount paths) are built from `Expr` terms that render the CEL and
+evaluate the same expression in Python, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from llm_operator.api.constants import (
@@ -15,16 +21,148 @@ from llm_operator.api.constants import (
     MAX_NAME_LENGTH,
     RAY_GPU_ACCELERATOR_TYPES,
     RESERVED_ENV,
+    SOURCE_SCHEMES,
 )
+
+# --- a small CEL subset over one string, rendered for the CRD and evaluated here --------
+
+
+class Expr(ABC):
+    """A boolean CEL expression over one string (the rule's target)."""
+
+    @abstractmethod
+    def cel(self, target: str) -> str:
+        """The expression in CEL, reading the string as `target`."""
+
+    @abstractmethod
+    def holds(self, value: str) -> bool:
+        """The expression evaluated in Python on `value`."""
+
+
+def _literal(text: str) -> str:
+    # The CEL here quotes literals with '...' and has no escapes in them.
+    if "'" in text or "\n" in text:
+        raise ValueError(f"not a plain CEL literal: {text!r}")
+    return text
+
+
+@cache
+def _python_pattern(pattern: str) -> re.Pattern[str]:
+    # CEL's matches() is RE2 and unanchored, and there `$` is the end of the text only;
+    # Python's `$` also matches before a final newline. The patterns here use `$` only as
+    # that anchor and keep to the syntax RE2 and Python share (no look-around, no
+    # back-references, no \d, \w or \s, whose Python meaning is wider).
+    return re.compile(pattern.replace("$", r"\Z"))
+
+
+@dataclass(frozen=True)
+class Matches(Expr):
+    pattern: str
+
+    def cel(self, target: str) -> str:
+        return f"{target}.matches(r'{_literal(self.pattern)}')"
+
+    def holds(self, value: str) -> bool:
+        return _python_pattern(self.pattern).search(value) is not None
+
+
+@dataclass(frozen=True)
+class StartsWith(Expr):
+    prefix: str
+
+    def cel(self, target: str) -> str:
+        return f"{target}.startsWith('{_literal(self.prefix)}')"
+
+    def holds(self, value: str) -> bool:
+        return value.startswith(self.prefix)
+
+
+@dataclass(frozen=True)
+class EndsWith(Expr):
+    suffix: str
+
+    def cel(self, target: str) -> str:
+        return f"{target}.endsWith('{_literal(self.suffix)}')"
+
+    def holds(self, value: str) -> bool:
+        return value.endswith(self.suffix)
+
+
+@dataclass(frozen=True)
+class Contains(Expr):
+    part: str
+
+    def cel(self, target: str) -> str:
+        return f"{target}.contains('{_literal(self.part)}')"
+
+    def holds(self, value: str) -> bool:
+        return self.part in value
+
+
+@dataclass(frozen=True)
+class MaxSize(Expr):
+    """At most `limit` characters (CEL's size() of a string counts code points, as len()
+    does); guards a map key, which has no maxLength of its own."""
+
+    limit: int
+
+    def cel(self, target: str) -> str:
+        return f"size({target}) <= {self.limit}"
+
+    def holds(self, value: str) -> bool:
+        return len(value) <= self.limit
+
+
+@dataclass(frozen=True)
+class Not(Expr):
+    inner: Expr
+
+    def cel(self, target: str) -> str:
+        inner = self.inner.cel(target)
+        return f"!({inner})" if isinstance(self.inner, Implies) else f"!{inner}"
+
+    def holds(self, value: str) -> bool:
+        return not self.inner.holds(value)
+
+
+@dataclass(frozen=True)
+class All(Expr):
+    parts: tuple[Expr, ...]
+
+    def cel(self, target: str) -> str:
+        return "(" + " && ".join(p.cel(target) for p in self.parts) + ")"
+
+    def holds(self, value: str) -> bool:
+        return all(p.holds(value) for p in self.parts)
+
+
+@dataclass(frozen=True)
+class Implies(Expr):
+    condition: Expr
+    then: Expr
+
+    def cel(self, target: str) -> str:
+        # Top level in a rule, or parenthesised by Not; && binds tighter than ||.
+        return f"{Not(self.condition).cel(target)} || {self.then.cel(target)}"
+
+    def holds(self, value: str) -> bool:
+        return not self.condition.holds(value) or self.then.holds(value)
 
 
 @dataclass(frozen=True)
 class CelRule:
-    """One `x-kubernetes-validations` entry."""
+    """One `x-kubernetes-validations` entry; `check`, when set, is the same rule as a
+    Python test of the string the rule reads (see `string_rule`)."""
 
     rule: str
     message: str
     field_path: str | None = None
+    check: Expr | None = field(default=None, compare=False, repr=False)
+
+    def holds(self, value: str) -> bool:
+        if self.check is None:
+            raise TypeError(f"{self.rule!r} has no offline check")
+        return self.check.holds(value)
 
     def as_schema(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"rule": self.rule, "message": self.message}
@@ -38,14 +176,73 @@ def cel_extra(*rules: CelRule) -> dict[str, Any]:
     return {"x-kubernetes-validations": [r.as_schema() for r in rules]}
 
 
+def string_rule(
+    check: Expr, message: str, *, target: str = "self", field_path: str | None = None
+) -> CelRule:
+    """A rule on one string: `target` is that string in CEL (`self` on a string field,
+    `self.<field>` on an object); `check` is both the CEL and its offline test."""
+    return CelRule(check.cel(target), message, field_path, check)
+
+
+def every_key_rule(check: Expr, message: str) -> CelRule:
+    """A rule on a map that `check` holds for each of its keys; offline, `holds` tests one
+    key. A rule on the map, since a structural schema cannot describe map keys."""
+    return CelRule(f"self.all(k, {check.cel('k')})", message, None, check)
+
+
+@dataclass(frozen=True)
+class SchemaPattern:
+    """A format the CRD states as an OpenAPI `pattern` rather than a CEL rule: for map
+    values (the API server names those `map.key`, as the offline check does; CEL would say
+    `map[key]`) and for int-or-string quantities. `holds` is the same test in Python."""
+
+    pattern: str
+    message: str
+
+    def holds(self, value: str) -> bool:
+        return _python_pattern(self.pattern).search(value) is not None
+
+
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Serve import path: `package.module:attribute`.
 IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
-# hf://org/model, s3://bucket/key, gs://bucket/key, pvc://claim[/path]
-SOURCE_REMOTE = r"^(hf|s3|gs)://[^/\s]+(/[^\s]*)?$"
-SOURCE_PVC = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?$"
-ABSOLUTE_PATH = r"^/[^\s:]*$"
+
+# --- grammar of model sources and of paths in pods --------------------------------------
+# One path segment: POSIX portable filename characters (letters, digits, `.`, `_`, `-`),
+# never `.` or `..` (a segment of dots only needs three or more).
+PATH_SEGMENT = r"(?:\.{0,2}[A-Za-z0-9_-]|\.{3})[A-Za-z0-9._-]*"
+# Relative and normalised: segments joined by single slashes; no leading, doubled or
+# trailing slash, no `.` or `..` segment, no backslash.
+RELATIVE_PATH = rf"{PATH_SEGMENT}(?:/{PATH_SEGMENT})*"
+# Absolute and normalised: `/` then the same; `/` alone is not a mount point.
+MOUNT_PATH = rf"^(?:/{PATH_SEGMENT})+$"
+# A Hugging Face repository id (as huggingface_hub checks one): names of letters, digits,
+# `-`, `_` and `.`, 1-96 characters, starting and ending with a letter, digit or `_`;
+# `--` and `..` are refused apart (below), as is a trailing `.git`.
+HF_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HF_SOURCE = rf"^hf://{HF_NAME}/{HF_NAME}$"
+# A PersistentVolumeClaim of the LLMDeployment's namespace: a DNS-1123 label.
+PVC_CLAIM = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+# S3 (general purpose buckets): 3-63 lower-case letters, digits, `.` and `-`, starting and
+# ending with a letter or digit; no `..` and no IPv4 address (below).
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+# Cloud Storage: dot-separated parts of lower-case letters, digits, `-` and `_`, each 1-63
+# characters starting and ending with a letter or digit; 3-222 characters in all (below).
+GCS_PART = r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+GCS_BUCKET = rf"{GCS_PART}(?:\.{GCS_PART})*"
+IPV4_LIKE = r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+"
+# Where a source's bucket or claim ends: at the path's slash, or at the end.
+_END = "(?:/|$)"
+# Git revision names: `/`-separated names of letters, digits, `_`, `-`, `+`, with single
+# dots inside a name (no `..`, no name starting or ending with a dot, no empty name).
+REVISION_NAME = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+REVISION = rf"^{REVISION_NAME}(?:/{REVISION_NAME})*$"
+
+_PATH_RULES = (
+    "segments of letters, digits, '.', '_' and '-' joined by single '/': no '.' or '..' "
+    "segment, no empty segment ('//' or a trailing '/'), no backslash"
+)
 
 NAME_LENGTH = CelRule(
     rule=f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
@@ -109,14 +306,113 @@ IMPORT_PATH_FORMAT = CelRule(
     message="spec.engine.importPath must look like package.module:attribute",
     field_path=".importPath",
 )
-SOURCE_SCHEME = CelRule(
-    rule=f"self.source.matches(r'{SOURCE_REMOTE}') || self.source.matches(r'{SOURCE_PVC}')",
-    message=(
-        "spec.model.source must be hf://<org>/<model>, s3://<bucket>/<path>, "
-        "gs://<bucket>/<path> or pvc://<claim>/<path>"
-    ),
+SOURCE_SCHEME = string_rule(
+    Matches(rf"^(?:{'|'.join(SOURCE_SCHEMES)})://"),
+    "spec.model.source must be hf://<org>/<name>, s3://<bucket>/<path>, "
+    "gs://<bucket>/<path> or pvc://<claim>/<path>",
+    target="self.source",
     field_path=".source",
 )
+SOURCE_HF = string_rule(
+    Implies(
+        StartsWith("hf://"),
+        All(
+            (
+                Matches(HF_SOURCE),
+                Not(Contains("--")),
+                Not(Contains("..")),
+                Not(EndsWith(".git")),
+            )
+        ),
+    ),
+    "spec.model.source: hf://<org>/<name> takes a Hugging Face repository id, exactly two "
+    "names of letters, digits, '-', '_' and '.', each 1-96 characters starting and ending "
+    "with a letter, digit or '_', without '--' or '..', not ending in .git; set a branch, "
+    "tag or commit in spec.model.revision",
+    target="self.source",
+    field_path=".source",
+)
+SOURCE_PVC_CLAIM = string_rule(
+    Implies(StartsWith("pvc://"), Matches(rf"^pvc://{PVC_CLAIM}{_END}")),
+    "spec.model.source: the claim of pvc://<claim>/<path> must be a DNS-1123 label "
+    "(lower-case letters, digits and '-', at most 63 characters), the name of a "
+    "PersistentVolumeClaim in this namespace",
+    target="self.source",
+    field_path=".source",
+)
+SOURCE_S3_BUCKET = string_rule(
+    Implies(
+        StartsWith("s3://"),
+        All(
+            (
+                Matches(rf"^s3://{S3_BUCKET}{_END}"),
+                Not(Matches(r"^s3://[^/]*\.\.")),
+                Not(Matches(rf"^s3://{IPV4_LIKE}{_END}")),
+            )
+        ),
+    ),
+    "spec.model.source: the bucket of s3://<bucket>/<path> must be an S3 bucket name: "
+    "3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or "
+    "digit, without '..', not an IP address",
+    target="self.source",
+    field_path=".source",
+)
+SOURCE_GS_BUCKET = string_rule(
+    Implies(
+        StartsWith("gs://"),
+        All(
+            (
+                Matches(rf"^gs://{GCS_BUCKET}{_END}"),
+                Matches(rf"^gs://[a-z0-9._-]{{3,222}}{_END}"),
+                Not(Matches(rf"^gs://{IPV4_LIKE}{_END}")),
+                Not(StartsWith("gs://goog")),
+                Not(Matches(r"^gs://[^/]*google")),
+            )
+        ),
+    ),
+    "spec.model.source: the bucket of gs://<bucket>/<path> must be a Cloud Storage bucket "
+    "name: dot-separated parts of lower-case letters, digits, '-' and '_', each 1-63 "
+    "characters starting and ending with a letter or digit, 3-222 characters in all, not "
+    "an IP address, not starting with 'goog' nor containing 'google'",
+    target="self.source",
+    field_path=".source",
+)
+SOURCE_PATH = string_rule(
+    Implies(
+        Matches(r"^(?:s3|gs|pvc)://"),
+        Matches(rf"^(?:s3|gs|pvc)://[^/]*(?:/{RELATIVE_PATH})?$"),
+    ),
+    "spec.model.source: the <path> of an s3://, gs:// or pvc:// source is optional and, "
+    f"when set, relative and normalised: {_PATH_RULES}",
+    target="self.source",
+    field_path=".source",
+)
+# In the order the offline check reports the first that fails.
+SOURCE_RULES = (
+    SOURCE_SCHEME,
+    SOURCE_HF,
+    SOURCE_PVC_CLAIM,
+    SOURCE_S3_BUCKET,
+    SOURCE_GS_BUCKET,
+    SOURCE_PATH,
+)
+REVISION_FORMAT = string_rule(
+    Matches(REVISION),
+    "spec.model.revision must be a branch, tag or commit: '/'-separated names of letters, "
+    "digits, '_', '-' and '+', with single dots inside a name (no '..', no name starting or "
+    "ending with '.', no empty name)",
+)
+
+
+def _mount_path_rule(field_name: str) -> CelRule:
+    return string_rule(
+        Matches(MOUNT_PATH),
+        f"{field_name} must be an absolute, normalised path: '/' and {_PATH_RULES}",
+    )
+
+
+CACHE_MOUNT_PATH = _mount_path_rule("spec.storage.modelCache.mountPath")
+CHECKPOINTS_MOUNT_PATH = _mount_path_rule("spec.storage.checkpoints.mountPath")
 NO_RAY_POD_LABELS = CelRule(
     rule="self.all(k, !k.startsWith('ray.io/'))",
     message=(
@@ -197,4 +493,92 @@ DISTINCT_MOUNT_PATHS = CelRule(
         "choose another path"
     ),
     field_path=".checkpoints.mountPath",
+)
+
+# --- Kubernetes names, label syntax and quantities ----------------------------------------
+# The formats the API server checks on the pods, claims and other objects these fields
+# reach. Outside them a spec would be admitted and then make every pod (or the claim)
+# fail; with them it is refused at admission and offline alike.
+
+# Names of Secrets, ConfigMaps, ServiceAccounts, claims, storage and gateway classes: a
+# DNS-1123 subdomain (dot-separated labels; 253 characters at most, the field's maxLength).
+DNS1123_SUBDOMAIN = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+# The name part of a qualified name, which is also what a non-empty label value is.
+QUALIFIED_NAME_PART = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+# A qualified name (label and node selector keys, taint keys, resource names): an optional
+# DNS-1123 subdomain prefix and `/`, then the name part; the prefix at most 253 characters
+# (below), so the whole at most 253 + 1 + 63.
+QUALIFIED_NAME = rf"(?:{DNS1123_SUBDOMAIN}/)?{QUALIFIED_NAME_PART}"
+# Annotation keys: the API server checks them in lower case, so the prefix may use capitals.
+ANNOTATION_KEY = (
+    r"(?:[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?)*/)?"
+    + QUALIFIED_NAME_PART
+)
+QUALIFIED_NAME_MAX_LENGTH = 317
+_LONG_PREFIX = Matches(r"^[^/]{254,}/")
+# A key of a Secret or ConfigMap.
+CONFIG_KEY = r"^[-._A-Za-z0-9]+$"
+# A resource quantity without a sign (requests, limits and sizes are never negative): a
+# decimal number, then a binary (Ki .. Ei) or decimal (n, u, m, k, M .. E) suffix or an
+# exponent.
+_DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+QUANTITY = rf"^\+?{_DECIMAL}(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?{_DECIMAL})?$"
+QUANTITY_MAX_LENGTH = 64
+
+_SUBDOMAIN_RULES = (
+    "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', starting and ending "
+    "with a letter or digit)"
+)
+_QUALIFIED_NAME_RULES = (
+    "an optional prefix (a DNS-1123 subdomain of at most 253 characters) and '/', then at "
+    "most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+)
+
+OBJECT_NAME = string_rule(
+    Matches(rf"^{DNS1123_SUBDOMAIN}$"),
+    f"must be an object's name, never namespace/name or a path: {_SUBDOMAIN_RULES}",
+)
+OPTIONAL_OBJECT_NAME = string_rule(
+    Matches(rf"^(?:{DNS1123_SUBDOMAIN})?$"),
+    f"must be empty or an object's name: {_SUBDOMAIN_RULES}",
+)
+CONFIG_KEY_FORMAT = string_rule(
+    All((Matches(CONFIG_KEY), Not(StartsWith("..")), Not(Matches(r"^\.$")))),
+    "must be a Secret or ConfigMap key: letters, digits, '-', '_' and '.', neither '.' "
+    "nor starting with '..'",
+)
+TOLERATION_KEY = string_rule(
+    All((Matches(rf"^(?:{QUALIFIED_NAME})?$"), Not(_LONG_PREFIX))),
+    f"must be empty or a taint key: {_QUALIFIED_NAME_RULES}",
+)
+QUALIFIED_KEYS = every_key_rule(
+    All(
+        (
+            MaxSize(QUALIFIED_NAME_MAX_LENGTH),
+            Matches(rf"^{QUALIFIED_NAME}$"),
+            Not(_LONG_PREFIX),
+        )
+    ),
+    f"every key must be a qualified name: {_QUALIFIED_NAME_RULES}",
+)
+ANNOTATION_KEYS = every_key_rule(
+    All(
+        (
+            MaxSize(QUALIFIED_NAME_MAX_LENGTH),
+            Matches(rf"^{ANNOTATION_KEY}$"),
+            Not(_LONG_PREFIX),
+        )
+    ),
+    f"every key must be an annotation key: {_QUALIFIED_NAME_RULES} (the prefix may use capitals)",
+)
+LABEL_VALUE = SchemaPattern(
+    rf"^(?:{QUALIFIED_NAME_PART})?$",
+    "must be a label value: empty, or at most 63 letters, digits, '-', '_' and '.', "
+    "starting and ending with a letter or digit",
+)
+QUANTITY_FORMAT = SchemaPattern(
+    QUANTITY,
+    "must be a quantity of at least 0: an integer, or a decimal number with an optional "
+    "suffix (m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent), e.g. 8, 500m, "
+    "16Gi",
 )

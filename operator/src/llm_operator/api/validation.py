@@ -7,8 +7,10 @@ only on a spec that parsed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -71,6 +73,23 @@ class FieldError:
         if self.message.startswith(self.field):
             return self.message
         return f"{self.field}: {self.message}"
+
+
+def names_field(text: str, field: str) -> bool:
+    """Whether `text` (a message of the API server, the CLI or a condition) names the
+    field path `field` as a whole: not as part of a longer name (`spec.replica` in
+    `spec.replicas`), not as the start of a deeper path (`spec.model` in
+    `spec.model.source`, `spec.rayCluster.env` in `spec.rayCluster.env[0]`, a map's path
+    in `map.key`), and not as the end of one (`name` in `metadata.name`).
+
+    A path may end a sentence: a `.` that no name follows ends it.
+    """
+    return re.search(_field_token(field), text) is not None
+
+
+@cache
+def _field_token(field: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w.]){re.escape(field)}(?![\w\[/-]|\.[\w-])")
 
 
 class SpecError(ValueError):

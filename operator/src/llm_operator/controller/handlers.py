@@ -3,13 +3,15 @@
 The converge handler validates, renders and applies; the child watch re-runs the same
 reconcile whenever KubeRay (or a person) changes or deletes a child, which both mirrors
 KubeRay's status and restores drift. Reconciling is idempotent: an unchanged child or
-status is never written.
+status is never written. The gauges follow the LLMDeployments' own watch events (and a
+periodic listing), not the reconciles: see `metrics`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -21,7 +23,7 @@ from llm_operator.api.models import LLMDeployment
 from llm_operator.api.validation import FieldError, SpecError, validate
 from llm_operator.controller import kube, status
 from llm_operator.controller.merge import Manifest, worker_groups
-from llm_operator.controller.metrics import METRICS, invalid_record, valid_record
+from llm_operator.controller.metrics import METRICS, OperatorMetrics
 from llm_operator.controller.metrics import serve as serve_metrics
 from llm_operator.render import is_retained, layout_of, names, render
 from llm_operator.settings import OperatorSettings
@@ -29,6 +31,9 @@ from llm_operator.settings import OperatorSettings
 LOG = logging.getLogger(__name__)
 CHILD_LABELS = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
 STARTUP_RETRY_SECONDS = 5
+# How often the gauges are checked against a listing of the LLMDeployments, for deletions
+# the watch never delivered (a re-list after a lost watch reports no DELETED events).
+METRICS_SWEEP_SECONDS = 60.0
 # Phases worth a Warning event rather than a Normal one.
 WARNING_PHASES = frozenset({"Degraded", "Failed"})
 
@@ -158,7 +163,6 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
     except SpecError as exc:
         invalid = status.invalid_status(str(exc), generation, before, _now())
         _write_status(clients, owner, before, invalid)
-        METRICS.observe(meta["namespace"], meta["name"], invalid_record(invalid.get("phase")))
         raise
     except kube.NotServed as exc:
         _write_status(
@@ -171,7 +175,6 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
             _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, cluster_name)
     after = status.reconciled_status(llmd, observed, before, _now(), settings.gpu_memory_gib)
     _write_status(clients, owner, before, after)
-    METRICS.observe(llmd.namespace, llmd.name, valid_record(llmd, after.get("phase")))
 
 
 class GenerationDiffBase(kopf.DiffBaseStorage):
@@ -217,6 +220,53 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kuberay_missed = not _kuberay_served(memo.clients)
     if memo.kuberay_missed:
         LOG.warning("KubeRay's CRDs are not served: waiting for them (see the liveness probe)")
+    if getattr(memo, "sweep_stop", None) is None:
+        memo.sweep_stop = threading.Event()
+        threading.Thread(
+            target=_sweep_metrics_forever,
+            args=(memo.clients, getattr(memo, "clusterwide", False), memo.sweep_stop),
+            name="metrics-sweep",
+            daemon=True,
+        ).start()
+
+
+@kopf.on.cleanup()
+def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:
+    """Ends the metrics sweep's thread when the operator stops."""
+    stop = getattr(memo, "sweep_stop", None)
+    if stop is not None:
+        stop.set()
+
+
+def sweep_metrics(
+    clients: kube.Clients, clusterwide: bool, metrics: OperatorMetrics = METRICS
+) -> int:
+    """Drop from the gauges every LLMDeployment a fresh listing no longer returns.
+
+    Clusterwide, one listing of every namespace; otherwise one per namespace that holds
+    a counted LLMDeployment (the operator may list there). Reads only. Returns how many
+    records went.
+    """
+    counted = metrics.namespaces()
+    if not counted:
+        return 0  # nothing to drop: skip the listing (a standby replica counts nothing)
+    scope = None if clusterwide else counted
+    listed_at = metrics.now()
+    existing: set[tuple[str, str, str]] = set()
+    for namespace in [None] if scope is None else scope:
+        existing |= kube.llm_deployment_keys(clients, namespace)
+    return metrics.sweep(existing, listed_at, scope)
+
+
+def _sweep_metrics_forever(clients: kube.Clients, clusterwide: bool, stop: threading.Event) -> None:
+    while not stop.wait(METRICS_SWEEP_SECONDS):
+        try:
+            dropped = sweep_metrics(clients, clusterwide)
+        except Exception:  # an API hiccup: the next round tries again
+            LOG.warning("could not list LLMDeployments for the metrics", exc_info=True)
+            continue
+        if dropped:
+            LOG.info("metrics: dropped %d LLMDeployment(s) deleted unseen by the watch", dropped)
 
 
 def _kuberay_served(clients: kube.Clients) -> bool:
@@ -258,11 +308,14 @@ def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def forget_deleted(event: kopf.RawEvent, **_: Any) -> None:
-    """A deleted LLMDeployment leaves the gauges (an event handler adds no finalizer)."""
-    if event["type"] == "DELETED":
-        meta = event["object"]["metadata"]
-        METRICS.forget(meta["namespace"], meta["name"])
+async def count_in_metrics(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every event of an LLMDeployment, a listing's included, sets what the gauges count
+    of it; DELETED removes it. An event handler adds no finalizer and writes nothing.
+
+    It runs in the object's own kopf worker, after every earlier event of that object, so
+    nothing can count the object again after its DELETED event.
+    """
+    METRICS.track(event["type"], event["object"], memo.settings.gpu_memory_gib)
 
 
 def _redundant(event_type: str | None, kind: str) -> bool:
@@ -328,11 +381,12 @@ def run(
     kopf.configure(verbose=verbose)
     # Before kopf.run, so the endpoint is up while kopf waits for the CRDs at start-up.
     serve_metrics(metrics_address)
+    clusterwide = all_namespaces or not namespaces
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
-        clusterwide=all_namespaces or not namespaces,
+        clusterwide=clusterwide,
         namespaces=namespaces,
         liveness_endpoint=liveness_endpoint or None,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, clusterwide=clusterwide),
     )

@@ -36,6 +36,7 @@ RETRY_SECONDS: Final = 5
 FORBIDDEN_RETRY_SECONDS: Final = 60
 # Short, so an LLMDeployment waiting for KubeRay's CRDs goes ahead soon after they appear.
 NOT_SERVED_RETRY_SECONDS: Final = 10
+LIST_PAGE: Final = 500
 
 Outcome = Literal["created", "updated", "unchanged"]
 
@@ -276,6 +277,38 @@ def get_llm_deployment(clients: Clients, namespace: str, name: str) -> Manifest 
             return None
         raise
     return found
+
+
+def llm_deployment_keys(clients: Clients, namespace: str | None) -> set[tuple[str, str, str]]:
+    """(namespace, name, uid) of every LLMDeployment in `namespace`, or in every namespace
+    for None: one consistent listing, read in pages.
+
+    One namespace the operator may not list (a namespaced operator's Role goes with its
+    namespace) or a CRD that is gone (404) holds none it can see.
+    """
+    keys: set[tuple[str, str, str]] = set()
+    token: str | None = None
+    while True:
+        try:
+            if namespace is None:
+                found = clients.custom.list_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, limit=LIST_PAGE, _continue=token
+                )
+            else:
+                found = clients.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, limit=LIST_PAGE, _continue=token
+                )
+        except ApiException as exc:
+            if namespace is not None and exc.status in (403, 404):
+                return set()
+            raise
+        listing = cast(Manifest, found)
+        for item in listing.get("items") or []:
+            meta = item["metadata"]
+            keys.add((meta["namespace"], meta["name"], meta["uid"]))
+        token = (listing.get("metadata") or {}).get("continue")
+        if not token:
+            return keys
 
 
 def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str, Any]) -> None:

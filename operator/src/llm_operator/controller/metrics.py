@@ -1,19 +1,24 @@
 """The operator's Prometheus metrics: reconciles, their duration, and per namespace the
 LLMDeployments by phase, the GPUs they request and the invalid specs.
 
-Gauges are recomputed from a small record per LLMDeployment, so a phase change, a spec
-that turns invalid or a deletion moves every series at once. The names are a contract:
-the chart's ServiceMonitor, the dashboard and the README use them.
+The gauges count the LLMDeployments that exist, and nothing else. Each one's small record
+is read off the object itself (its spec, and the status the reconcile wrote) on every
+watch event of that object, a start-up listing's included, and leaves with its DELETED
+event; a periodic listing (`sweep`) drops any whose deletion the watch never delivered.
+Records are keyed by uid, so a deployment deleted and created again under its name is
+counted once. Reconciles never write records: one that ends after its LLMDeployment was
+deleted cannot bring it back. The names are a contract: the chart's ServiceMonitor, the
+dashboard and the README use them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -26,7 +31,8 @@ from prometheus_client import (
 )
 
 from llm_operator.api.models import LLMDeployment, Phase
-from llm_operator.api.validation import SpecError
+from llm_operator.api.validation import SpecError, validate
+from llm_operator.controller.status import SPEC_VALID
 from llm_operator.render import layout_of
 
 PREFIX = "llmop"
@@ -64,8 +70,53 @@ def invalid_record(phase: str | None) -> Record:
     return Record(phase, 0, 0, invalid=True)
 
 
+def _refused(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Status says this generation's spec is invalid though it validates: a value only a
+    child's own schema refuses (the reconcile reports it as an invalid spec too)."""
+    generation = (body.get("metadata") or {}).get("generation")
+    return any(
+        isinstance(c, Mapping)
+        and c.get("type") == SPEC_VALID
+        and c.get("status") == "False"
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or []
+    )
+
+
+def record_of(body: Mapping[str, Any], gpu_memory_gib: Mapping[str, float]) -> Record:
+    """What the gauges count of one LLMDeployment, read off the object alone.
+
+    The phase is the one its status reports (None before the first reconcile); the GPUs
+    are its spec's, unless the spec is invalid, which requests none.
+    """
+    status = body.get("status")
+    status = status if isinstance(status, Mapping) else {}
+    phase = status.get("phase")
+    phase = phase if isinstance(phase, str) else None
+    try:
+        llmd = validate(body, gpu_memory_gib)
+    except SpecError:
+        return invalid_record(phase)
+    if _refused(body, status):
+        return invalid_record(phase)
+    return valid_record(llmd, phase)
+
+
+Key = tuple[str, str, str]  # namespace, name, uid
+
+
+@dataclass(frozen=True)
+class _Seen:
+    record: Record
+    at: float  # the metrics' clock when the object's last event was handled
+
+
 class OperatorMetrics:
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.reconciles = Counter(
             f"{PREFIX}_reconciles",
             "Reconciles of LLMDeployments by result.",
@@ -98,9 +149,10 @@ class OperatorMetrics:
         )
         for result in RESULTS:
             self.reconciles.labels(result)  # exported at 0 before the first reconcile
-        self._records: dict[tuple[str, str], Record] = {}
-        self._namespaces: set[str] = set()
-        # kopf runs sync handlers in a thread pool.
+        # namespace -> (name, uid) -> record; a namespace's gauges stay (at 0) once emptied.
+        self._records: dict[str, dict[tuple[str, str], _Seen]] = {}
+        self._clock = clock
+        # Event handlers run on kopf's loop, the sweep in its own thread.
         self._lock = threading.Lock()
 
     @contextmanager
@@ -118,19 +170,75 @@ class OperatorMetrics:
             self.duration.observe(time.perf_counter() - started)
             self.reconciles.labels(result).inc()
 
-    def observe(self, namespace: str, name: str, record: Record) -> None:
-        with self._lock:
-            self._records[(namespace, name)] = record
-            self._namespaces.add(namespace)
-            self._refresh(namespace)
+    def track(
+        self,
+        event_type: str | None,
+        body: Mapping[str, Any],
+        gpu_memory_gib: Mapping[str, float],
+    ) -> None:
+        """One watch event of an LLMDeployment: a listing's (type None), ADDED and
+        MODIFIED set its record, DELETED removes it."""
+        meta = body.get("metadata") or {}
+        namespace, name, uid = meta.get("namespace"), meta.get("name"), meta.get("uid")
+        if not (namespace and name and uid):
+            return
+        if event_type == "DELETED":
+            self.forget(namespace, name, uid)
+        else:
+            self.observe(namespace, name, uid, record_of(body, gpu_memory_gib))
 
-    def forget(self, namespace: str, name: str) -> None:
+    def observe(self, namespace: str, name: str, uid: str, record: Record) -> None:
         with self._lock:
-            if self._records.pop((namespace, name), None) is not None:
+            records = self._records.setdefault(namespace, {})
+            previous = records.get((name, uid))
+            records[(name, uid)] = _Seen(record, self._clock())
+            if previous is None or previous.record != record:
                 self._refresh(namespace)
 
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        with self._lock:
+            if self._records.get(namespace, {}).pop((name, uid), None) is not None:
+                self._refresh(namespace)
+
+    def now(self) -> float:
+        """The clock `sweep` compares with: read it before listing."""
+        return self._clock()
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that hold a counted LLMDeployment."""
+        with self._lock:
+            return sorted(ns for ns, records in self._records.items() if records)
+
+    def sweep(
+        self,
+        existing: Collection[Key],
+        listed_at: float,
+        namespaces: Collection[str] | None = None,
+    ) -> int:
+        """Keep only what a listing that started at `listed_at` returned, in `namespaces`
+        (None: every namespace); returns how many records went.
+
+        A record whose event was handled after the listing started stays: its object
+        may have been created after the listing's snapshot.
+        """
+        dropped = 0
+        with self._lock:
+            for namespace in list(self._records) if namespaces is None else namespaces:
+                records = self._records.get(namespace, {})
+                gone = [
+                    key
+                    for key, seen in records.items()
+                    if seen.at < listed_at and (namespace, *key) not in existing
+                ]
+                for key in gone:
+                    del records[key]
+                if gone:
+                    dropped += len(gone)
+                    self._refresh(namespace)
+        return dropped
+
     def _refresh(self, namespace: str) -> None:
-        records = [r for (ns, _), r in self._records.items() if ns == namespace]
+        records = [seen.record for seen in self._records.get(namespace, {}).values()]
         for phase in PHASES:
             self.deployments.labels(namespace, phase).set(
                 sum(1 for r in records if r.phase == phase)

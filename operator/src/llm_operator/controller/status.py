@@ -78,6 +78,19 @@ def _replicas_from_pods(ready_worker_pods: int, hosts_per_replica: int) -> int:
     return ready_worker_pods // max(1, hosts_per_replica)
 
 
+def _serving_replicas(cluster_status: Body, hosts_per_replica: int) -> int:
+    """Replicas of a RayService's serving cluster whose worker pods are all up.
+
+    KubeRay's readiness probe on a RayService worker asks that pod's Serve proxy, and
+    Serve drains the proxy of a pod that holds no Serve replica: the extra hosts of a
+    multi-host replica (its pipeline stages' bundles) never turn Ready, although they
+    serve. So a multi-host layout counts running worker pods, once the RayService is
+    Ready; a single-host one counts Ready pods.
+    """
+    key = "availableWorkerReplicas" if hosts_per_replica > 1 else "readyWorkerReplicas"
+    return _replicas_from_pods(int(cluster_status.get(key) or 0), hosts_per_replica)
+
+
 def observe_missing(kind: str) -> Observed:
     waiting = ConditionState("False", "ChildMissing", f"the {kind} does not exist yet")
     return Observed("Pending", waiting, ConditionState("True", "Creating", f"creating the {kind}"))
@@ -107,8 +120,8 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
     cluster = active.get("rayClusterName") or None
     pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName") or None
     serving = tuple(name for name in (cluster, pending) if name)
-    pods = int((active.get("rayClusterStatus") or {}).get("readyWorkerReplicas") or 0)
-    replicas = _replicas_from_pods(pods, hosts_per_replica) if ready.status == "True" else 0
+    replicas = _serving_replicas(active.get("rayClusterStatus") or {}, hosts_per_replica)
+    replicas = replicas if ready.status == "True" else 0
 
     failures = _failed_applications(status)
     upgrade = conditions.get("UpgradeInProgress")

@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# The local cluster's real node: a kubelet (containerd + runc + CNI bridge) joined to the
+# control plane e2e/cluster.sh runs, with kube-proxy for ClusterIP Services and CoreDNS
+# for cluster names, so KubeRay's pods really run and Ray really serves. The kwok nodes
+# beside it run nothing. Ray gets logical GPUs: the node advertises nvidia.com/gpu in
+# its status, as a device plugin would, and KubeRay passes num-gpus to `ray start`.
+#
+#   e2e/node.sh up       install what is missing, build or reuse the images, start and join
+#   e2e/node.sh down     stop everything it started, remove its pods, routes and rules
+#   e2e/node.sh env      the Ray image reference for specs (RAY_LOCAL_IMAGE=...)
+#
+# Only namespaces that ask run here: the node carries a taint of its own, and a namespace
+# annotated for the PodNodeSelector and PodTolerationRestriction admission plugins (as
+# e2e/test_ray.py's namespaces are) sends all its pods here and nowhere else.
+#
+# Needs root (containerd, network namespaces, iptables). Logs go to .e2e/logs/.
+set -euo pipefail
+
+e2e_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$e2e_dir/.." && pwd)
+# shellcheck source=cluster/settings.env
+source "$e2e_dir/cluster/settings.env"
+state=${LLM_OPERATOR_E2E_STATE:-$root/.e2e}
+logs=$state/logs
+bin_dir=$state/bin
+node=$state/node
+admin_kubeconfig=$state/kubeconfig
+pki=$state/kwok/clusters/$CLUSTER_NAME/pki
+sock=$node/containerd.sock
+bridge=llmop0
+log_prefix=node
+export PATH=$bin_dir:$PATH KUBECONFIG=$admin_kubeconfig
+# shellcheck source=lib.sh
+source "$e2e_dir/lib.sh"
+
+# Debian packages the node needs, by the command that shows each is there.
+packages=(containerd:containerd runc:runc conntrack:conntrack iptables:iptables
+  /usr/lib/cni/bridge:containernetworking-plugins)
+
+install_packages() {
+  local missing=() entry
+  for entry in "${packages[@]}"; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || [ -x "${entry%%:*}" ] || missing+=("${entry#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "missing: ${missing[*]}; install these packages (Debian names) and run again"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+    "${missing[@]}" >&2
+}
+
+host_ip() {
+  local dev
+  dev=$(ip -4 -o route show default | awk '{print $5; exit}')
+  ip -4 -o addr show dev "$dev" | awk '{split($4, a, "/"); print a[1]; exit}'
+}
+
+# --- images ------------------------------------------------------------------------
+build_image() { # ray|pause -> sets image_ref, image_archive
+  local out
+  out=$(bash "$root/images/ray-local/build.sh" "$1")
+  image_ref=$(sed -n 's/^ref=//p' <<<"$out")
+  image_archive=$(sed -n 's/^archive=//p' <<<"$out")
+}
+
+ctr_() { ctr --address "$sock" --namespace k8s.io "$@"; }
+
+import_image() { # ref archive
+  if ctr_ images ls -q | grep -qxF "$1"; then return 0; fi
+  local started=$SECONDS
+  ctr_ images import --no-unpack "$2" >&2
+  log "imported $1 in $((SECONDS - started)) s"
+}
+
+# --- identities --------------------------------------------------------------------
+issue_cert() { # name subject
+  [ -f "$node/pki/$1.crt" ] && return 0
+  mkdir -p "$node/pki"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$node/pki/$1.key" -subj "$2" \
+    -out "$node/pki/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$node/pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 30 -out "$node/pki/$1.crt" 2>/dev/null
+}
+
+write_kubeconfig() { # name
+  local file=$node/$1.kubeconfig server
+  server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  kubectl config --kubeconfig "$file" set-cluster local --server "$server" \
+    --certificate-authority "$pki/ca.crt" --embed-certs >/dev/null
+  kubectl config --kubeconfig "$file" set-credentials "$1" --embed-certs \
+    --client-certificate "$node/pki/$1.crt" --client-key "$node/pki/$1.key" >/dev/null
+  kubectl config --kubeconfig "$file" set-context local --cluster local --user "$1" >/dev/null
+  kubectl config --kubeconfig "$file" use-context local >/dev/null
+}
+
+# --- containerd --------------------------------------------------------------------
+write_containerd_config() { # pause image
+  mkdir -p "$node/containerd" "$node/cni"
+  cat >"$node/containerd/config.toml" <<EOF
+version = 2
+root = "$node/containerd/root"
+state = "$node/containerd/state"
+[grpc]
+  address = "$sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$node/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$1"
+  # root here lacks CAP_SYS_RESOURCE: without this every sandbox fails to start.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$node/cni"
+EOF
+  cat >"$node/cni/10-llmop.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "llmop",
+  "plugins": [
+    {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": true,
+     "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$REAL_NODE_POD_CIDR"}]],
+              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$node/cni-state"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "loopback"}
+  ]
+}
+EOF
+}
+
+start_containerd() {
+  start_background containerd containerd --config "$node/containerd/config.toml"
+  wait_until 60 "containerd" ctr --address "$sock" version
+}
+
+# --- kubelet -----------------------------------------------------------------------
+write_kubelet_config() { # host ip
+  cat >"$node/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This kernel has cgroup v1 only; kubelet 1.36 refuses it unless told otherwise.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+containerRuntimeEndpoint: unix://$sock
+imageServiceEndpoint: unix://$sock
+address: $1
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: Webhook}
+clusterDNS: [$1]
+clusterDomain: cluster.local
+# Two cores serve the whole cluster: requests place pods, but no limit throttles Ray's
+# start-up to a fraction of a core.
+cpuCFSQuota: false
+podLogsDir: $node/pod-logs
+serializeImagePulls: false
+# The imported images are the only copies: never collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 500Mi, nodefs.available: 2%, imagefs.available: 2%}
+registerWithTaints:
+  - {key: nvidia.com/gpu, value: present, effect: NoSchedule}
+  - {key: $REAL_NODE_TAINT, value: "true", effect: NoSchedule}
+EOF
+}
+
+node_labels() {
+  local labels=(type=real nvidia.com/gpu.present=true nvidia.com/gpu.product=NVIDIA-L4
+    "nvidia.com/gpu.count=$REAL_NODE_GPUS" ray.io/accelerator-type=L4 "$REAL_NODE_TAINT=true")
+  local IFS=,
+  echo "${labels[*]}"
+}
+
+start_kubelet() { # host ip
+  mkdir -p "$node/kubelet" "$node/pod-logs"
+  start_background kubelet kubelet --config "$node/kubelet.yaml" \
+    --kubeconfig "$node/kubelet.kubeconfig" --root-dir "$node/kubelet" \
+    --cert-dir "$node/kubelet/pki" --hostname-override "$REAL_NODE_NAME" --node-ip "$1" \
+    --node-labels "$(node_labels)" --v 1
+  wait_until 120 "node $REAL_NODE_NAME to be Ready" \
+    kubectl wait --for condition=Ready --timeout 5s "node/$REAL_NODE_NAME"
+}
+
+advertise_gpus() {
+  # What a device plugin would report; survives the kubelet's own status updates.
+  local path=/status/capacity/nvidia.com~1gpu
+  kubectl patch node "$REAL_NODE_NAME" --subresource status --type json -p "[
+    {\"op\": \"add\", \"path\": \"$path\", \"value\": \"$REAL_NODE_GPUS\"},
+    {\"op\": \"add\", \"path\": \"${path/capacity/allocatable}\", \"value\": \"$REAL_NODE_GPUS\"}]" \
+    >/dev/null
+  wait_until 30 "the node's GPUs" bash -c "kubectl get node $REAL_NODE_NAME \
+    -o jsonpath='{.status.allocatable.nvidia\\.com/gpu}' | grep -qx $REAL_NODE_GPUS"
+}
+
+# --- Services and names ------------------------------------------------------------
+route_safely() {
+  # kwok's fake pods have addresses nothing here serves: refuse them at once rather than
+  # send them out of the machine. Services are DNATed by kube-proxy; anything in their
+  # range it does not DNAT ends on the pod bridge (made here, before the CNI plugin
+  # would make it) instead of the default route.
+  sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
+  ip route replace unreachable "$KWOK_POD_CIDR"
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
+  ip link set "$bridge" up
+  ip route replace "$SERVICE_CIDR" dev "$bridge"
+}
+
+start_kube_proxy() {
+  start_background kube-proxy kube-proxy --kubeconfig "$node/kube-proxy.kubeconfig" \
+    --hostname-override "$REAL_NODE_NAME" --proxy-mode iptables \
+    --cluster-cidr "$REAL_NODE_POD_CIDR" --conntrack-max-per-core 0 \
+    --nodeport-addresses primary --iptables-localhost-nodeports=false \
+    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
+  # Its health check waits for the node, which registers later: wait on its rules.
+  wait_until 60 "kube-proxy's rules" bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '$KUBERNETES_SERVICE_IP/32'"
+}
+
+start_coredns() { # host ip
+  cat >"$node/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 {
+  errors
+  health $1:18053
+  ready $1:18054
+  kubernetes cluster.local in-addr.arpa {
+    kubeconfig $admin_kubeconfig
+    pods insecure
+  }
+  cache 5
+}
+.:53 {
+  errors
+  forward . /etc/resolv.conf
+}
+EOF
+  start_background coredns coredns -conf "$node/Corefile" -dns.port 53
+  wait_until 60 "CoreDNS" curl -fsS "http://$1:18054/ready"
+}
+
+# --- up / down ---------------------------------------------------------------------
+up() {
+  [ "$(id -u)" = 0 ] || { log "the real node needs root (containerd, iptables)"; exit 1; }
+  [ -f "$pki/ca.key" ] || { log "no cluster CA at $pki: run e2e/cluster.sh up"; exit 1; }
+  mkdir -p "$node" "$logs"
+  install_packages
+  local ip pause_ref pause_archive ray_ref ray_archive
+  ip=$(host_ip)
+  build_image pause
+  pause_ref=$image_ref pause_archive=$image_archive
+  build_image ray
+  ray_ref=$image_ref ray_archive=$image_archive
+  route_safely
+  write_containerd_config "$pause_ref"
+  start_containerd
+  import_image "$pause_ref" "$pause_archive"
+  import_image "$ray_ref" "$ray_archive"
+  echo "RAY_LOCAL_IMAGE=$ray_ref" >"$node/images.env"
+  issue_cert kubelet "/O=system:nodes/CN=system:node:$REAL_NODE_NAME"
+  issue_cert kube-proxy "/CN=system:kube-proxy"
+  write_kubeconfig kubelet
+  write_kubeconfig kube-proxy
+  write_kubelet_config "$ip"
+  start_coredns "$ip"
+  start_kube_proxy
+  start_kubelet "$ip"
+  advertise_gpus
+  log "node $REAL_NODE_NAME Ready at $ip with $REAL_NODE_GPUS GPUs; Ray image $ray_ref"
+}
+
+remove_containers() {
+  # kubelet is gone; stop what it left so no container or mount outlives the node.
+  [ -S "$sock" ] && running containerd || return 0
+  local task
+  for task in $(ctr_ tasks ls -q 2>/dev/null); do
+    ctr_ tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true
+  done
+  wait_until 30 "the node's containers to stop" bash -c \
+    "! ctr --address '$sock' -n k8s.io tasks ls 2>/dev/null | grep -q RUNNING"
+  for task in $(ctr_ tasks ls -q 2>/dev/null); do
+    ctr_ tasks delete "$task" >/dev/null 2>&1 || true
+  done
+  for task in $(ctr_ containers ls -q 2>/dev/null); do
+    ctr_ containers delete "$task" >/dev/null 2>&1 || true
+  done
+}
+
+down() {
+  stop_background kubelet
+  remove_containers
+  stop_background containerd
+  stop_background kube-proxy
+  stop_background coredns
+  command -v kube-proxy >/dev/null 2>&1 && kube-proxy --cleanup >/dev/null 2>&1 || true
+  # Mounts and network namespaces the pods left behind.
+  grep -o " $node[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  ip link del "$bridge" 2>/dev/null || true
+  # The unreachable route for kwok's pod addresses stays until cluster.sh down has
+  # stopped KubeRay, which may still dial them through the API server.
+  local netns
+  for netns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do
+    ip netns del "$netns" 2>/dev/null || true
+  done
+  rm -rf "$node/kubelet/pods" "$node/cni-state"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  env) cat "$node/images.env" ;;
+  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Builds, without a container engine or an image registry, the images the local
+# cluster's real kubelet node runs, as OCI archives for `ctr -n k8s.io images import`:
+#
+#   bash images/ray-local/build.sh ray     # Ray (the operator's Ray version) + llm_standin
+#   bash images/ray-local/build.sh pause   # the pod sandbox image, from pause.c
+#
+# Prints exactly two lines on stdout, `ref=<image reference>` and `archive=<OCI archive>`;
+# everything else goes to stderr. The Ray image needs root (debootstrap, chroot).
+#
+# Output lives outside the work tree, in LLM_OPERATOR_IMAGES_CACHE (default
+# ~/.cache/llm-operator/images), one directory per image named after a sha256 of all
+# its inputs (this script, ocipack.py, the stand-in app, the Ray version and the Debian
+# suite; for pause the pinned Kubernetes version): a warm call returns at once. A
+# build happens in <name>.partial and is renamed when complete.
+#
+# Ray image: `debootstrap --variant=minbase` of the Debian suite from this machine's own
+# apt mirror, a venv at /opt/ray holding ray[serve] from wheels downloaded on the host
+# (pip inside the chroot cannot reach the index), the stand-in Serve app
+# (images/ray-local/standin) at /opt/llm-standin on PYTHONPATH, and Ray's usual non-root
+# user `ray` (uid 1000, HOME /home/ray). bash, wget and grep are there for KubeRay's
+# container command and probes.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${LLM_OPERATOR_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-operator/images}
+case $cache in /*) ;; *) cache=$PWD/$cache ;; esac
+suite=${LLM_OPERATOR_DEBIAN_SUITE:-bookworm}
+standin_dir=/opt/llm-standin
+ray_uid=1000
+ray_gid=100 # `users`, as in the rayproject images
+
+log() { echo "build.sh [${SECONDS}s]: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+  echo "usage: $0 ray|pause" >&2
+  exit 2
+}
+
+# --- inputs and cache keys -----------------------------------------------------------
+
+ray_version() {
+  local version
+  version=$(sed -n 's/^DEFAULT_RAY_VERSION = "\([^"]*\)"$/\1/p' \
+    "$repo/operator/src/llm_operator/settings.py")
+  [ -n "$version" ] || die "no DEFAULT_RAY_VERSION in operator/src/llm_operator/settings.py"
+  echo "$version"
+}
+
+k8s_version() {
+  local version
+  version=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' \
+    "$repo/e2e/tools/kubernetes/go.mod")
+  [ -n "$version" ] || die "no k8s.io/kubernetes version in e2e/tools/kubernetes/go.mod"
+  echo "$version"
+}
+
+standin_files() {
+  (cd "$here" && find standin -type f -not -path '*/__pycache__/*' -not -name '*.pyc' |
+    LC_ALL=C sort)
+}
+
+# sha256 (first 12 hex digits) of a description and of the named files (relative to
+# this directory), names and contents.
+inputs_hash() { # description file...
+  local description=$1 file
+  shift
+  {
+    printf '%s\n' "$description"
+    for file in "$@"; do
+      printf 'file %s %s\n' "$file" "$(sha256sum <"$here/$file" | cut -d' ' -f1)"
+    done
+  } | sha256sum | cut -c1-12
+}
+
+# --- helpers -------------------------------------------------------------------------
+
+need_cmd() { # command debian-package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 ||
+    die "$1 is missing and apt-get is not available: install the Debian package '$2'"
+  log "installing the Debian package $2 (for $1)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2 && return 0
+  apt-get update -q >&2 || die "apt-get update failed; install the Debian package '$2'"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2 ||
+    die "could not install the Debian package '$2' (needed for $1)"
+}
+
+# The first URI of this machine's apt sources that serves the suite (deb822 or one-line).
+apt_mirror() {
+  local uri=""
+  local deb822
+  for deb822 in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$deb822" ] || continue
+    uri=$(awk -v suite="$suite" '
+      function flush() { if (uri != "" && has_suite && is_deb && out == "") out = uri
+                         uri = ""; has_suite = 0; is_deb = 0 }
+      /^[[:space:]]*#/ { next }
+      /^[[:space:]]*$/ { flush(); next }
+      tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") is_deb = 1 }
+      tolower($1) == "uris:" { uri = $2 }
+      tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) has_suite = 1 }
+      END { flush(); print out }' "$deb822")
+    [ -n "$uri" ] && break
+  done
+  if [ -z "$uri" ]; then
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v suite="$suite" '
+      $1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                    if ($(i + 1) == suite) { print $i; exit } }')
+  fi
+  [ -n "$uri" ] || die "no apt source for '$suite' in /etc/apt/sources.list(.d); cannot pick a mirror"
+  echo "$uri"
+}
+
+# rm -rf that never leaves its file system, after unmounting anything left below (a
+# build interrupted while debootstrap had /proc mounted in the root filesystem).
+remove_tree() { # dir
+  local dir=$1 mount_point
+  [ -e "$dir" ] || return 0
+  while read -r mount_point; do
+    log "unmounting $mount_point"
+    umount -l "$mount_point" || true
+  done < <(awk -v d="$dir/" 'index($2 "/", d) == 1 {print $2}' /proc/mounts | sort -r)
+  rm -rf --one-file-system "$dir"
+}
+
+# Run a command in the root filesystem with a clean environment: nothing of the host's
+# (PIP_*, proxies, PYTHONPATH) leaks into the build.
+in_rootfs() { # rootfs [chroot options] -- command...
+  local rootfs=$1 options=()
+  shift
+  while [ "$1" != -- ]; do options+=("$1"); shift; done
+  shift
+  chroot "${options[@]}" "$rootfs" /usr/bin/env -i \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp LANG=C.UTF-8 "$@"
+}
+
+# Finish an image: pack rootfs into the archive, record facts, publish the directory.
+# LLM_OPERATOR_KEEP_ROOTFS=1 keeps the root filesystem next to the archive.
+publish() { # name ref rootfs config-json started
+  local name=$1 ref=$2 rootfs=$3 config=$4 started=$5 work=$cache/$1.partial rootfs_bytes
+  log "packing $ref"
+  python3 "$here/ocipack.py" --rootfs "$rootfs" --ref "$ref" --config "$config" \
+    --out "$work/oci-archive.tar" >&2
+  rootfs_bytes=$(du -sbx "$rootfs" | cut -f1)
+  if [ "${LLM_OPERATOR_KEEP_ROOTFS:-0}" != 1 ]; then
+    remove_tree "$rootfs"
+  fi
+  {
+    echo "ref=$ref"
+    echo "rootfs_bytes=$rootfs_bytes"
+    echo "archive_bytes=$(stat -c %s "$work/oci-archive.tar")"
+    echo "build_seconds=$((SECONDS - started))"
+  } >"$work/build-info"
+  remove_tree "$cache/$name"
+  mv "$work" "$cache/$name"
+  log "built $ref: $(tr '\n' ' ' <"$cache/$name/build-info")"
+}
+
+# --- the Ray image -------------------------------------------------------------------
+
+build_ray() { # name ref version rootfs
+  local name=$1 ref=$2 version=$3 rootfs=$4 mirror started=$SECONDS
+  [ "$(id -u)" = 0 ] || die "building the Ray image needs root (debootstrap, chroot)"
+  need_cmd debootstrap debootstrap
+  mirror=$(apt_mirror)
+  log "debootstrap $suite from $mirror"
+  mkdir -p "$cache/debootstrap-debs"
+  debootstrap --variant=minbase --cache-dir="$cache/debootstrap-debs" \
+    --include=python3,python3-venv,ca-certificates,procps,wget,bash \
+    "$suite" "$rootfs" "$mirror" >&2
+
+  # The wheels must match the root filesystem's Python and glibc, not the host's.
+  local py glibc arch platforms=()
+  read -r py glibc arch < <(in_rootfs "$rootfs" -- python3 -c \
+    'import os, platform, sys; print("%d%d" % sys.version_info[:2], platform.libc_ver()[1], os.uname().machine)')
+  local minor
+  for ((minor = ${glibc#*.}; minor >= 17; minor--)); do
+    platforms+=(--platform "manylinux_2_${minor}_${arch}")
+  done
+  platforms+=(--platform "manylinux2014_${arch}")
+  local host_python=python3
+  [ -x "$repo/.venv/bin/python" ] && host_python=$repo/.venv/bin/python
+  log "downloading ray[serve]==$version wheels for cp$py, glibc $glibc"
+  "$host_python" -m pip download --disable-pip-version-check --quiet \
+    --only-binary=:all: "${platforms[@]}" --python-version "${py:0:1}.${py:1}" \
+    --implementation cp --abi "cp$py" --dest "$rootfs/tmp/wheels" "ray[serve]==$version" >&2
+
+  log "installing them into /opt/ray"
+  in_rootfs "$rootfs" -- python3 -m venv /opt/ray
+  in_rootfs "$rootfs" -- /opt/ray/bin/python -m pip install --disable-pip-version-check --quiet \
+    --root-user-action=ignore --no-cache-dir --no-index --find-links /tmp/wheels \
+    "ray[serve]==$version" >&2
+
+  log "adding the stand-in app and the ray user"
+  mkdir -p "$rootfs$standin_dir"
+  (cd "$here/standin" && find . -type f -not -path '*/__pycache__/*' -not -name '*.pyc' |
+    LC_ALL=C sort | tar -cf - --no-recursion -T -) | tar -xf - -C "$rootfs$standin_dir"
+  in_rootfs "$rootfs" -- /opt/ray/bin/python -m compileall -q "$standin_dir" >&2
+  in_rootfs "$rootfs" -- useradd --uid "$ray_uid" --gid "$ray_gid" --create-home \
+    --home-dir /home/ray --shell /bin/bash ray
+  in_rootfs "$rootfs" -- chown -R "$ray_uid:$ray_gid" /opt/ray
+  # Login shells (KubeRay's ENABLE_LOGIN_SHELL=true runs `bash -lc`) reset PATH in
+  # /etc/profile; keep the venv first there too.
+  cat >"$rootfs/etc/profile.d/ray-venv.sh" <<'EOF'
+case ":$PATH:" in *:/opt/ray/bin:*) ;; *) PATH=/opt/ray/bin:$PATH ;; esac
+EOF
+
+  # What the host left behind: downloaded files, caches, its resolver and name.
+  find "$rootfs/tmp" -mindepth 1 -delete
+  rm -rf "$rootfs"/var/cache/apt/*.bin \
+    "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/*
+  rm -f "$rootfs/etc/resolv.conf"
+  echo localhost >"$rootfs/etc/hostname"
+  chmod 0644 "$rootfs/etc/hostname"
+
+  local path=/opt/ray/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  log "checking the image as uid $ray_uid"
+  # shellcheck disable=SC2016 # expanded by the shell inside the root filesystem
+  in_rootfs "$rootfs" --userspec="$ray_uid:$ray_gid" -- PATH="$path" \
+    PYTHONPATH="$standin_dir" HOME=/home/ray bash -c '
+      set -e
+      for tool in bash wget grep ps ray serve; do command -v "$tool" >/dev/null; done
+      python -c "import ray, ray.serve, llm_standin.app; print(\"ray\", ray.__version__)"
+      env -i HOME=/home/ray bash -lc "command -v ray"' >&2
+
+  local config
+  config=$(cat <<EOF
+{"User": "$ray_uid",
+ "Env": ["PATH=$path", "PYTHONPATH=$standin_dir", "VIRTUAL_ENV=/opt/ray", "LANG=C.UTF-8"],
+ "Cmd": ["/bin/bash"],
+ "WorkingDir": "/home/ray",
+ "Labels": {"org.opencontainers.image.title": "ray-local",
+            "org.opencontainers.image.version": "$version",
+            "org.opencontainers.image.description": "Ray $version with the llm_standin Serve app, for the local cluster"}}
+EOF
+)
+  publish "$name" "$ref" "$rootfs" "$config" "$started"
+}
+
+# --- the pause image -----------------------------------------------------------------
+
+build_pause() { # name ref k8s-version rootfs
+  local name=$1 ref=$2 version=$3 rootfs=$4 started=$SECONDS module_dir src
+  need_cmd gcc gcc
+  command -v go >/dev/null 2>&1 || die "go is missing (needed to find the Kubernetes sources)"
+  module_dir=$repo/e2e/tools/kubernetes
+  src=$(cd "$module_dir" && { go list -m -f '{{.Dir}}' k8s.io/kubernetes 2>/dev/null || :; })
+  if [ -z "$src" ] || [ ! -f "$src/build/pause/linux/pause.c" ]; then
+    log "downloading the k8s.io/kubernetes $version module"
+    (cd "$module_dir" && go mod download k8s.io/kubernetes) >&2
+    src=$(cd "$module_dir" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+  fi
+  mkdir -p "$rootfs"
+  gcc -static -O2 -Wall -Werror -DVERSION="$version" -o "$rootfs/pause" \
+    "$src/build/pause/linux/pause.c"
+  strip "$rootfs/pause"
+  "$rootfs/pause" -v >&2
+  publish "$name" "$ref" "$rootfs" \
+    '{"User": "65535:65535", "Entrypoint": ["/pause"]}' "$started"
+}
+
+# --- main ----------------------------------------------------------------------------
+
+[ $# -eq 1 ] || usage
+case $1 in
+  ray)
+    version=$(ray_version)
+    mapfile -t app_files < <(standin_files)
+    [ "${#app_files[@]}" -gt 0 ] || die "no stand-in app under images/ray-local/standin"
+    hash=$(inputs_hash "ray $version $suite" build.sh ocipack.py "${app_files[@]}")
+    name=ray-local-$version-$hash
+    ref=localhost/llmop/ray-local:$version-$hash ;;
+  pause)
+    version=$(k8s_version)
+    hash=$(inputs_hash "pause $version" build.sh ocipack.py)
+    name=pause-$version-$hash
+    ref=localhost/llmop/pause:$version-$hash ;;
+  *) usage ;;
+esac
+archive=$cache/$name/oci-archive.tar
+
+if [ ! -f "$archive" ]; then
+  mkdir -p "$cache/locks"
+  exec 9>"$cache/locks/$name"
+  flock 9
+  if [ ! -f "$archive" ]; then # nobody built it while we waited
+    remove_tree "$cache/$name.partial"
+    mkdir -p "$cache/$name.partial"
+    "build_$1" "$name" "$ref" "$version" "$cache/$name.partial/rootfs"
+  fi
+fi
+
+echo "ref=$ref"
+echo "archive=$archive"

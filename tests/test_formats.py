@@ -1,0 +1,370 @@
+"""Kubernetes' own formats on the fields that reach pods and claims: names of objects,
+Secret keys, label and annotation keys, label values, quantities.
+
+A value outside them would be admitted and then make every pod (or the claim) fail, so
+the CRD refuses it at admission (a CEL rule or an OpenAPI pattern) and the offline
+validation refuses it naming the field. The verdicts below are Kubernetes' rules written
+out by hand; each is checked against the generated CRD's schema node (its pattern,
+maxLength and minimum, and the offline test of each CEL rule it carries) and against
+`validate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from conftest import SAMPLES, load_one
+from llm_operator.api import rules
+from llm_operator.api.crd import build_crd
+from llm_operator.api.validation import SpecError, names_field, validate
+
+SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+Body = dict[str, Any]
+Value = int | str
+
+# --- Kubernetes' verdicts, by hand ---------------------------------------------------------
+# (accepted, refused). A DNS-1123 subdomain: lower-case alphanumerics, '-' and '.', each
+# dot-separated label starting and ending alphanumeric, 253 characters at most.
+OBJECT_NAMES: tuple[list[Value], list[Value]] = (
+    ["a", "hf-token", "team.a-b", "0abc", "a" * 253],
+    ["A", "Hf", "a_b", "-a", "a-", ".a", "a.", "a..b", "kube-system/admin", "a b", "é", "a" * 254],
+)
+# The same, or empty for "not set".
+OPTIONAL_NAMES = (["", *OBJECT_NAMES[0]], OBJECT_NAMES[1])
+# A Secret or ConfigMap key: alphanumerics, '-', '_' and '.', never '.', '..' or '..x'.
+CONFIG_KEYS: tuple[list[Value], list[Value]] = (
+    ["token", "a.b", "A_b-c", ".hidden", "a" * 253],
+    [".", "..", "..token", "../token", "a/b", "a b", "é", "a" * 254],
+)
+# A qualified name: [prefix/]name, the prefix a DNS-1123 subdomain of at most 253
+# characters, the name 1-63 alphanumerics, '-', '_' and '.', alphanumeric at both ends.
+QUALIFIED_NAMES: tuple[list[Value], list[Value]] = (
+    ["a", "A", "team", "app.kubernetes.io/name", "example.com/Team_1", "x" * 63, "p" * 253 + "/n"],
+    [
+        "-a",
+        "a-",
+        "_a",
+        "a/b/c",
+        "Example.com/a",
+        "/a",
+        "a/",
+        "x" * 64,
+        "p" * 254 + "/n",
+        "é",
+        "a b",
+        "a\nb",
+    ],
+)
+# A taint key: a qualified name, or empty (with Exists: every taint).
+TAINT_KEYS = (["", *QUALIFIED_NAMES[0]], QUALIFIED_NAMES[1])
+# An annotation key: a qualified name whose prefix the API server reads in lower case.
+ANNOTATION_KEYS = (
+    [*QUALIFIED_NAMES[0], "Example.com/a"],
+    [k for k in QUALIFIED_NAMES[1] if k != "Example.com/a"],
+)
+# A label value: empty, or 1-63 alphanumerics, '-', '_' and '.', alphanumeric at both ends.
+LABEL_VALUES: tuple[list[Value], list[Value]] = (
+    ["", "a", "a-b_c.D", "x" * 63],
+    ["x" * 64, "-a", "a-", "a b", "a\nb", "é", "a/b"],
+)
+# A quantity that is never negative: an integer, or a decimal number with an optional SI
+# or binary suffix or exponent, 64 characters at most.
+QUANTITIES: tuple[list[Value], list[Value]] = (
+    [0, 8, "8", "500m", "16Gi", "1.5", ".5", "5.", "1e3", "1E-3", "+1", "0.5Ti", "1" * 64],
+    [-1, "-1", "-4Gi", "lots", "1GB", "1 Gi", "Gi", "", "1.2.3", "1e", "1" * 65],
+)
+
+
+# --- where each format applies -------------------------------------------------------------
+def _set(path: list[str | int]) -> Callable[[Body, Any], None]:
+    """Sets the value at `path` of a body, making the mappings and lists on the way."""
+
+    def edit(body: Body, value: Any) -> None:
+        node: Any = body
+        for part, after in itertools.pairwise(path):
+            if isinstance(part, int):
+                while len(node) <= part:
+                    node.append({})
+                node = node[part]
+            else:
+                node = node.setdefault(part, [] if isinstance(after, int) else {})
+        node[path[-1]] = value
+
+    return edit
+
+
+def _key(path: list[str | int]) -> Callable[[Body, Any], None]:
+    """Uses the value as a key of the map at `path` (whose value is a valid one)."""
+    setter = _set(path)
+
+    def edit(body: Body, key: Any) -> None:
+        setter(body, {key: "1" if "resources" in path else "v"})
+
+    return edit
+
+
+def _env_ref(kind: str, field: str) -> Callable[[Body, Any], None]:
+    def edit(body: Body, value: Any) -> None:
+        ref = {"name": "s", "key": "k", field: value}
+        body["spec"].setdefault("rayCluster", {})["env"] = [{"name": "X", "valueFrom": {kind: ref}}]
+
+    return edit
+
+
+def _toleration(field: str) -> Callable[[Body, Any], None]:
+    def edit(body: Body, value: Any) -> None:
+        toleration = {"key": "k", "operator": "Equal", field: value}
+        body["spec"]["accelerator"]["tolerations"] = [toleration]
+
+    return edit
+
+
+def _upgrade(body: Body, value: Any) -> None:
+    body["spec"]["upgradeStrategy"] = "NewClusterWithIncrementalUpgrade"
+    body["spec"]["incrementalUpgrade"] = {"gatewayClassName": value}
+
+
+# (schema path, field the error names, how to set it, the verdicts). Schema paths follow
+# the node: `{}` is a map's values, `[]` a list's items; a key rule sits on its map.
+CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list[Value]]]] = [
+    (
+        "spec.model.tokenSecretRef.name",
+        "spec.model.tokenSecretRef.name",
+        lambda b, v: b["spec"]["model"].update(tokenSecretRef={"name": v, "key": "token"}),
+        OBJECT_NAMES,
+    ),
+    (
+        "spec.model.tokenSecretRef.key",
+        "spec.model.tokenSecretRef.key",
+        lambda b, v: b["spec"]["model"].update(tokenSecretRef={"name": "hf", "key": v}),
+        CONFIG_KEYS,
+    ),
+    (
+        "spec.rayCluster.env[].valueFrom.secretKeyRef.name",
+        "spec.rayCluster.env[0].valueFrom.secretKeyRef.name",
+        _env_ref("secretKeyRef", "name"),
+        OBJECT_NAMES,
+    ),
+    (
+        "spec.rayCluster.env[].valueFrom.secretKeyRef.key",
+        "spec.rayCluster.env[0].valueFrom.secretKeyRef.key",
+        _env_ref("secretKeyRef", "key"),
+        CONFIG_KEYS,
+    ),
+    (
+        "spec.rayCluster.env[].valueFrom.configMapKeyRef.name",
+        "spec.rayCluster.env[0].valueFrom.configMapKeyRef.name",
+        _env_ref("configMapKeyRef", "name"),
+        OBJECT_NAMES,
+    ),
+    (
+        "spec.rayCluster.env[].valueFrom.configMapKeyRef.key",
+        "spec.rayCluster.env[0].valueFrom.configMapKeyRef.key",
+        _env_ref("configMapKeyRef", "key"),
+        CONFIG_KEYS,
+    ),
+    (
+        "spec.rayCluster.imagePullSecrets[].name",
+        "spec.rayCluster.imagePullSecrets[0].name",
+        _set(["spec", "rayCluster", "imagePullSecrets", 0, "name"]),
+        OBJECT_NAMES,
+    ),
+    (
+        "spec.incrementalUpgrade.gatewayClassName",
+        "spec.incrementalUpgrade.gatewayClassName",
+        _upgrade,
+        OBJECT_NAMES,
+    ),
+    (
+        "spec.rayCluster.serviceAccountName",
+        "spec.rayCluster.serviceAccountName",
+        _set(["spec", "rayCluster", "serviceAccountName"]),
+        OPTIONAL_NAMES,
+    ),
+    *(
+        (
+            f"spec.storage.{volume}.{field}",
+            f"spec.storage.{volume}.{field}",
+            _set(["spec", "storage", volume, field]),
+            OPTIONAL_NAMES,
+        )
+        for volume in ("modelCache", "checkpoints")
+        for field in ("storageClassName", "existingClaim")
+    ),
+    (
+        "spec.accelerator.tolerations[].key",
+        "spec.accelerator.tolerations[0].key",
+        _toleration("key"),
+        TAINT_KEYS,
+    ),
+    (
+        "spec.accelerator.tolerations[].value",
+        "spec.accelerator.tolerations[0].value",
+        _toleration("value"),
+        LABEL_VALUES,
+    ),
+    (
+        "spec.accelerator.nodeSelector",
+        "spec.accelerator.nodeSelector",
+        _key(["spec", "accelerator", "nodeSelector"]),
+        QUALIFIED_NAMES,
+    ),
+    (
+        "spec.accelerator.nodeSelector{}",
+        "spec.accelerator.nodeSelector.gpu",
+        _set(["spec", "accelerator", "nodeSelector", "gpu"]),
+        LABEL_VALUES,
+    ),
+    (
+        "spec.rayCluster.podLabels",
+        "spec.rayCluster.podLabels",
+        _key(["spec", "rayCluster", "podLabels"]),
+        QUALIFIED_NAMES,
+    ),
+    (
+        "spec.rayCluster.podLabels{}",
+        "spec.rayCluster.podLabels.team",
+        _set(["spec", "rayCluster", "podLabels", "team"]),
+        LABEL_VALUES,
+    ),
+    (
+        "spec.rayCluster.podAnnotations",
+        "spec.rayCluster.podAnnotations",
+        _key(["spec", "rayCluster", "podAnnotations"]),
+        ANNOTATION_KEYS,
+    ),
+    *(
+        (
+            f"spec.storage.{volume}.size",
+            f"spec.storage.{volume}.size",
+            _set(["spec", "storage", volume, "size"]),
+            QUANTITIES,
+        )
+        for volume in ("modelCache", "checkpoints")
+    ),
+    *(
+        (
+            f"spec.rayCluster.{pod}.resources.{part}{{}}",
+            f"spec.rayCluster.{pod}.resources.{part}.memory",
+            _set(["spec", "rayCluster", pod, "resources", part, "memory"]),
+            QUANTITIES,
+        )
+        for pod in ("head", "worker")
+        for part in ("requests", "limits")
+    ),
+    *(
+        (
+            f"spec.rayCluster.{pod}.resources.{part}",
+            f"spec.rayCluster.{pod}.resources.{part}",
+            _key(["spec", "rayCluster", pod, "resources", part]),
+            QUALIFIED_NAMES,
+        )
+        for pod in ("head", "worker")
+        for part in ("requests", "limits")
+    ),
+]
+IDS = [f"{path}" for path, *_ in CASES]
+
+
+def _node(path: str) -> dict[str, Any]:
+    node = SCHEMA
+    for part in re.findall(r"[^.\[\]{}]+|\[\]|\{\}", path):
+        if part == "[]":
+            node = node["items"]
+        elif part == "{}":
+            node = node["additionalProperties"]
+        else:
+            node = node["properties"][part]
+    return node
+
+
+RULES = {
+    rule.rule: rule
+    for rule in vars(rules).values()
+    if isinstance(rule, rules.CelRule) and rule.check is not None
+}
+
+
+def _crd_admits(node: dict[str, Any], value: Value, *, as_key: bool) -> bool:
+    """The verdict of the CRD's schema node: a key against the CEL rules on its map, a
+    value against the node's pattern, maxLength, minimum and CEL rules."""
+    checks = [RULES[entry["rule"]] for entry in node.get("x-kubernetes-validations", [])
+              if entry["rule"] in RULES]  # fmt: skip
+    if as_key:
+        assert checks, "a key format is a CEL rule on the map"
+        return all(rule.holds(str(value)) for rule in checks)
+    if isinstance(value, int):
+        assert node.get("x-kubernetes-int-or-string") is True
+        return value >= node.get("minimum", value)
+    if len(value) > node.get("maxLength", len(value)):
+        return False
+    # The API server matches `pattern` with RE2, where `$` ends the text only.
+    pattern = node.get("pattern")
+    if pattern is not None and not re.search(pattern.replace("$", r"\Z"), value):
+        return False
+    return all(rule.holds(value) for rule in checks)
+
+
+@pytest.mark.parametrize(("path", "field", "place", "verdicts"), CASES, ids=IDS)
+def test_the_crd_gives_kubernetes_verdicts(
+    path: str,
+    field: str,
+    place: Callable[[Body, Any], None],
+    verdicts: tuple[list[Value], list[Value]],
+) -> None:
+    node = _node(path)
+    as_key = not path.endswith(("{}", "]")) and node.get("type") == "object"
+    assert node.get("pattern") or node.get("x-kubernetes-validations"), "no format at all"
+    accepted, refused = verdicts
+    assert [v for v in accepted if not _crd_admits(node, v, as_key=as_key)] == []
+    assert [v for v in refused if _crd_admits(node, v, as_key=as_key)] == []
+
+
+def _quickstart() -> Body:
+    return copy.deepcopy(load_one(SAMPLES / "quickstart.yaml"))
+
+
+@pytest.mark.parametrize(("path", "field", "place", "verdicts"), CASES, ids=IDS)
+def test_validation_gives_kubernetes_verdicts_naming_the_field(
+    path: str,
+    field: str,
+    place: Callable[[Body, Any], None],
+    verdicts: tuple[list[Value], list[Value]],
+) -> None:
+    accepted, refused = verdicts
+    for value in accepted:
+        body = _quickstart()
+        place(body, value)
+        validate(body)
+    for value in refused:
+        body = _quickstart()
+        place(body, value)
+        with pytest.raises(SpecError) as caught:
+            validate(body)
+        messages = [str(error) for error in caught.value.errors]
+        assert any(names_field(m, field) for m in messages), (value, messages)
+
+
+def test_metadata_labels_and_annotations_are_checked_like_the_api_server_does() -> None:
+    """The API server checks every object's metadata itself; offline, the CLI does."""
+    for key in QUALIFIED_NAMES[0]:
+        body = _quickstart()
+        body["metadata"]["labels"] = {key: "v"}
+        validate(body)
+    for labels in ({"team": "natural language"}, {"équipe": "nlp"}, {"a": "x" * 64}):
+        body = _quickstart()
+        body["metadata"]["labels"] = labels
+        with pytest.raises(SpecError) as caught:
+            validate(body)
+        assert [e.field for e in caught.value.errors] == ["metadata.labels"]
+    body = _quickstart()
+    body["metadata"]["annotations"] = {"not a key!": "x"}
+    with pytest.raises(SpecError) as caught:
+        validate(body)
+    assert [e.field for e in caught.value.errors] == ["metadata.annotations"]
