@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean
+.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean image image-push manifests
 
 # The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
 export PATH := $(CURDIR)/.e2e/bin:$(PATH)
@@ -72,6 +72,24 @@ bench-render: $(STAMP)
 ## values.schema.json and manifests/install.yaml after a deliberate change (review the diff)
 golden crds generate: $(STAMP) helm
 	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_crd.py tests/test_chart.py
+
+## image: build the operator image from images/operator/Dockerfile: with Docker (BuildKit)
+## when its daemon answers, else with buildah and no registry (root); prints the local
+## reference and the OCI archive (see images/operator/build.sh)
+image:
+	bash images/operator/build.sh operator
+
+## image-push: push it where your cluster can pull it, and print the helm line that uses it:
+## make image-push IMAGE=registry.example.com/team/llm-operator:0.1.0
+image-push:
+	@if [ -z "$(IMAGE)" ]; then \
+		echo "usage: make image-push IMAGE=registry.example.com/team/llm-operator:0.1.0" >&2; exit 2; fi
+	bash images/operator/build.sh push "$(IMAGE)"
+
+## manifests: manifests/install.yaml from the chart's defaults; with IMAGE=<your image>,
+## dist/install.yaml naming that image instead of the placeholder
+manifests: $(STAMP) helm
+	$(BIN)/python manifests/generate.py $(if $(IMAGE),--image "$(IMAGE)" --out dist/install.yaml,--out manifests/install.yaml)
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .e2e

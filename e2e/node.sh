@@ -7,7 +7,8 @@
 #
 #   e2e/node.sh up       install what is missing, build or reuse the images, start and join
 #   e2e/node.sh down     stop everything it started, remove its pods, routes and rules
-#   e2e/node.sh env      the Ray image reference for specs (RAY_LOCAL_IMAGE=...)
+#   e2e/node.sh env      the local images' references (RAY_LOCAL_IMAGE=..., REDIS_LOCAL_IMAGE,
+#                        OPERATOR_LOCAL_IMAGE, OPERATOR_LOCAL_IMAGE_NEXT, TEST_TOOLS_LOCAL_IMAGE)
 #
 # Only namespaces that ask run here: the node carries a taint of its own, and a namespace
 # annotated for the PodNodeSelector and PodTolerationRestriction admission plugins (as
@@ -60,9 +61,10 @@ host_ip() {
 }
 
 # --- images ------------------------------------------------------------------------
-build_image() { # ray|pause -> sets image_ref, image_archive
-  local out
-  out=$(bash "$root/images/ray-local/build.sh" "$1")
+build_image() { # ray|pause|redis|operator|test-tools -> sets image_ref, image_archive
+  local out script=$root/images/ray-local/build.sh
+  case $1 in operator | test-tools) script=$root/images/operator/build.sh ;; esac
+  out=$(bash "$script" "$1")
   image_ref=$(sed -n 's/^ref=//p' <<<"$out")
   image_archive=$(sed -n 's/^archive=//p' <<<"$out")
 }
@@ -78,7 +80,11 @@ import_image() { # ref archive
 
 # --- identities --------------------------------------------------------------------
 issue_cert() { # name subject
-  [ -f "$node/pki/$1.crt" ] && return 0
+  # Kept while the cluster's CA signed it; a new cluster has a new CA.
+  if [ -f "$node/pki/$1.crt" ] &&
+    openssl verify -CAfile "$pki/ca.crt" "$node/pki/$1.crt" >/dev/null 2>&1; then
+    return 0
+  fi
   mkdir -p "$node/pki"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$node/pki/$1.key" -subj "$2" \
     -out "$node/pki/$1.csr" 2>/dev/null
@@ -227,8 +233,9 @@ start_kube_proxy() {
     --cluster-cidr "$REAL_NODE_POD_CIDR" --conntrack-max-per-core 0 \
     --nodeport-addresses primary --iptables-localhost-nodeports=false \
     --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
-  # Its health check waits for the node, which registers later: wait on its rules.
-  wait_until 60 "kube-proxy's rules" bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '$KUBERNETES_SERVICE_IP/32'"
+  # Its health check waits for the node, which registers later: wait for its first sync.
+  wait_until 60 "kube-proxy's first rules" bash -c "curl -fsS http://127.0.0.1:10249/metrics |
+    grep -qE '^kubeproxy_sync_proxy_rules_last_timestamp_seconds.*IPv4.* [1-9]'"
 }
 
 start_coredns() { # host ip
@@ -258,18 +265,25 @@ up() {
   [ -f "$pki/ca.key" ] || { log "no cluster CA at $pki: run e2e/cluster.sh up"; exit 1; }
   mkdir -p "$node" "$logs"
   install_packages
-  local ip pause_ref pause_archive ray_ref ray_archive
+  local ip image refs=() archives=()
   ip=$(host_ip)
-  build_image pause
-  pause_ref=$image_ref pause_archive=$image_archive
-  build_image ray
-  ray_ref=$image_ref ray_archive=$image_archive
+  # The pause image first: containerd's CRI names it as every pod's sandbox.
+  for image in pause ray redis operator test-tools; do
+    build_image "$image"
+    refs+=("$image_ref") archives+=("$image_archive")
+  done
   route_safely
-  write_containerd_config "$pause_ref"
+  write_containerd_config "${refs[0]}"
   start_containerd
-  import_image "$pause_ref" "$pause_archive"
-  import_image "$ray_ref" "$ray_archive"
-  echo "RAY_LOCAL_IMAGE=$ray_ref" >"$node/images.env"
+  for image in "${!refs[@]}"; do
+    import_image "${refs[$image]}" "${archives[$image]}"
+  done
+  # A second tag of the operator image, for the chart's upgrade test: an image imported
+  # with ctr has no repo digest, so only a new tag is a new image to the kubelet.
+  ctr_ images tag --force "${refs[3]}" "${refs[3]}-next" >/dev/null
+  printf '%s\n' "RAY_LOCAL_IMAGE=${refs[1]}" "REDIS_LOCAL_IMAGE=${refs[2]}" \
+    "OPERATOR_LOCAL_IMAGE=${refs[3]}" "OPERATOR_LOCAL_IMAGE_NEXT=${refs[3]}-next" \
+    "TEST_TOOLS_LOCAL_IMAGE=${refs[4]}" >"$node/images.env"
   issue_cert kubelet "/O=system:nodes/CN=system:node:$REAL_NODE_NAME"
   issue_cert kube-proxy "/CN=system:kube-proxy"
   write_kubeconfig kubelet
@@ -279,7 +293,7 @@ up() {
   start_kube_proxy
   start_kubelet "$ip"
   advertise_gpus
-  log "node $REAL_NODE_NAME Ready at $ip with $REAL_NODE_GPUS GPUs; Ray image $ray_ref"
+  log "node $REAL_NODE_NAME Ready at $ip with $REAL_NODE_GPUS GPUs; images: ${refs[*]}"
 }
 
 remove_containers() {

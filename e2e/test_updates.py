@@ -7,7 +7,6 @@ from typing import Any
 
 import yaml
 from support import (
-    Body,
     Kube,
     converged,
     sample,
@@ -37,37 +36,16 @@ def worker_group(body: dict[str, Any]) -> dict[str, Any]:
     return dict(group)
 
 
-def unschedulable_head(body: Body) -> None:
-    """A head no node can take. KubeRay then never reaches the Serve application, whose
-    check fails early on a running head without Ray, and finishes every reconcile of the
-    RayService: it decides on a new cluster and records the generation it saw
-    (status.observedGeneration) in the same status write."""
-    body["spec"]["rayCluster"] = {"head": {"resources": {"requests": {"cpu": "4000"}}}}
-
-
-def kuberay_saw(kube: Kube, namespace: str, name: str, generation: int) -> Body:
-    """The RayService once KubeRay has reconciled `generation` of it (or a later one)."""
-
-    def seen() -> Body | None:
-        service = kube.ray("rayservices", namespace, name)
-        status = (service or {}).get("status") or {}
-        return service if status.get("observedGeneration", 0) >= generation else None
-
-    return wait_for(seen, f"KubeRay to reconcile generation {generation} of {name}")
-
-
-def pending_cluster(service: Body) -> str | None:
-    return ((service.get("status") or {}).get("pendingServiceStatus") or {}).get("rayClusterName")
-
-
 def test_serve_only_change_updates_the_rayservice_in_place(kube: Kube, namespace: str) -> None:
-    llmd = kube.create_llmd(sample("quickstart", namespace, unschedulable_head))
+    """The operator's half: a Serve-only change updates serveConfigV2 of the same
+    RayService and leaves rayClusterConfig alone, which is what KubeRay applies in place.
+    KubeRay's half (the running cluster takes the new config, no new RayCluster appears)
+    needs Ray running: e2e/test_ray.py checks it on the real node."""
+    llmd = kube.create_llmd(sample("quickstart", namespace))
     name = llmd["metadata"]["name"]
     cluster_name = serving_cluster_name(kube, namespace, name)
-    cluster_uid = kube.ray("rayclusters", namespace, cluster_name)["metadata"]["uid"]  # type: ignore[index]
     before = kube.ray("rayservices", namespace, name)
     assert before is not None
-    assert pending_cluster(kuberay_saw(kube, namespace, name, 1)) == cluster_name
 
     kube.patch_llmd(namespace, name, {"spec": {"engine": {"maxModelLen": 2048}}})
 
@@ -82,26 +60,7 @@ def test_serve_only_change_updates_the_rayservice_in_place(kube: Kube, namespace
     assert service["metadata"]["generation"] == before["metadata"]["generation"] + 1
     # KubeRay starts a new cluster only when rayClusterConfig changes.
     assert service["spec"]["rayClusterConfig"] == before["spec"]["rayClusterConfig"]
-    seen = kuberay_saw(kube, namespace, name, service["metadata"]["generation"])
-    assert pending_cluster(seen) == cluster_name, "a Serve-only change starts no new cluster"
-    clusters = kube.rays("rayclusters", namespace)
-    assert [(c["metadata"]["name"], c["metadata"]["uid"]) for c in clusters] == [
-        (cluster_name, cluster_uid)
-    ], "a Serve-only change must not make KubeRay start a new cluster"
-
-    # Guard: the same check sees a change that does start one.
-    head = {"requests": {"cpu": "4000", "memory": "3Gi"}}
-    kube.patch_llmd(namespace, name, {"spec": {"rayCluster": {"head": {"resources": head}}}})
-    changed = wait_for(
-        lambda: (
-            (s := kube.ray("rayservices", namespace, name))
-            and s["metadata"]["generation"] > service["metadata"]["generation"]
-            and s
-        ),
-        "the new head resources on the RayService",
-    )
-    seen = kuberay_saw(kube, namespace, name, changed["metadata"]["generation"])
-    assert pending_cluster(seen) not in (None, cluster_name), "a new cluster for a new head"
+    assert [c["metadata"]["name"] for c in kube.rays("rayclusters", namespace)] == [cluster_name]
 
 
 def test_scaling_change_moves_worker_group_bounds(kube: Kube, namespace: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
@@ -55,6 +56,16 @@ def load_one(path: Path) -> dict[str, Any]:
 
 def sample(name: str) -> LLMDeployment:
     return validate(load_one(SAMPLES / f"{name}.yaml"))
+
+
+def load_install_generator() -> ModuleType:
+    """manifests/generate.py, which writes manifests/install.yaml (`make manifests`)."""
+    path = ROOT / "manifests" / "generate.py"
+    spec = importlib.util.spec_from_file_location("install_manifest_generator", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def golden_cases() -> list[str]:

@@ -117,12 +117,103 @@ def _env_ref(kind: str, field: str) -> Callable[[Body, Any], None]:
     return edit
 
 
-def _toleration(field: str) -> Callable[[Body, Any], None]:
+def _toleration(
+    field: str, owner: tuple[str, ...] = ("accelerator",)
+) -> Callable[[Body, Any], None]:
+    """A toleration with the value in `field`: a key with Exists (which tolerates an empty
+    key), a value with Equal."""
+
     def edit(body: Body, value: Any) -> None:
         toleration = {"key": "k", "operator": "Equal", field: value}
-        body["spec"]["accelerator"]["tolerations"] = [toleration]
+        if field == "key":
+            toleration["operator"] = "Exists"
+        node = body["spec"]
+        for part in owner:
+            node = node.setdefault(part, {})
+        node["tolerations"] = [toleration]
 
     return edit
+
+
+def _node_requirement(field: str) -> Callable[[Body, Any], None]:
+    def edit(body: Body, value: Any) -> None:
+        requirement = {"key": "k", "operator": "In", "values": ["v"]}
+        requirement[field] = [value] if field == "values" else value
+        term = {"matchExpressions": [requirement]}
+        affinity = {"nodeAffinity": {_REQUIRED: {"nodeSelectorTerms": [term]}}}
+        body["spec"].setdefault("rayCluster", {})["head"] = {"affinity": affinity}
+
+    return edit
+
+
+def _pod_affinity_term(edit_term: Callable[[Body, Any], None]) -> Callable[[Body, Any], None]:
+    def edit(body: Body, value: Any) -> None:
+        term: Body = {"topologyKey": "kubernetes.io/hostname"}
+        edit_term(term, value)
+        affinity = {"podAntiAffinity": {_REQUIRED: [term]}}
+        body["spec"].setdefault("rayCluster", {})["worker"] = {"affinity": affinity}
+
+    return edit
+
+
+def _gcs(field: str, *, mode: str = "Service") -> Callable[[Body, Any], None]:
+    def edit(body: Body, value: Any) -> None:
+        gcs: Body = {"redisAddress": "redis:6379"}
+        if field.startswith("redisPasswordSecretRef."):
+            ref = {"name": "redis", "key": "password", field.split(".")[1]: value}
+            gcs["redisPasswordSecretRef"] = ref
+        else:
+            gcs[field] = value
+        body["spec"]["mode"] = mode
+        body["spec"].setdefault("rayCluster", {})["gcsFaultTolerance"] = gcs
+
+    return edit
+
+
+_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+_NODE_TERM = f"spec.rayCluster.head.affinity.nodeAffinity.{_REQUIRED}.nodeSelectorTerms"
+_POD_TERM = f"spec.rayCluster.worker.affinity.podAntiAffinity.{_REQUIRED}"
+# What Ray reads from RAY_REDIS_ADDRESS, one address: host:port after an optional redis://
+# or rediss://; the host a DNS name, an IPv4 address or a bracketed IPv6 address.
+REDIS_ADDRESSES: tuple[list[Value], list[Value]] = (
+    [
+        "redis:6379",
+        "redis.ray.svc.cluster.local:6379",
+        "redis://redis:1",
+        "rediss://cache.example.com:65535",
+        "10.0.0.7:6380",
+        "[::1]:6379",
+        "[fd00::a:1]:6379",
+        "a" * 63 + ":6379",
+    ],
+    [
+        "",
+        "redis",
+        "redis:",
+        ":6379",
+        "redis:0",
+        "redis:65536",
+        "redis:6379/0",
+        "Redis:6379",
+        "redis_1:6379",
+        "redis://:secret@redis:6379",
+        "redis://user:secret@redis:6379",
+        "http://redis:6379",
+        "redis:6379,redis-2:6379",
+        " redis:6379",
+        "redis:6379\n",
+        "999.0.0.1:6379",
+        "10.0.0:6379",
+        "::1:6379",
+        "a" * 64 + ":6379",
+        ("a" * 60 + ".") * 4 + "a" * 10 + ":6379",
+    ],
+)
+# Ray's key prefix in Redis: 1-63 letters, digits, '-', '_' and '.', alphanumeric at the ends.
+STORAGE_NAMESPACES: tuple[list[Value], list[Value]] = (
+    ["a", "team-a.llama_70b", "0" * 63],
+    ["", "-a", "a-", "a b", "a/b", "é", "x" * 64],
+)
 
 
 def _upgrade(body: Body, value: Any) -> None:
@@ -265,8 +356,116 @@ CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list
             _key(["spec", "rayCluster", pod, "resources", part]),
             QUALIFIED_NAMES,
         )
-        for pod in ("head", "worker")
+        for pod in ("head", "worker", "autoscaler")
         for part in ("requests", "limits")
+    ),
+    (
+        "spec.rayCluster.autoscaler.resources.limits{}",
+        "spec.rayCluster.autoscaler.resources.limits.cpu",
+        _set(["spec", "rayCluster", "autoscaler", "resources", "limits", "cpu"]),
+        QUANTITIES,
+    ),
+    # Placement of the head and the workers.
+    *(
+        case
+        for pod in ("head", "worker")
+        for case in (
+            (
+                f"spec.rayCluster.{pod}.nodeSelector",
+                f"spec.rayCluster.{pod}.nodeSelector",
+                _key(["spec", "rayCluster", pod, "nodeSelector"]),
+                QUALIFIED_NAMES,
+            ),
+            (
+                f"spec.rayCluster.{pod}.nodeSelector{{}}",
+                f"spec.rayCluster.{pod}.nodeSelector.pool",
+                _set(["spec", "rayCluster", pod, "nodeSelector", "pool"]),
+                LABEL_VALUES,
+            ),
+            (
+                f"spec.rayCluster.{pod}.tolerations[].key",
+                f"spec.rayCluster.{pod}.tolerations[0].key",
+                _toleration("key", ("rayCluster", pod)),
+                TAINT_KEYS,
+            ),
+            (
+                f"spec.rayCluster.{pod}.tolerations[].value",
+                f"spec.rayCluster.{pod}.tolerations[0].value",
+                _toleration("value", ("rayCluster", pod)),
+                LABEL_VALUES,
+            ),
+            (
+                f"spec.rayCluster.{pod}.priorityClassName",
+                f"spec.rayCluster.{pod}.priorityClassName",
+                _set(["spec", "rayCluster", pod, "priorityClassName"]),
+                OPTIONAL_NAMES,
+            ),
+        )
+    ),
+    (
+        f"{_NODE_TERM}[].matchExpressions[].key",
+        f"{_NODE_TERM}[0].matchExpressions[0].key",
+        _node_requirement("key"),
+        QUALIFIED_NAMES,
+    ),
+    (
+        f"{_NODE_TERM}[].matchExpressions[].values[]",
+        f"{_NODE_TERM}[0].matchExpressions[0].values[0]",
+        _node_requirement("values"),
+        LABEL_VALUES,
+    ),
+    (
+        f"{_POD_TERM}[].topologyKey",
+        f"{_POD_TERM}[0].topologyKey",
+        _pod_affinity_term(lambda term, v: term.update(topologyKey=v)),
+        QUALIFIED_NAMES,
+    ),
+    (
+        f"{_POD_TERM}[].labelSelector.matchLabels",
+        f"{_POD_TERM}[0].labelSelector.matchLabels",
+        _pod_affinity_term(lambda term, v: term.update(labelSelector={"matchLabels": {v: "x"}})),
+        QUALIFIED_NAMES,
+    ),
+    (
+        f"{_POD_TERM}[].labelSelector.matchExpressions[].key",
+        f"{_POD_TERM}[0].labelSelector.matchExpressions[0].key",
+        _pod_affinity_term(
+            lambda term, v: term.update(
+                labelSelector={"matchExpressions": [{"key": v, "operator": "Exists"}]}
+            )
+        ),
+        QUALIFIED_NAMES,
+    ),
+    (
+        f"{_POD_TERM}[].namespaces[]",
+        f"{_POD_TERM}[0].namespaces[0]",
+        _pod_affinity_term(lambda term, v: term.update(namespaces=[v])),
+        (["a", "ray-system", "x" * 63], ["", "A", "a.b", "-a", "a_b", "x" * 64]),
+    ),
+    # GCS fault tolerance.
+    (
+        "spec.rayCluster.gcsFaultTolerance.redisAddress",
+        "spec.rayCluster.gcsFaultTolerance.redisAddress",
+        _gcs("redisAddress"),
+        REDIS_ADDRESSES,
+    ),
+    (
+        "spec.rayCluster.gcsFaultTolerance.redisPasswordSecretRef.name",
+        "spec.rayCluster.gcsFaultTolerance.redisPasswordSecretRef.name",
+        _gcs("redisPasswordSecretRef.name"),
+        OBJECT_NAMES,
+    ),
+    (
+        "spec.rayCluster.gcsFaultTolerance.redisPasswordSecretRef.key",
+        "spec.rayCluster.gcsFaultTolerance.redisPasswordSecretRef.key",
+        _gcs("redisPasswordSecretRef.key"),
+        CONFIG_KEYS,
+    ),
+    (
+        "spec.rayCluster.gcsFaultTolerance.externalStorageNamespace",
+        "spec.rayCluster.gcsFaultTolerance.externalStorageNamespace",
+        _gcs("externalStorageNamespace", mode="Cluster"),
+        STORAGE_NAMESPACES,
     ),
 ]
 IDS = [f"{path}" for path, *_ in CASES]

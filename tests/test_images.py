@@ -2,7 +2,8 @@
 then the properties the chart and the operator rely on, read with a Dockerfile parser.
 
 Operator image: pinned slim Python base, wheel built in a build stage, final stage free of
-build tools, non-root uid/gid 65532 (the chart's runAsUser), `llm-operator run`.
+build tools, non-root uid/gid 65532 (the chart's runAsUser), `llm-operator run`; pip uses
+PyPI unless build arguments point it at local wheels (images/operator/build.sh does).
 Ray LLM image: Ray version and tag form equal to the operator's defaults, Ray's own user.
 
 Each checker returns a list of problems, so the tests at the end can feed it broken
@@ -161,7 +162,32 @@ def operator_problems(text: str) -> list[str]:
     ):
         problems.append("build stage does not build the project's wheel")
     problems += _operator_final_stage_problems(dockerfile)
+    problems += _pip_source_problems(dockerfile)
     problems += label_problems(dockerfile, __version__)
+    return problems
+
+
+_OFF = frozenset({"", "0", "false", "no", "off"})
+PIP_SOURCE_ARGS = ("PIP_NO_INDEX", "PIP_FIND_LINKS")
+
+
+def _pip_source_problems(dockerfile: Dockerfile) -> list[str]:
+    """Where pip finds packages: PyPI unless the build says otherwise, through build
+    arguments (so a registry-free build, images/operator/build.sh, can point every pip
+    at local wheels) and never through ENV (which would stay in the image)."""
+    problems = []
+    defaults = dockerfile.global_args
+    if defaults.get("PIP_NO_INDEX", "missing").lower() not in _OFF:
+        problems.append("PIP_NO_INDEX default is not off: a plain build would not use PyPI")
+    if defaults.get("PIP_FIND_LINKS", "missing") != "":
+        problems.append("PIP_FIND_LINKS default is not empty")
+    for index, stage in enumerate(dockerfile.stages):
+        runs_pip = any(re.search(r"\bpip\b", run) for run in stage.values("RUN"))
+        if runs_pip and (missing := sorted(set(PIP_SOURCE_ARGS) - set(stage.args()))):
+            problems.append(f"stage {index} runs pip without ARG {', '.join(missing)}")
+    for key in (*PIP_SOURCE_ARGS, "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        if key in dockerfile.envs:
+            problems.append(f"ENV sets {key}: it would stay in the image")
     return problems
 
 
@@ -435,6 +461,19 @@ OPERATOR_BREAKAGES = {
     "buffered": (_replace("PYTHONUNBUFFERED=1", "PYTHONUNBUFFERED=0"), "PYTHONUNBUFFERED"),
     "license": (_replace('licenses="Apache-2.0"', 'licenses="MIT"'), "Apache-2.0"),
     "version": (_replace("ARG VERSION=", "ARG VERSION=9"), "version label"),
+    "offline by default": (
+        _replace("ARG PIP_NO_INDEX=0", "ARG PIP_NO_INDEX=1"),
+        "PIP_NO_INDEX default",
+    ),
+    "local wheels by default": (
+        _replace('ARG PIP_FIND_LINKS=""', "ARG PIP_FIND_LINKS=/mnt"),
+        "PIP_FIND_LINKS default",
+    ),
+    "build stage deaf to the wheels": (
+        _replace("AS build\nARG PIP_NO_INDEX\nARG PIP_FIND_LINKS\n", "AS build\n"),
+        "stage 0 runs pip without ARG PIP_FIND_LINKS, PIP_NO_INDEX",
+    ),
+    "pip source in ENV": (_add_to_final_stage("ENV PIP_NO_INDEX=1"), "ENV sets PIP_NO_INDEX"),
 }
 
 

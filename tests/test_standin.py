@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_or_skip
+
 STANDIN = Path(__file__).resolve().parent.parent / "images" / "ray-local" / "standin"
 sys.path.insert(0, str(STANDIN))
 
@@ -225,7 +227,7 @@ def test_bundles_per_gpu_with_accelerator_hint_in_the_first() -> None:
 
 def test_serve_accepts_the_deployment_options() -> None:
     """Serve checks at .options() time that the replica fits in the first bundle."""
-    pytest.importorskip("ray.serve")
+    require_or_skip("ray.serve", "Ray Serve builds the stand-in's deployment")
     from llm_standin.app import StandinServer, build_app
     from ray.serve import Application
 

@@ -4,9 +4,10 @@
 #
 #   bash images/ray-local/build.sh ray     # Ray (the operator's Ray version) + llm_standin
 #   bash images/ray-local/build.sh pause   # the pod sandbox image, from pause.c
+#   bash images/ray-local/build.sh redis   # Debian's redis-server, for GCS fault tolerance
 #
 # Prints exactly two lines on stdout, `ref=<image reference>` and `archive=<OCI archive>`;
-# everything else goes to stderr. The Ray image needs root (debootstrap, chroot).
+# everything else goes to stderr. The Ray and Redis images need root (debootstrap, chroot).
 #
 # Output lives outside the work tree, in LLM_OPERATOR_IMAGES_CACHE (default
 # ~/.cache/llm-operator/images), one directory per image named after a sha256 of all
@@ -20,6 +21,10 @@
 # (images/ray-local/standin) at /opt/llm-standin on PYTHONPATH, and Ray's usual non-root
 # user `ray` (uid 1000, HOME /home/ray). bash, wget and grep are there for KubeRay's
 # container command and probes.
+#
+# Redis image: `debootstrap --variant=minbase` of the same suite with Debian's
+# redis-server (and redis-cli, for probes), running as the package's own `redis` user,
+# `redis-server` on port 6379 with /data as its (empty, unsaved) directory by default.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,7 +40,7 @@ log() { echo "build.sh [${SECONDS}s]: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  echo "usage: $0 ray|pause" >&2
+  echo "usage: $0 ray|pause|redis" >&2
   exit 2
 }
 
@@ -241,6 +246,77 @@ EOF
   publish "$name" "$ref" "$rootfs" "$config" "$started"
 }
 
+# --- the Redis image -----------------------------------------------------------------
+
+# Leave the host as it was: every process still running from the root filesystem (a
+# package's post-installation script may start its daemon) is stopped.
+stop_rootfs_processes() { # rootfs
+  local rootfs dir pid
+  rootfs=$(readlink -f "$1")
+  for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    [ "$(readlink "$dir/root" 2>/dev/null)" = "$rootfs" ] || continue
+    log "stopping process $pid left running in the root filesystem"
+    kill "$pid" 2>/dev/null || true
+  done
+}
+
+build_redis() { # name ref suite rootfs
+  local name=$1 ref=$2 rootfs=$4 mirror started=$SECONDS uid gid version
+  [ "$(id -u)" = 0 ] || die "building the Redis image needs root (debootstrap, chroot)"
+  need_cmd debootstrap debootstrap
+  mirror=$(apt_mirror)
+  log "debootstrap $suite with redis-server from $mirror"
+  mkdir -p "$cache/debootstrap-debs"
+  debootstrap --variant=minbase --cache-dir="$cache/debootstrap-debs" \
+    --include=redis-server "$suite" "$rootfs" "$mirror" >&2
+  stop_rootfs_processes "$rootfs"
+
+  uid=$(awk -F: '$1 == "redis" {print $3}' "$rootfs/etc/passwd")
+  gid=$(awk -F: '$1 == "redis" {print $4}' "$rootfs/etc/passwd")
+  if [ -z "$uid" ] || [ -z "$gid" ]; then die "the redis-server package made no redis user"; fi
+  mkdir -p "$rootfs/data"
+  chown "$uid:$gid" "$rootfs/data"
+  chmod 0750 "$rootfs/data"
+
+  find "$rootfs/tmp" -mindepth 1 -delete
+  rm -rf "$rootfs"/var/cache/apt/*.bin \
+    "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/*
+  rm -f "$rootfs/etc/resolv.conf"
+  echo localhost >"$rootfs/etc/hostname"
+  chmod 0644 "$rootfs/etc/hostname"
+
+  log "checking the image as uid $uid: a server on a socket answers PING"
+  # shellcheck disable=SC2016 # expanded by the shell inside the root filesystem
+  in_rootfs "$rootfs" --userspec="$uid:$gid" -- HOME=/data bash -c '
+      set -e
+      redis-server --port 0 --unixsocket /tmp/check.sock --dir /tmp --save "" \
+        --appendonly no --daemonize no >/tmp/check.log 2>&1 &
+      for _ in $(seq 50); do [ -S /tmp/check.sock ] && break; sleep 0.1; done
+      [ "$(redis-cli -s /tmp/check.sock ping)" = PONG ]
+      redis-cli -s /tmp/check.sock shutdown nosave >/dev/null 2>&1 || true
+      wait' >&2 || die "redis-server did not answer in the root filesystem"
+  stop_rootfs_processes "$rootfs"
+  find "$rootfs/tmp" -mindepth 1 -delete
+  version=$(in_rootfs "$rootfs" -- redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+
+  local config
+  config=$(cat <<EOF2
+{"User": "$uid:$gid",
+ "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+ "Cmd": ["redis-server", "--port", "6379", "--protected-mode", "no", "--save", "",
+         "--appendonly", "no", "--dir", "/data"],
+ "WorkingDir": "/data",
+ "ExposedPorts": {"6379/tcp": {}},
+ "Labels": {"org.opencontainers.image.title": "redis-local",
+            "org.opencontainers.image.version": "$version",
+            "org.opencontainers.image.description": "Debian $suite's redis-server $version, for the local cluster"}}
+EOF2
+)
+  publish "$name" "$ref" "$rootfs" "$config" "$started"
+}
+
 # --- the pause image -----------------------------------------------------------------
 
 build_pause() { # name ref k8s-version rootfs
@@ -279,6 +355,11 @@ case $1 in
     hash=$(inputs_hash "pause $version" build.sh ocipack.py)
     name=pause-$version-$hash
     ref=localhost/llmop/pause:$version-$hash ;;
+  redis)
+    version=$suite
+    hash=$(inputs_hash "redis $suite" build.sh ocipack.py)
+    name=redis-local-$suite-$hash
+    ref=localhost/llmop/redis-local:$suite-$hash ;;
   *) usage ;;
 esac
 archive=$cache/$name/oci-archive.tar

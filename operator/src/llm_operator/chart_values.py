@@ -42,6 +42,21 @@ class Image(_Values):
     )
 
 
+class RayAutoscaler(_Values):
+    resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            part: {key: str(value) for key, value in quantities.items()}
+            for part, quantities in _DEFAULTS.autoscaler_resources.model_dump().items()
+            if quantities
+        },
+        description=(
+            "Requests and limits of KubeRay's Ray autoscaler sidecar in each head pod, for "
+            "LLMDeployments that set no spec.rayCluster.autoscaler.resources (KubeRay's own "
+            "default is 500m CPU and 512Mi)."
+        ),
+    )
+
+
 class Operator(_Values):
     replicas: int = Field(
         1,
@@ -76,6 +91,9 @@ class Operator(_Values):
             "Accelerator catalogue: GPU memory (GiB) per Ray accelerator type, for the "
             "fit check. Add your own types here."
         ),
+    )
+    ray_autoscaler: RayAutoscaler = Field(
+        default_factory=RayAutoscaler, description="Ray autoscaler sidecar of LLMDeployments."
     )
     resources: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {

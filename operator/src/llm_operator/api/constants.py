@@ -40,3 +40,13 @@ CONFINEMENT_ANNOTATION_PREFIXES: Final = (
     "container.seccomp.security.alpha.kubernetes.io/",
     "seccomp.security.alpha.kubernetes.io/pod",
 )
+
+# Environment variables KubeRay derives from a RayCluster's gcsFaultToleranceOptions. KubeRay
+# refuses a cluster that sets the first three by hand (v1.6.1, utils/validation.go), and a
+# hand-set storage namespace would silently replace the one it chooses.
+GCS_FT_ENV: Final = (
+    "RAY_REDIS_ADDRESS",
+    "REDIS_PASSWORD",
+    "REDIS_USERNAME",
+    "RAY_external_storage_namespace",
+)

@@ -184,6 +184,12 @@ PRINTER_COLUMNS: list[Schema] = [
     {"name": "Ready", "type": "integer", "jsonPath": ".status.replicas.ready"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 0},
+    {
+        "name": "GCS-FT",
+        "type": "string",
+        "jsonPath": ".status.gcsFaultTolerance",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

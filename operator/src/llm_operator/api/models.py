@@ -26,6 +26,7 @@ from llm_operator.api import rules
 from llm_operator.api.constants import (
     API_VERSION,
     CONFINEMENT_ANNOTATION_PREFIXES,
+    GCS_FT_ENV,
     KIND,
     MAX_NAME_LENGTH,
     RAY_GPU_ACCELERATOR_TYPES,
@@ -199,7 +200,9 @@ class LocalObjectReference(ApiModel):
 
 
 class Toleration(ApiModel):
-    """A Kubernetes toleration for the GPU worker pods."""
+    """A Kubernetes toleration, checked as the API server checks a pod's."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(*rules.TOLERATION_RULES))
 
     key: (
         Annotated[
@@ -217,6 +220,175 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = Field(
         default=None, ge=0, description="How long a NoExecute taint is tolerated."
     )
+
+    @model_validator(mode="after")
+    def _pod_rules(self) -> Toleration:
+        _check(self.operator == "Exists" or bool(self.key), rules.TOLERATION_KEY_OR_EXISTS)
+        _check(self.operator != "Exists" or not self.value, rules.TOLERATION_EXISTS_NO_VALUE)
+        _check(
+            self.toleration_seconds is None or self.effect == "NoExecute",
+            rules.TOLERATION_SECONDS_NO_EXECUTE,
+        )
+        return self
+
+
+# A label key where one string holds it (affinity requirements, topology keys).
+LabelKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=rules.QUALIFIED_NAME_MAX_LENGTH),
+    *_string_rule(rules.LABEL_KEY),
+]
+
+
+class NodeSelectorRequirement(ApiModel):
+    """A requirement on one node label."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.NODE_REQUIREMENT_VALUES))
+
+    key: LabelKey = Field(description="The node label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="In, NotIn, Exists, DoesNotExist, Gt or Lt."
+    )
+    values: list[LabelValue] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Label values: at least one for In and NotIn, none for Exists and DoesNotExist, "
+            "one integer for Gt and Lt."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _values_for_operator(self) -> NodeSelectorRequirement:
+        if self.operator in ("In", "NotIn"):
+            fits = bool(self.values)
+        elif self.operator in ("Exists", "DoesNotExist"):
+            fits = not self.values
+        else:
+            fits = len(self.values) == 1 and rules.Matches(rules.INTEGER_VALUE).holds(
+                self.values[0]
+            )
+        _check(fits, rules.NODE_REQUIREMENT_VALUES)
+        return self
+
+
+class NodeSelectorTerm(ApiModel):
+    """Requirements a node must all meet."""
+
+    match_expressions: list[NodeSelectorRequirement] = Field(
+        min_length=1, max_length=16, description="Requirements on node labels, all of them met."
+    )
+
+
+class NodeSelector(ApiModel):
+    """Node selector terms, any of which a node may meet."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(
+        min_length=1, max_length=8, description="Terms; a node meeting any one of them fits."
+    )
+
+
+class PreferredSchedulingTerm(ApiModel):
+    """A weighted preference for nodes."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The nodes preferred.")
+
+
+class NodeAffinity(ApiModel):
+    """Node affinity of the pod."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        default=None, description="Nodes the pod may only run on."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = Field(
+        default_factory=list, max_length=8, description="Nodes the scheduler prefers."
+    )
+
+
+class LabelSelectorRequirement(ApiModel):
+    """A requirement on one pod label."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.LABEL_REQUIREMENT_VALUES))
+
+    key: LabelKey = Field(description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[LabelValue] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Label values: at least one for In and NotIn, none otherwise.",
+    )
+
+    @model_validator(mode="after")
+    def _values_for_operator(self) -> LabelSelectorRequirement:
+        fits = bool(self.values) if self.operator in ("In", "NotIn") else not self.values
+        _check(fits, rules.LABEL_REQUIREMENT_VALUES)
+        return self
+
+
+class LabelSelector(ApiModel):
+    """A label selector: matchLabels and matchExpressions, all met."""
+
+    match_labels: dict[MapKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Labels and their values.",
+        json_schema_extra=rules.cel_extra(rules.QUALIFIED_KEYS),
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Requirements on labels."
+    )
+
+    @field_validator("match_labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _every_key(labels, rules.QUALIFIED_KEYS)
+
+
+class PodAffinityTerm(ApiModel):
+    """Pods to be near (or away from) within a topology domain."""
+
+    label_selector: LabelSelector | None = Field(default=None, description="The pods.")
+    namespaces: list[
+        Annotated[str, StringConstraints(max_length=63), *_pattern(rules.NAMESPACE_NAME)]
+    ] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Namespaces of those pods; empty means the pod's own.",
+    )
+    topology_key: LabelKey = Field(
+        description="Node label whose value defines the domain, e.g. kubernetes.io/hostname."
+    )
+
+
+class WeightedPodAffinityTerm(ApiModel):
+    """A weighted pod affinity preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The preferred term.")
+
+
+class PodAffinity(ApiModel):
+    """Pod affinity or anti-affinity."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] = Field(
+        default_factory=list, max_length=8, description="Terms the pod's node must meet."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] = Field(
+        default_factory=list, max_length=8, description="Terms the scheduler prefers."
+    )
+
+
+class Affinity(ApiModel):
+    """Kubernetes affinity, typed so that admission and `llm-operator validate` check it
+    as the API server checks a pod's: every field of the pod API but matchFields,
+    namespaceSelector, matchLabelKeys and mismatchLabelKeys."""
+
+    node_affinity: NodeAffinity | None = Field(default=None, description="Node affinity.")
+    pod_affinity: PodAffinity | None = Field(default=None, description="Pod affinity.")
+    pod_anti_affinity: PodAffinity | None = Field(default=None, description="Pod anti-affinity.")
 
 
 class ResourceRequirements(ApiModel):
@@ -524,11 +696,37 @@ class StorageSpec(ApiModel):
 
 
 class PodResourcesSpec(ApiModel):
-    """Resources of one kind of Ray pod."""
+    """Resources and placement of one kind of Ray pod."""
 
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="CPU and memory requests and limits."
     )
+    node_selector: dict[MapKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Node labels the pods need. On the head alone; on GPU workers merged with the "
+            "accelerator's selector (which keeps its own keys)."
+        ),
+        json_schema_extra=rules.cel_extra(rules.QUALIFIED_KEYS),
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Tolerations of the pods. The head gets only these (no GPU toleration); GPU "
+            "workers get the accelerator's too."
+        ),
+    )
+    affinity: Affinity | None = Field(default=None, description="Affinity of the pods.")
+    priority_class_name: OptionalName = Field(
+        default="", description="PriorityClass of the pods; empty uses the cluster's default."
+    )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_label_keys(cls, node_selector: dict[str, str]) -> dict[str, str]:
+        return _every_key(node_selector, rules.QUALIFIED_KEYS)
 
 
 class RayAutoscalerSpec(ApiModel):
@@ -539,6 +737,48 @@ class RayAutoscalerSpec(ApiModel):
     )
     upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = Field(
         default="Default", description="How fast the Ray autoscaler adds pods."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description=(
+            "CPU and memory of KubeRay's autoscaler sidecar in the head pod; empty uses the "
+            "operator's default (LLMOP_AUTOSCALER_RESOURCES)."
+        ),
+    )
+
+
+class GcsFaultToleranceSpec(ApiModel):
+    """GCS fault tolerance: the head keeps Ray's cluster state in an external Redis, so a
+    new head takes over the running workers (KubeRay gcsFaultToleranceOptions)."""
+
+    redis_address: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=rules.REDIS_ADDRESS_MAX_LENGTH),
+        *_string_rule(rules.REDIS_ADDRESS_FORMAT),
+    ] = Field(
+        description=(
+            "Redis address, host:port, optionally after redis:// or rediss:// (TLS), e.g. "
+            "redis.ray-system.svc.cluster.local:6379. No credentials in it."
+        )
+    )
+    redis_password_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the Redis password; passed to the head as REDIS_PASSWORD via "
+            "secretKeyRef. The operator never reads it."
+        ),
+    )
+    external_storage_namespace: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=63), *_pattern(rules.STORAGE_NAMESPACE)
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "Key prefix of this cluster's state in Redis; mode Cluster only. Default: the "
+            "RayCluster's UID, unique per cluster."
+        ),
     )
 
 
@@ -552,13 +792,22 @@ class RayClusterSpec(ApiModel):
         default="", description="Ray version in the image; empty uses the operator's default."
     )
     head: PodResourcesSpec = Field(
-        default_factory=PodResourcesSpec, description="Head pod (never gets GPUs)."
+        default_factory=PodResourcesSpec,
+        description="Head pod: resources and placement (never gets GPUs).",
     )
     worker: PodResourcesSpec = Field(
-        default_factory=PodResourcesSpec, description="GPU worker pods (GPUs are derived)."
+        default_factory=PodResourcesSpec,
+        description="GPU worker pods: resources and placement (GPUs are derived).",
     )
     autoscaler: RayAutoscalerSpec = Field(
         default_factory=RayAutoscalerSpec, description="Ray autoscaler settings."
+    )
+    gcs_fault_tolerance: GcsFaultToleranceSpec | None = Field(
+        default=None,
+        description=(
+            "GCS fault tolerance with an external Redis: a lost head is replaced without "
+            "restarting the workers. Omit to keep Ray's state in the head only."
+        ),
     )
     service_account_name: OptionalName = Field(
         default="", description="ServiceAccount for Ray pods; empty uses the namespace default."
@@ -569,8 +818,11 @@ class RayClusterSpec(ApiModel):
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=128,
-        description="Extra environment for Ray containers (not HF_TOKEN or HF_HOME).",
-        json_schema_extra=rules.cel_extra(rules.NO_RESERVED_ENV),
+        description=(
+            "Extra environment for Ray containers (not HF_TOKEN or HF_HOME, nor the Redis "
+            "variables of gcsFaultTolerance)."
+        ),
+        json_schema_extra=rules.cel_extra(rules.NO_RESERVED_ENV, rules.NO_GCS_FT_ENV),
     )
     pod_labels: dict[MapKey, LabelValue] = Field(
         default_factory=dict,
@@ -613,6 +865,7 @@ class RayClusterSpec(ApiModel):
     def _no_reserved_labels(self) -> RayClusterSpec:
         _check(not any(k.startswith("ray.io/") for k in self.pod_labels), rules.NO_RAY_POD_LABELS)
         _check(all(e.name not in RESERVED_ENV for e in self.env), rules.NO_RESERVED_ENV)
+        _check(all(e.name not in GCS_FT_ENV for e in self.env), rules.NO_GCS_FT_ENV)
         _check(
             not any(k.startswith(CONFINEMENT_ANNOTATION_PREFIXES) for k in self.pod_annotations),
             rules.NO_CONFINEMENT_ANNOTATIONS,
@@ -659,6 +912,8 @@ class LLMDeploymentSpec(ApiModel):
             rules.SERVICE_NEEDS_REPLICA,
             rules.INCREMENTAL_NEEDS_OPTIONS,
             rules.RAY_ACCELERATOR_TYPE,
+            rules.WORKER_SELECTOR_APART,
+            rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
         )
     )
 
@@ -720,6 +975,16 @@ class LLMDeploymentSpec(ApiModel):
             self.engine.type != "vllm" or self.accelerator.type in RAY_GPU_ACCELERATOR_TYPES,
             rules.RAY_ACCELERATOR_TYPE,
         )
+        _check(
+            not self.ray_cluster.worker.node_selector.keys()
+            & self.accelerator.node_selector.keys(),
+            rules.WORKER_SELECTOR_APART,
+        )
+        gcs = self.ray_cluster.gcs_fault_tolerance
+        _check(
+            self.mode == "Cluster" or gcs is None or gcs.external_storage_namespace is None,
+            rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
+        )
         return self
 
     @property
@@ -740,6 +1005,7 @@ class LLMDeploymentSpec(ApiModel):
 # status models keep pydantic's default (lax) type checks.
 
 ConditionType = Literal["Ready", "Progressing", "SpecValid", "ResourcesFit"]
+GcsFaultToleranceState = Literal["Enabled", "Disabled", "Pending"]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 
 
@@ -793,6 +1059,14 @@ class LLMDeploymentStatus(ApiModel):
     ray_cluster: str | None = Field(default=None, description="Name of the serving RayCluster.")
     gpus_per_replica: int | None = Field(default=None, description="GPUs one replica uses.")
     replicas: ReplicaStatus | None = Field(default=None, description="Replica counts.")
+    gcs_fault_tolerance: GcsFaultToleranceState | None = Field(
+        default=None,
+        description=(
+            "GCS fault tolerance of the serving Ray cluster: Enabled (KubeRay builds its head "
+            "with the Redis of spec.rayCluster.gcsFaultTolerance), Disabled, or Pending "
+            "(asked for; the serving cluster does not have it yet)."
+        ),
+    )
 
 
 # --- the object -----------------------------------------------------------------------

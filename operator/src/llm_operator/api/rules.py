@@ -18,6 +18,7 @@ from typing import Any
 
 from llm_operator.api.constants import (
     CONFINEMENT_ANNOTATION_PREFIXES,
+    GCS_FT_ENV,
     MAX_NAME_LENGTH,
     RAY_GPU_ACCELERATOR_TYPES,
     RESERVED_ENV,
@@ -483,6 +484,15 @@ NO_CONFINEMENT_ANNOTATIONS = CelRule(
         "security context; remove the entry"
     ),
 )
+NO_GCS_FT_ENV = CelRule(
+    rule=f"self.all(e, !(e.name in {_cel_list(GCS_FT_ENV)}))",
+    message=(
+        "spec.rayCluster.env must not set "
+        + ", ".join(GCS_FT_ENV)
+        + ": KubeRay sets them from spec.rayCluster.gcsFaultTolerance (and refuses a cluster "
+        "that sets them by hand); use that field, with the password in a Secret"
+    ),
+)
 DISTINCT_MOUNT_PATHS = CelRule(
     rule=(
         "!has(self.modelCache) || !has(self.checkpoints) || "
@@ -581,4 +591,129 @@ QUANTITY_FORMAT = SchemaPattern(
     "must be a quantity of at least 0: an integer, or a decimal number with an optional "
     "suffix (m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent), e.g. 8, 500m, "
     "16Gi",
+)
+
+# --- pod placement: label keys, tolerations, affinity ---------------------------------------
+# The checks the API server makes of a pod's tolerations and affinity, so a placement the
+# pod would be refused for is refused at admission instead.
+
+LABEL_KEY = string_rule(
+    All((Matches(rf"^{QUALIFIED_NAME}$"), Not(_LONG_PREFIX))),
+    f"must be a label key: {_QUALIFIED_NAME_RULES}",
+)
+TOLERATION_KEY_OR_EXISTS = CelRule(
+    rule="self.operator == 'Exists' || (has(self.key) && size(self.key) > 0)",
+    message=(
+        "a toleration without a key must use operator Exists (it then tolerates every taint); "
+        "set key or operator: Exists"
+    ),
+)
+TOLERATION_EXISTS_NO_VALUE = CelRule(
+    rule="self.operator != 'Exists' || !has(self.value) || size(self.value) == 0",
+    message="operator Exists takes no value; remove value or use operator Equal",
+)
+TOLERATION_SECONDS_NO_EXECUTE = CelRule(
+    rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    message=(
+        "tolerationSeconds applies to effect NoExecute only; set effect: NoExecute or remove "
+        "tolerationSeconds"
+    ),
+)
+TOLERATION_RULES = (
+    TOLERATION_KEY_OR_EXISTS,
+    TOLERATION_EXISTS_NO_VALUE,
+    TOLERATION_SECONDS_NO_EXECUTE,
+)
+# The value of a Gt or Lt node requirement: an integer (int64 in the API server).
+INTEGER_VALUE = r"^[0-9]{1,18}$"
+# Requirements of node affinity (In, NotIn, Exists, DoesNotExist, Gt, Lt) and of label
+# selectors (the first four): how many values each operator takes. `values` has no
+# default in the CRD (an empty list would be written back), so the rules ask has() first.
+NODE_REQUIREMENT_VALUES = CelRule(
+    rule=(
+        "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : "
+        "self.operator in ['Exists', 'DoesNotExist'] ? "
+        "(!has(self.values) || size(self.values) == 0) : "
+        "(has(self.values) && size(self.values) == 1 && "
+        f"self.values[0].matches(r'{INTEGER_VALUE}'))"
+    ),
+    message=(
+        "operators In and NotIn need at least one value, Exists and DoesNotExist take none, "
+        "Gt and Lt exactly one non-negative integer"
+    ),
+)
+LABEL_REQUIREMENT_VALUES = CelRule(
+    rule=(
+        "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : "
+        "(!has(self.values) || size(self.values) == 0)"
+    ),
+    message="operators In and NotIn need at least one value, Exists and DoesNotExist take none",
+)
+NAMESPACE_NAME = SchemaPattern(
+    rf"^{PVC_CLAIM}$",
+    "must be a namespace name: at most 63 lower-case letters, digits and '-', starting and "
+    "ending with a letter or digit",
+)
+WORKER_SELECTOR_APART = CelRule(
+    rule=(
+        "!has(self.rayCluster.worker.nodeSelector) || !has(self.accelerator.nodeSelector) || "
+        "self.rayCluster.worker.nodeSelector.all(k, !(k in self.accelerator.nodeSelector))"
+    ),
+    message=(
+        "spec.rayCluster.worker.nodeSelector must not repeat a key of "
+        "spec.accelerator.nodeSelector: the accelerator's labels select its nodes; set each "
+        "key in one place"
+    ),
+    field_path=".rayCluster.worker.nodeSelector",
+)
+
+# --- GCS fault tolerance (KubeRay's gcsFaultToleranceOptions) ----------------------------------
+# What Ray reads from RAY_REDIS_ADDRESS (ray._private.services.get_address): host:port,
+# optionally after redis:// or rediss:// (TLS). One address: KubeRay's Redis cleanup Job
+# only ever reads the first of a comma-separated list.
+_REDIS_SCHEME = r"(?:rediss?://)?"
+_DNS_LABEL_63 = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}"
+_IPV6 = r"\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\]"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+REDIS_ADDRESS = rf"^{_REDIS_SCHEME}(?:{_DNS_LABEL_63}(?:\.{_DNS_LABEL_63})*|{_IPV6}):{_PORT}$"
+REDIS_ADDRESS_MAX_LENGTH = 270
+REDIS_ADDRESS_FORMAT = string_rule(
+    All(
+        (
+            Matches(REDIS_ADDRESS),
+            # At most 253 characters of host name, as DNS allows.
+            Not(Matches(r"^(?:rediss?://)?[^:\[]{254,}:")),
+            # A host of digits and dots is an IPv4 address, and a valid one.
+            Not(
+                All(
+                    (
+                        Matches(r"^(?:rediss?://)?[0-9.]+:"),
+                        Not(Matches(rf"^{_REDIS_SCHEME}{_IPV4}:")),
+                    )
+                )
+            ),
+        )
+    ),
+    "spec.rayCluster.gcsFaultTolerance.redisAddress must be host:port, optionally after "
+    "redis:// or rediss:// (TLS): the host a lower-case DNS name, an IPv4 address or an "
+    "IPv6 address in brackets, the port 1-65535; no user, password or path (put the "
+    "password in a Secret and name it in redisPasswordSecretRef)",
+)
+STORAGE_NAMESPACE = SchemaPattern(
+    rf"^{QUALIFIED_NAME_PART}$",
+    "must be 1-63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+)
+STORAGE_NAMESPACE_ONLY_CLUSTER = CelRule(
+    rule=(
+        "self.mode == 'Cluster' || !has(self.rayCluster.gcsFaultTolerance) || "
+        "!has(self.rayCluster.gcsFaultTolerance.externalStorageNamespace)"
+    ),
+    message=(
+        "spec.rayCluster.gcsFaultTolerance.externalStorageNamespace is only for mode Cluster: "
+        "a RayService upgrade runs two Ray clusters at once, which must not share one storage "
+        "namespace (KubeRay's default, each RayCluster's UID, keeps them apart); remove it"
+    ),
+    field_path=".rayCluster.gcsFaultTolerance.externalStorageNamespace",
 )

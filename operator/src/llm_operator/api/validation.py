@@ -222,6 +222,11 @@ def semantic_errors(
     errors.extend(
         _resources_with_gpu(spec.ray_cluster.head.resources, gpu, "spec.rayCluster.head.resources")
     )
+    errors.extend(
+        _resources_with_gpu(
+            spec.ray_cluster.autoscaler.resources, gpu, "spec.rayCluster.autoscaler.resources"
+        )
+    )
 
     return errors
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -126,10 +128,14 @@ def _observe(llmd: LLMDeployment, live: Manifest | None) -> status.Observed:
 
 def _sync_serving_cluster_bounds(
     clients: kube.Clients, ray_service: Manifest, namespace: str, cluster_name: str
-) -> None:
-    """KubeRay keeps a serving cluster's worker bounds from creation time; move them along."""
+) -> Manifest | None:
+    """KubeRay keeps a serving cluster's worker bounds from creation time; move them along.
+
+    Returns the cluster as read (None when it is gone).
+    """
+    cluster: Manifest | None = None
     for group in worker_groups(ray_service):
-        kube.sync_worker_bounds(
+        cluster = kube.sync_worker_bounds(
             clients,
             namespace=namespace,
             cluster_name=cluster_name,
@@ -137,6 +143,7 @@ def _sync_serving_cluster_bounds(
             min_replicas=group["minReplicas"],
             max_replicas=group["maxReplicas"],
         )
+    return cluster
 
 
 def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: OperatorSettings) -> None:
@@ -171,8 +178,13 @@ def reconcile(body: Mapping[str, Any], clients: kube.Clients, settings: Operator
         raise
     observed = _observe(llmd, live)
     if llmd.spec.mode == "Service":
-        for cluster_name in observed.serving_clusters:
-            _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, cluster_name)
+        serving = {
+            name: _sync_serving_cluster_bounds(clients, children[-1], llmd.namespace, name)
+            for name in observed.serving_clusters
+        }
+        # GCS fault tolerance is what the active cluster was built with.
+        active = serving.get(observed.ray_cluster or "")
+        observed = replace(observed, gcs_fault_tolerance=status.has_gcs_fault_tolerance(active))
     after = status.reconciled_status(llmd, observed, before, _now(), settings.gpu_memory_gib)
     _write_status(clients, owner, before, after)
 
@@ -363,6 +375,11 @@ def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: 
         return  # recorded in status by the converge handler; children stay as they are
 
 
+def peering_priority() -> int:
+    """A priority no other replica is likely to hold (1 in 2**31 for two replicas)."""
+    return 1 + secrets.randbelow(2**31 - 1)
+
+
 def run(
     *,
     namespaces: list[str],
@@ -376,7 +393,9 @@ def run(
     """Start the operator and block until it stops.
 
     Without `peering` the operator is standalone: it must be the only replica (the
-    chart's Recreate strategy sees to that). With it, kopf's peering object elects one.
+    chart's Recreate strategy sees to that). With it, kopf's peering object elects one:
+    the replica of the highest priority works, the others stand by. kopf pauses every
+    replica when two share a priority, so each draws its own at start.
     """
     kopf.configure(verbose=verbose)
     # Before kopf.run, so the endpoint is up while kopf waits for the CRDs at start-up.
@@ -385,6 +404,7 @@ def run(
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
+        priority=None if peering is None else peering_priority(),
         clusterwide=clusterwide,
         namespaces=namespaces,
         liveness_endpoint=liveness_endpoint or None,

@@ -210,15 +210,19 @@ def sync_worker_bounds(
     group_name: str,
     min_replicas: int,
     max_replicas: int,
-) -> bool:
-    """Move the bounds of a RayService's serving cluster; True when a patch was sent."""
+) -> Manifest | None:
+    """Move the bounds of a RayService's serving cluster (a patch only when they differ).
+
+    Returns the cluster as read before any patch (the reconcile reads its spec too), or
+    None when it does not exist.
+    """
     with api_errors(f"RayCluster {namespace}/{cluster_name}"):
         cluster = get_ray_resource(clients, "RayCluster", namespace, cluster_name)
         if cluster is None:
-            return False
+            return None
         patch = bounds_patch(cluster, group_name, min_replicas, max_replicas)
         if patch is None:
-            return False
+            return cluster
         clients.custom.patch_namespaced_custom_object(
             RAY_GROUP,
             RAY_VERSION,
@@ -229,7 +233,7 @@ def sync_worker_bounds(
             field_manager=FIELD_MANAGER,
             _content_type=JSON_PATCH,
         )
-        return True
+        return cluster
 
 
 def ensure_claim(clients: Clients, desired: Manifest, owner_uid: str) -> Outcome:

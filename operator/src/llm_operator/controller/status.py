@@ -9,11 +9,12 @@ KubeRay's own reason and message so nothing is lost in translation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llm_operator.api.models import (
     Condition,
+    GcsFaultToleranceState,
     LLMDeployment,
     LLMDeploymentStatus,
     Phase,
@@ -57,6 +58,22 @@ class Observed:
     # Every cluster KubeRay built from the RayService (active, and pending during a
     # rollout): each needs the current worker bounds.
     serving_clusters: tuple[str, ...] = ()
+    # Whether the serving RayCluster has gcsFaultToleranceOptions; None: no cluster read.
+    gcs_fault_tolerance: bool | None = None
+
+
+def has_gcs_fault_tolerance(cluster: Body | None) -> bool | None:
+    """Whether a RayCluster asks KubeRay for GCS fault tolerance (None for no cluster)."""
+    if cluster is None:
+        return None
+    return bool((cluster.get("spec") or {}).get("gcsFaultToleranceOptions"))
+
+
+def gcs_fault_tolerance_state(requested: bool, serving: bool | None) -> GcsFaultToleranceState:
+    """Enabled when the serving cluster has it; else Pending while the spec asks for it."""
+    if serving:
+        return "Enabled"
+    return "Pending" if requested else "Disabled"
 
 
 def _conditions(body: Body) -> dict[str, Body]:
@@ -154,7 +171,13 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
 
 
 def observe_ray_cluster(cluster: Body, hosts_per_replica: int) -> Observed:
-    """Fold a RayCluster's `state` and conditions into a phase and Ready/Progressing."""
+    """Fold a RayCluster's `state` and conditions into a phase and Ready/Progressing,
+    with whether it asks for GCS fault tolerance."""
+    observed = _observe_ray_cluster_state(cluster, hosts_per_replica)
+    return replace(observed, gcs_fault_tolerance=has_gcs_fault_tolerance(cluster))
+
+
+def _observe_ray_cluster_state(cluster: Body, hosts_per_replica: int) -> Observed:
     status = cluster.get("status") or {}
     name = cluster.get("metadata", {}).get("name")
     if not status:
@@ -260,6 +283,9 @@ def reconciled_status(
         ray_cluster=observed.ray_cluster,
         gpus_per_replica=layout_of(llmd).gpus_per_replica,
         replicas=ReplicaStatus(desired=llmd.spec.min_replicas, ready=observed.ready_replicas),
+        gcs_fault_tolerance=gcs_fault_tolerance_state(
+            llmd.spec.ray_cluster.gcs_fault_tolerance is not None, observed.gcs_fault_tolerance
+        ),
     )
     return _dump(status)
 

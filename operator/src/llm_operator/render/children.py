@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_operator.api.models import LLMDeployment, VolumeSpec
+from llm_operator.api.models import GcsFaultToleranceSpec, LLMDeployment, VolumeSpec
 from llm_operator.render import names
-from llm_operator.render.pods import head_group, worker_group
+from llm_operator.render.pods import autoscaler_resources, head_group, worker_group
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
 from llm_operator.sizing import GpuLayout, gpu_layout
@@ -66,16 +66,35 @@ def ray_cluster_spec(
     llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings
 ) -> Manifest:
     cluster = llmd.spec.ray_cluster
-    return {
+    spec: Manifest = {
         "rayVersion": cluster.ray_version or settings.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {
             "idleTimeoutSeconds": cluster.autoscaler.idle_timeout_seconds,
             "upscalingMode": cluster.autoscaler.upscaling_mode,
+            "resources": autoscaler_resources(cluster.autoscaler.resources, settings),
         },
-        "headGroupSpec": head_group(llmd, settings),
-        "workerGroupSpecs": [worker_group(llmd, layout, settings)],
     }
+    if cluster.gcs_fault_tolerance is not None:
+        spec["gcsFaultToleranceOptions"] = gcs_fault_tolerance_options(cluster.gcs_fault_tolerance)
+    spec["headGroupSpec"] = head_group(llmd, settings)
+    spec["workerGroupSpecs"] = [worker_group(llmd, layout, settings)]
+    return spec
+
+
+def gcs_fault_tolerance_options(gcs: GcsFaultToleranceSpec) -> Manifest:
+    """KubeRay's gcsFaultToleranceOptions: it sets RAY_REDIS_ADDRESS, REDIS_PASSWORD (from
+    the Secret) and the storage namespace on the head, and a longer GCS reconnect timeout
+    on the workers."""
+    options: Manifest = {"redisAddress": gcs.redis_address}
+    secret = gcs.redis_password_secret_ref
+    if secret is not None:
+        options["redisPassword"] = {
+            "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}
+        }
+    if gcs.external_storage_namespace is not None:
+        options["externalStorageNamespace"] = gcs.external_storage_namespace
+    return options
 
 
 def ray_service(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_operator.api.models import LLMDeployment, ResourceRequirements, VolumeSpec
+from llm_operator.api.models import (
+    LLMDeployment,
+    PodResourcesSpec,
+    ResourceRequirements,
+    Toleration,
+    VolumeSpec,
+)
 from llm_operator.render import names
 from llm_operator.render.sources import ModelSource, model_source
 from llm_operator.settings import OperatorSettings
@@ -32,17 +38,26 @@ def _quantities(values: dict[str, int | str]) -> dict[str, str]:
     return {key: str(value) for key, value in values.items()}
 
 
+def _requirements(spec: ResourceRequirements) -> Manifest:
+    out: Manifest = {}
+    if spec.requests:
+        out["requests"] = _quantities(spec.requests)
+    if spec.limits:
+        out["limits"] = _quantities(spec.limits)
+    return out
+
+
 def head_resources(spec: ResourceRequirements, settings: OperatorSettings) -> Manifest:
     """The user's head resources, or the operator's defaults; never a GPU."""
     if spec.requests or spec.limits:
-        out: Manifest = {}
-        if spec.requests:
-            out["requests"] = _quantities(spec.requests)
-        if spec.limits:
-            out["limits"] = _quantities(spec.limits)
-        return out
+        return _requirements(spec)
     defaults = {"cpu": settings.head_cpu, "memory": settings.head_memory}
     return {"requests": dict(defaults), "limits": dict(defaults)}
+
+
+def autoscaler_resources(spec: ResourceRequirements, settings: OperatorSettings) -> Manifest:
+    """KubeRay's autoscaler sidecar: the user's resources, or the operator's default."""
+    return _requirements(spec if spec.requests or spec.limits else settings.autoscaler_resources)
 
 
 def worker_resources(
@@ -163,7 +178,11 @@ def _pod_spec(
     *,
     container: Manifest,
     volumes: list[Manifest],
+    placement: PodResourcesSpec,
+    node_selector: dict[str, str],
+    tolerations: list[Manifest],
 ) -> Manifest:
+    """The pod: its container and volumes, then the placement fields that are set."""
     cluster = llmd.spec.ray_cluster
     pod: Manifest = {"containers": [container]}
     if volumes:
@@ -172,7 +191,19 @@ def _pod_spec(
         pod["serviceAccountName"] = cluster.service_account_name
     if cluster.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s.name} for s in cluster.image_pull_secrets]
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if placement.affinity is not None:
+        pod["affinity"] = placement.affinity.model_dump(by_alias=True, exclude_defaults=True)
+    if placement.priority_class_name:
+        pod["priorityClassName"] = placement.priority_class_name
     return pod
+
+
+def _tolerations(tolerations: list[Toleration]) -> list[Manifest]:
+    return [t.model_dump(by_alias=True, exclude_none=True) for t in tolerations]
 
 
 def _container(
@@ -211,13 +242,15 @@ def ray_start_params(llmd: LLMDeployment, *, head: bool) -> dict[str, str]:
 
 
 def head_group(llmd: LLMDeployment, settings: OperatorSettings) -> Manifest:
+    """The head: the user's resources and placement only (no GPU selector or toleration)."""
+    head = llmd.spec.ray_cluster.head
     source = model_source(llmd)
     volumes, mounts = _volumes_and_mounts(llmd, source, shm=False)
     container = _container(
         llmd,
         settings,
         name=names.HEAD_CONTAINER,
-        resources=head_resources(llmd.spec.ray_cluster.head.resources, settings),
+        resources=head_resources(head.resources, settings),
         mounts=mounts,
         head=True,
     )
@@ -225,24 +258,42 @@ def head_group(llmd: LLMDeployment, settings: OperatorSettings) -> Manifest:
         "rayStartParams": ray_start_params(llmd, head=True),
         "template": {
             "metadata": _pod_metadata(llmd, "ray-head"),
-            "spec": _pod_spec(llmd, settings, container=container, volumes=volumes),
+            "spec": _pod_spec(
+                llmd,
+                settings,
+                container=container,
+                volumes=volumes,
+                placement=head,
+                node_selector=dict(head.node_selector),
+                tolerations=_tolerations(head.tolerations),
+            ),
         },
     }
 
 
 def gpu_tolerations(llmd: LLMDeployment) -> list[Manifest]:
-    """The user's tolerations plus one for the GPU resource's usual NoSchedule taint."""
+    """The accelerator's tolerations, then the worker's own, then one for the GPU
+    resource's usual NoSchedule taint; each once."""
     accelerator = llmd.spec.accelerator
-    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in accelerator.tolerations]
+    tolerations: list[Manifest] = []
     gpu_taint = {"key": accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}
-    if gpu_taint not in tolerations:
-        tolerations.append(gpu_taint)
+    for toleration in [
+        *_tolerations(accelerator.tolerations),
+        *_tolerations(llmd.spec.ray_cluster.worker.tolerations),
+        gpu_taint,
+    ]:
+        if toleration not in tolerations:
+            tolerations.append(toleration)
     return tolerations
 
 
 def gpu_node_selector(llmd: LLMDeployment, settings: OperatorSettings) -> dict[str, str]:
+    """The worker's own node labels, then the accelerator's, which win on a shared key
+    (the CRD refuses one with spec.accelerator.nodeSelector; the operator's default
+    accelerator label may still meet one)."""
     accelerator = llmd.spec.accelerator
-    return dict(accelerator.node_selector) or {settings.accelerator_node_label: accelerator.type}
+    own = dict(accelerator.node_selector) or {settings.accelerator_node_label: accelerator.type}
+    return {**llmd.spec.ray_cluster.worker.node_selector, **own}
 
 
 def worker_group(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
@@ -263,9 +314,15 @@ def worker_group(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSetti
         mounts=mounts,
         head=False,
     )
-    pod = _pod_spec(llmd, settings, container=container, volumes=volumes)
-    pod["nodeSelector"] = gpu_node_selector(llmd, settings)
-    pod["tolerations"] = gpu_tolerations(llmd)
+    pod = _pod_spec(
+        llmd,
+        settings,
+        container=container,
+        volumes=volumes,
+        placement=spec.ray_cluster.worker,
+        node_selector=gpu_node_selector(llmd, settings),
+        tolerations=gpu_tolerations(llmd),
+    )
     return {
         "groupName": names.WORKER_GROUP,
         "replicas": spec.min_replicas,

@@ -1,0 +1,636 @@
+"""The operator as a real pod: the chart installed for real, its operator running on the
+local cluster's real kubelet node (e2e/node.sh) from the image `make image` builds
+(images/operator/Dockerfile; here with buildah and no registry), in a namespace that
+enforces the restricted Pod Security level.
+
+e2e/node.sh imports that image into the node's containerd under two tags (the second
+for `helm upgrade` to a changed tag), and the image `helm test` runs (kubectl and curl,
+`images/operator/build.sh test-tools`), and names them in .e2e/node/images.env:
+OPERATOR_LOCAL_IMAGE, OPERATOR_LOCAL_IMAGE_NEXT, TEST_TOOLS_LOCAL_IMAGE.
+
+Each release lives in a fresh namespace annotated for the PodNodeSelector and
+PodTolerationRestriction admission plugins (as e2e/test_ray.py's namespaces are), so its
+pods, `helm test`'s included, land on the real node and nowhere else. LLMDeployments go
+to the usual pool namespaces, where KubeRay's pods land on the fake nodes: what is under
+test is the operator's pod, not Ray.
+
+The out-of-cluster operator (e2e/cluster.sh) is stopped while this module runs and
+started again after it, so one cluster-wide operator runs at a time; each test's
+LLMDeployments are deleted while its release still runs, then the release is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import audit
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+from standin import NODE_ENV, real_node_annotations
+from support import (
+    HTTP_SECONDS,
+    NAMESPACE_GONE_SECONDS,
+    ROOT,
+    Kube,
+    cluster,
+    converged,
+    sample,
+    wait_for,
+)
+
+from conftest import TEST_LABEL, pool_namespace
+from llm_operator.render import names
+
+pytestmark = [pytest.mark.inpod, pytest.mark.timeout(1200)]
+
+CHART = ROOT / "charts" / "llm-operator"
+README = ROOT / "README.md"
+STATE = Path(os.environ.get("LLM_OPERATOR_E2E_STATE", ROOT / ".e2e"))
+NODE_SOCKET = STATE / "node" / "containerd.sock"
+RESTRICTED = "restricted"
+# helm install returns at once; the image is on the node, kopf's start-up takes seconds.
+READY_SECONDS = 300.0
+# Liveness: period 20 s x 3 failures, then the pod's 30 s grace period (a stopped
+# process keeps SIGTERM pending until SIGKILL), then a fresh start.
+LIVENESS_RESTART_SECONDS = 300.0
+# After a rollout: how long nothing may be written while the new operator settles.
+SETTLE_SECONDS = 30.0
+QUICKSTART = "qwen-small"  # manifests/samples/quickstart.yaml
+PLACEHOLDER_WARNING = "WARNING: the operator image is the chart's placeholder"
+# What the operator writes for an LLMDeployment (its children).
+CHILD_RESOURCES = frozenset({"rayservices", "rayclusters", "persistentvolumeclaims"})
+
+
+def record(name: str, **figures: Any) -> None:
+    """Measured figures go to the test log (`pytest -s` or the junit/CI output)."""
+    print(f"\n[inpod-figures] {name}: " + json.dumps(figures, sort_keys=True))
+
+
+# --- images the real node holds ------------------------------------------------------
+def node_images() -> dict[str, str]:
+    assert NODE_ENV.exists(), f"{NODE_ENV} is missing: the real node is not up (e2e/node.sh up)"
+    pairs = dict(
+        line.split("=", 1) for line in NODE_ENV.read_text(encoding="utf-8").split() if "=" in line
+    )
+    wanted = ("OPERATOR_LOCAL_IMAGE", "OPERATOR_LOCAL_IMAGE_NEXT", "TEST_TOOLS_LOCAL_IMAGE")
+    missing = [key for key in wanted if not pairs.get(key)]
+    assert not missing, (
+        f"{NODE_ENV} lacks {missing}: e2e/node.sh must build the operator image "
+        "(images/operator/build.sh operator), tag it a second time and build the test "
+        "tools image (images/operator/build.sh test-tools), import them and name them there"
+    )
+    return {key: pairs[key] for key in wanted}
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    repository, _, tag = ref.rpartition(":")
+    assert repository and "/" not in tag, f"{ref}: no tag"
+    return repository, tag
+
+
+# --- helm ----------------------------------------------------------------------------
+def helm(*args: str, timeout: float = 300) -> str:
+    binary = shutil.which("helm")
+    assert binary, "helm is not on PATH: run `make helm`"
+    done = subprocess.run(
+        [binary, *args], capture_output=True, text=True, check=False, timeout=timeout
+    )
+    assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def readme_install_command() -> list[str]:
+    """The README's `helm install` line (Install section, first console block)."""
+    section = README.read_text(encoding="utf-8").split("\n## Install\n", 1)[1]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    (line,) = [ln[2:] for ln in joined.splitlines() if ln.startswith("$ helm install ")]
+    return shlex.split(line.split("  #", 1)[0])
+
+
+def as_in_readme(release: str, namespace: str, image: str) -> list[str]:
+    """The README's install command with only the release, namespace and image swapped
+    for this test's (the README's own release and namespace are the local cluster's)."""
+    args = readme_install_command()
+    assert args[:2] == ["helm", "install"] and args[3] == "charts/llm-operator", args
+    repository, tag = split_ref(image)
+    out = ["install", release, str(ROOT / args[3])]
+    rest = iter(args[4:])
+    for arg in rest:
+        if arg in ("-n", "--namespace"):
+            next(rest)
+            out += [arg, namespace]
+        elif arg == "--set":
+            key = next(rest).split("=", 1)[0]
+            assert key in ("image.repository", "image.tag"), f"README sets {key}: update this test"
+            out += [arg, f"{key}={repository if key == 'image.repository' else tag}"]
+        else:
+            out.append(arg)
+    assert out.count("--set") == 2, f"the README no longer sets the image: {args}"
+    return out
+
+
+@dataclass
+class Release:
+    """One installed release of the chart, in its own namespace."""
+
+    kube: Kube
+    name: str
+    namespace: str
+    notes: str = ""
+    apps: client.AppsV1Api = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.apps = client.AppsV1Api(self.kube.api)
+
+    @property
+    def fullname(self) -> str:
+        return self.name if "llm-operator" in self.name else f"{self.name}-llm-operator"
+
+    @property
+    def user(self) -> str:
+        """The operator's service account, as the audit log names it."""
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+    def deployment(self) -> client.V1Deployment:
+        return self.apps.read_namespaced_deployment(self.fullname, self.namespace)
+
+    def pods(self) -> list[client.V1Pod]:
+        """The operator's pods (`helm test`'s pod carries the same labels: left out)."""
+        selector = f"app.kubernetes.io/name=llm-operator,app.kubernetes.io/instance={self.name}"
+        return [
+            pod
+            for pod in self.kube.pods(self.namespace, selector)
+            if "helm.sh/hook" not in (pod.metadata.annotations or {})
+        ]
+
+    def ready_pods(self, count: int, image: str | None = None) -> list[client.V1Pod] | None:
+        """Exactly `count` operator pods, all Ready and not terminating (on `image`)."""
+        pods = [p for p in self.pods() if not p.metadata.deletion_timestamp]
+        if len(pods) != count:
+            return None
+        for pod in pods:
+            if image is not None and pod.spec.containers[0].image != image:
+                return None
+            statuses = {c.type: c.status for c in pod.status.conditions or []}
+            if statuses.get("Ready") != "True":
+                return None
+        return pods
+
+    def wait_ready(self, count: int, image: str | None = None) -> list[client.V1Pod]:
+        return wait_for(
+            lambda: self.ready_pods(count, image),
+            f"{count} Ready operator pod(s) of {self.namespace}/{self.name}",
+            READY_SECONDS,
+        )
+
+    def service_url(self, port_name: str, path: str) -> str:
+        service = self.kube.core.read_namespaced_service(f"{self.fullname}-metrics", self.namespace)
+        port = next(p.port for p in service.spec.ports if p.name == port_name)
+        return f"http://{service.spec.cluster_ip}:{port}{path}"
+
+
+@contextlib.contextmanager
+def release_namespace(kube: Kube, settings: dict[str, str]) -> Iterator[str]:
+    """A namespace enforcing the restricted Pod Security level whose pods all go to the
+    real node."""
+    name = f"llmop-inpod-{uuid.uuid4().hex[:6]}"
+    kube.core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                labels={TEST_LABEL: "true", "pod-security.kubernetes.io/enforce": RESTRICTED},
+                annotations=real_node_annotations(settings["REAL_NODE_TAINT"]),
+            )
+        )
+    )
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(ApiException):
+            kube.core.delete_namespace(name)
+
+        def gone() -> bool:
+            try:
+                kube.core.read_namespace(name)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(gone, f"namespace {name} to go", NAMESPACE_GONE_SECONDS)
+
+
+@contextlib.contextmanager
+def installed(
+    kube: Kube, settings: dict[str, str], install_args: list[str] | None = None, *values: str
+) -> Iterator[Release]:
+    """A release of its own (`inpod-<id>`, so nothing cluster-wide collides with another
+    run's leftovers) in a fresh restricted namespace: installed with `install_args` (a
+    `helm install` argument list, `{release}` and `{namespace}` standing for the names)
+    or else with the local operator image and `values`; uninstalled after."""
+    with release_namespace(kube, settings) as namespace:
+        release = Release(kube, f"inpod-{namespace.rsplit('-', 1)[-1]}", namespace)
+        if install_args is None:
+            repository, tag = split_ref(node_images()["OPERATOR_LOCAL_IMAGE"])
+            install_args = [
+                "install", release.name, str(CHART), "-n", namespace, "--create-namespace",
+                "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                *values,
+            ]  # fmt: skip
+        else:
+            install_args = [
+                arg.replace("{namespace}", namespace).replace("{release}", release.name)
+                for arg in install_args
+            ]
+        started = time.monotonic()
+        release.notes = helm(*install_args)
+        try:
+            yield release
+        finally:
+            helm("uninstall", release.name, "-n", namespace, "--wait", "--timeout", "3m")
+            record("release", install_to_uninstall_s=round(time.monotonic() - started, 1))
+
+
+@pytest.fixture(scope="module")
+def host_operator_stopped() -> Iterator[None]:
+    """The out-of-cluster operator of e2e/cluster.sh is stopped while the module runs."""
+    cluster("stop", "llm-operator")
+    try:
+        yield
+    finally:
+        cluster("start", "llm-operator")
+
+
+# --- metrics -------------------------------------------------------------------------
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Series:
+    with urllib.request.urlopen(url, timeout=HTTP_SECONDS) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def try_scrape(url: str) -> Series | None:
+    try:
+        return scrape(url)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def reconciles(series: Series) -> float:
+    return series.get(("llmop_reconciles_total", frozenset({("result", "success")})), 0.0)
+
+
+def pod_metrics(pod: client.V1Pod) -> Series | None:
+    """The pod's own /metrics, by its address (pod addresses route from the host)."""
+    return try_scrape(f"http://{pod.status.pod_ip}:9090/metrics")
+
+
+# --- LLMDeployments ------------------------------------------------------------------
+def quick_start_converges(kube: Kube, namespace: str, release: Release) -> dict[str, Any]:
+    """The quick start, applied and handled by the operator pod: converged, its RayService
+    written by the pod's service account (the audit log says who wrote it)."""
+    since = datetime.now(UTC)
+    started = time.monotonic()
+    kube.create_llmd(sample("quickstart", namespace))
+    llmd = wait_for(
+        lambda: (body := kube.get_llmd(namespace, QUICKSTART)) and converged(body) and body,
+        f"the operator pod to converge {namespace}/{QUICKSTART} (every replica paused? "
+        f"see `kubectl logs -n {release.namespace} -l app.kubernetes.io/instance={release.name}`)",
+        READY_SECONDS,
+    )
+    converged_s = time.monotonic() - started
+    assert kube.ray("rayservices", namespace, names.ray_service_name(QUICKSTART))
+    assert (llmd.get("status") or {}).get("phase"), llmd.get("status")
+    if audit.LOG.exists():
+        created = wait_for(
+            lambda: [
+                w
+                for w in audit.writes(namespace, since)
+                if w.resource == "rayservices" and w.verb in ("create", "patch") and w.succeeded
+            ],
+            "the RayService write in the audit log",
+            60,
+        )
+        users = {w.user for w in created}
+        assert release.user in users and audit.OPERATOR_USER not in users, created
+    record("quick start", converged_s=round(converged_s, 1))
+    return dict(llmd)
+
+
+def bump(kube: Kube, namespace: str, name: str) -> int:
+    """A spec change (one more replica); returns the new generation."""
+    body = kube.get_llmd(namespace, name)
+    patched = kube.patch_llmd(namespace, name, {"spec": {"replicas": body["spec"]["replicas"] + 1}})
+    return int(patched["metadata"]["generation"])
+
+
+def converged_at(kube: Kube, namespace: str, name: str, generation: int) -> bool:
+    status = kube.get_llmd(namespace, name).get("status") or {}
+    return status.get("observedGeneration") == generation
+
+
+# --- the tests -----------------------------------------------------------------------
+def test_readme_install_runs_the_operator_on_the_real_node(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    """#21: the README's install, with the image `make image` built, gets the operator
+    Ready on the real node under the restricted level, and it does its job."""
+    image = node_images()["OPERATOR_LOCAL_IMAGE"]
+    command = as_in_readme("{release}", "{namespace}", image)
+    started = time.monotonic()
+    with installed(kube, settings, command) as release, pool_namespace(kube) as work:
+        assert PLACEHOLDER_WARNING not in release.notes, release.notes
+        (pod,) = release.wait_ready(1, image)
+        ready_s = time.monotonic() - started
+        assert pod.spec.node_name == settings["REAL_NODE_NAME"]
+        namespace = kube.core.read_namespace(release.namespace)
+        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == RESTRICTED
+        assert release.deployment().spec.strategy.type == "Recreate"
+        quick_start_converges(kube, work, release)
+        record("readme install", ready_s=round(ready_s, 1), node=pod.spec.node_name)
+
+
+def test_metrics_and_health_through_the_charts_service(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    with installed(kube, settings) as release, pool_namespace(kube) as work:
+        release.wait_ready(1)
+        quick_start_converges(kube, work, release)
+        url = release.service_url("metrics", "/metrics")
+
+        def counted() -> Series | None:
+            series = try_scrape(url)
+            if not series or reconciles(series) < 1:
+                return None
+            phases = [
+                labels
+                for (name, labels), value in series.items()
+                if name == "llmop_llmdeployments" and ("namespace", work) in labels and value == 1
+            ]
+            return series if phases else None
+
+        series = wait_for(counted, f"the quick start's series at {url}", 120)
+        assert reconciles(series) >= 1
+        health = release.service_url("health", "/healthz")
+        with urllib.request.urlopen(health, timeout=HTTP_SECONDS) as response:
+            assert response.status == 200
+
+
+def test_liveness_probe_restarts_a_wedged_operator(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    """The operator's process is stopped (SIGSTOP through the node's containerd: alive but
+    answering nothing); the kubelet's liveness probe fails, the container is restarted,
+    and the restarted operator handles changes again."""
+    ctr = shutil.which("ctr")
+    assert ctr, "ctr (Debian package containerd) is not on PATH"
+    with installed(kube, settings) as release, pool_namespace(kube) as work:
+        (pod,) = release.wait_ready(1)
+        quick_start_converges(kube, work, release)
+        status = pod.status.container_statuses[0]
+        container_id = status.container_id.split("://", 1)[1]
+        restarts = status.restart_count
+        subprocess.run(
+            [ctr, "--address", str(NODE_SOCKET), "--namespace", "k8s.io",
+             "tasks", "kill", "--signal", "SIGSTOP", container_id],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        stopped = time.monotonic()
+
+        def restarted() -> client.V1Pod | None:
+            live = kube.core.read_namespaced_pod(pod.metadata.name, release.namespace)
+            statuses = live.status.container_statuses or []
+            return live if statuses and statuses[0].restart_count > restarts else None
+
+        live = wait_for(restarted, "the kubelet to restart the operator", LIVENESS_RESTART_SECONDS)
+        restarted_s = time.monotonic() - stopped
+        release.wait_ready(1)
+        ready_s = time.monotonic() - stopped
+        assert live.metadata.uid == pod.metadata.uid, "the same pod, its container restarted"
+        events = kube.core.list_namespaced_event(
+            release.namespace, field_selector=f"involvedObject.name={pod.metadata.name}"
+        ).items
+        messages = [f"{e.reason}: {e.message}" for e in events]
+        assert any(
+            e.reason == "Unhealthy" and "Liveness probe failed" in (e.message or "") for e in events
+        ), messages
+        assert any("failed liveness probe" in (e.message or "") for e in events), messages
+        # The restarted operator works: a spec change converges.
+        generation = bump(kube, work, QUICKSTART)
+        wait_for(
+            lambda: converged_at(kube, work, QUICKSTART, generation),
+            "the restarted operator to converge a change",
+            READY_SECONDS,
+        )
+        record("liveness", restarted_s=round(restarted_s, 1), ready_again_s=round(ready_s, 1))
+
+
+def test_helm_test_passes_with_images_built_here(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    tools = node_images()["TEST_TOOLS_LOCAL_IMAGE"]
+    values = ["--set", f"tests.kubectlImage={tools}", "--set", f"tests.curlImage={tools}"]
+    with installed(kube, settings, None, *values) as release:
+        release.wait_ready(1)
+        started = time.monotonic()
+        binary = shutil.which("helm")
+        assert binary
+        # --logs: the test pod's output (kubectl's listing, curl's answer), before cleanup.
+        done = subprocess.run(
+            [binary, "test", release.name, "-n", release.namespace, "--timeout", "5m", "--logs"],
+            capture_output=True, text=True, check=False, timeout=400,
+        )  # fmt: skip
+        assert done.returncode == 0, f"helm test failed:\n{done.stdout}\n{done.stderr}"
+        assert re.search(r"Phase:\s+Succeeded", done.stdout), done.stdout
+        record("helm test", seconds=round(time.monotonic() - started, 1))
+
+
+def remove_leftover_peering_crd(kube: Kube) -> None:
+    """kopf's cluster peering CRD is a template of the chart: one that a killed run of
+    this module left behind (its release gone) would make the next install fail."""
+    extensions = client.ApiextensionsV1Api(kube.api)
+    name = "clusterkopfpeerings.kopf.dev"
+    try:
+        crd = extensions.read_custom_resource_definition(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    owner = (crd.metadata.annotations or {}).get("meta.helm.sh/release-name", "")
+    if owner.startswith("inpod-") and not helm("list", "-A", "-q", "--filter", f"^{owner}$"):
+        extensions.delete_custom_resource_definition(name)
+
+        def gone() -> bool:
+            try:
+                extensions.read_custom_resource_definition(name)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(gone, f"the leftover {name} to go", 60)
+
+
+def test_peering_keeps_one_replica_active_and_fails_over(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    """Two replicas with kopf peering: exactly one handles LLMDeployments; when it is
+    deleted, a change made at once is handled by another."""
+    remove_leftover_peering_crd(kube)
+    values = ("--set", "peering.enabled=true", "--set", "operator.replicas=2")
+    with installed(kube, settings, None, *values) as release, pool_namespace(kube) as work:
+        assert release.deployment().spec.strategy.type == "RollingUpdate"
+        pods = release.wait_ready(2)
+        quick_start_converges(kube, work, release)
+
+        def counts() -> dict[str, float] | None:
+            scraped = {p.metadata.name: pod_metrics(p) for p in pods}
+            if any(series is None for series in scraped.values()):
+                return None
+            return {name: reconciles(series or {}) for name, series in scraped.items()}
+
+        before = wait_for(counts, "both replicas' /metrics")
+        active = [name for name, count in before.items() if count > 0]
+        assert len(active) == 1, f"reconciles per replica: {before} (one must be active)"
+        (standby,) = set(before) - set(active)
+
+        kube.core.delete_namespaced_pod(active[0], release.namespace)
+        deleted = time.monotonic()
+        generation = bump(kube, work, QUICKSTART)
+        wait_for(
+            lambda: converged_at(kube, work, QUICKSTART, generation),
+            "another replica to take over and converge the change",
+            READY_SECONDS,
+        )
+        takeover_s = time.monotonic() - deleted
+        survivors = {
+            p.metadata.name: reconciles(pod_metrics(p) or {})
+            for p in release.pods()
+            if not p.metadata.deletion_timestamp and p.metadata.name != active[0]
+            and p.status.pod_ip
+        }  # fmt: skip
+        assert any(count > 0 for count in survivors.values()), survivors
+        record(
+            "peering failover",
+            takeover_s=round(takeover_s, 1),
+            deleted=active[0],
+            standby=standby,
+            reconciles_after=survivors,
+        )
+
+
+@dataclass
+class PodCensus:
+    """Samples the release's pods in a thread: the most operator containers seen running
+    at once, and every pod name seen."""
+
+    release: Release
+    most_running: int = 0
+    seen: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(ApiException):
+                pods = self.release.pods()
+                self.seen.update(p.metadata.name for p in pods)
+                running = sum(
+                    1
+                    for p in pods
+                    for c in p.status.container_statuses or []
+                    if c.state and c.state.running
+                )
+                self.most_running = max(self.most_running, running)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PodCensus:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def test_upgrade_to_a_new_tag_recreates_the_operator_and_rewrites_no_child(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    assert audit.LOG.exists(), f"no audit log at {audit.LOG}: the local cluster writes one"
+    images = node_images()
+    repository, next_tag = split_ref(images["OPERATOR_LOCAL_IMAGE_NEXT"])
+    assert repository == split_ref(images["OPERATOR_LOCAL_IMAGE"])[0]
+    with installed(kube, settings) as release, pool_namespace(kube) as work:
+        (old,) = release.wait_ready(1, images["OPERATOR_LOCAL_IMAGE"])
+        assert release.deployment().spec.strategy.type == "Recreate"
+        quick_start_converges(kube, work, release)
+        service_name = names.ray_service_name(QUICKSTART)
+        # The operator writes the RayService; KubeRay the RayClusters (the audit log below
+        # covers any write of the operator's to those).
+        services_before = {
+            body["metadata"]["name"]: body["metadata"]["generation"]
+            for body in kube.rays("rayservices", work)
+        }
+        time.sleep(SETTLE_SECONDS)  # the status settles (KubeRay's first reports)
+        since = datetime.now(UTC)
+        started = time.monotonic()
+        with PodCensus(release) as census:
+            helm(
+                "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
+                "--set", f"image.tag={next_tag}",
+            )  # fmt: skip
+            (new,) = release.wait_ready(1, images["OPERATOR_LOCAL_IMAGE_NEXT"])
+            rolled_s = time.monotonic() - started
+            # The new operator has listed what exists (its gauges count afresh)...
+            url = release.service_url("metrics", "/metrics")
+            wait_for(
+                lambda: (s := try_scrape(url))
+                and any(n == "llmop_llmdeployments" and ("namespace", work) in labels
+                        for (n, labels) in s),
+                "the new operator's start-up listing",
+                120,
+            )  # fmt: skip
+            # ...and had time to write anything it would.
+            time.sleep(SETTLE_SECONDS)
+        assert new.metadata.name != old.metadata.name
+        assert census.most_running == 1, f"{census.most_running} operators ran at once"
+        writes = [w for w in audit.writes(work, since) if w.user == release.user]
+        rewritten = [w for w in writes if w.resource.split("/")[0] in CHILD_RESOURCES]
+        assert not rewritten, rewritten
+        services_after = {
+            body["metadata"]["name"]: body["metadata"]["generation"]
+            for body in kube.rays("rayservices", work)
+        }
+        assert services_after == services_before
+        assert kube.ray("rayservices", work, service_name)
+        record(
+            "upgrade",
+            rolled_s=round(rolled_s, 1),
+            pods_seen=sorted(census.seen),
+            operator_writes_after=[f"{w.verb} {w.resource}/{w.name}" for w in writes],
+        )
