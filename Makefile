@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit e2e tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean image image-push manifests
+.PHONY: install test lint typecheck unit e2e e2e-inpod tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean image image-push manifests
 
 # The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
 export PATH := $(CURDIR)/.e2e/bin:$(PATH)
@@ -51,7 +51,13 @@ cluster-down:
 ## cluster E2E_KUBECONFIG names
 e2e: $(STAMP)
 	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
-	$(BIN)/pytest -p no:cacheprovider e2e
+	$(BIN)/pytest -p no:cacheprovider -m "not inpod" e2e
+
+## e2e-inpod: the chart's operator as a real pod on the real node (helm install, helm
+## test, liveness, peering, upgrade); not yet in `make test`, see the README
+e2e-inpod: $(STAMP)
+	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
+	$(BIN)/pytest -p no:cacheprovider -s -m inpod e2e
 
 ## demo: the README's main job: local cluster, the quick-start sample, what it became
 demo: $(STAMP)

@@ -21,6 +21,10 @@ started=$SECONDS
 kubectl apply -f - <<<"$manifest"
 echo "waiting for KubeRay to start Ray on the real node and report the RayService Ready ..."
 kubectl wait -n "$ns" --for=jsonpath='{.status.phase}'=Ready "llmd/$name" --timeout=600s >/dev/null
+# KubeRay counts the ready workers a moment after it reports the RayService Ready.
+desired=$(kubectl get llmd -n "$ns" "$name" -o jsonpath='{.status.replicas.desired}')
+kubectl wait -n "$ns" --for=jsonpath='{.status.replicas.ready}'="$desired" "llmd/$name" \
+  --timeout=300s >/dev/null
 echo "Ready after $((SECONDS - started)) s"
 
 show() { echo; echo "\$ $*"; "$@"; }
@@ -35,7 +39,7 @@ echo
 echo "\$ curl $url/v1/chat/completions -d '$body'"
 # The Serve application may take a moment after Ready to take requests on every proxy.
 for _ in $(seq 1 60); do
-  if answer=$(curl -fsS --max-time 30 "$url/v1/chat/completions" \
+  if answer=$(curl -fs --max-time 30 "$url/v1/chat/completions" \
     -H 'Content-Type: application/json' -d "$body"); then
     "$python" -m json.tool <<<"$answer"
     exit 0
