@@ -37,8 +37,9 @@ unit: $(STAMP) helm
 tools:
 	bash e2e/tools.sh
 
+# Unit tests run helm on the chart and read KubeRay's CRDs from the pinned module.
 helm:
-	bash e2e/tools.sh helm
+	bash e2e/tools.sh helm kuberay
 
 ## cluster-up / cluster-down: the local control plane (see e2e/cluster.sh)
 cluster-up: $(STAMP)

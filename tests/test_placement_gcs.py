@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from conftest import GOLDEN, ROOT, SAMPLES, load_one
+from conftest import GOLDEN, ROOT, SAMPLES, in_ci, load_one
 from fakeapi import NAMESPACE, FakeApiServer, RecordingApiClient, llmd_path, ray_path
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
@@ -450,7 +450,10 @@ KUBERAY_CRDS = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", ROOT / ".e2e" / "bin"
 def _kuberay_schema(plural: str) -> Body:
     path = KUBERAY_CRDS / f"ray.io_{plural}.yaml"
     if not path.exists():
-        pytest.skip(f"{path} is missing: `e2e/tools.sh` installs KubeRay's CRDs")
+        missing = f"{path} is missing: `e2e/tools.sh kuberay` installs KubeRay's CRDs"
+        if in_ci():
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # 17,000 lines
     crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
