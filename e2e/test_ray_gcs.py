@@ -467,7 +467,7 @@ def test_the_head_is_lost_and_replaced(
     nodes_before = alive_worker_node_ids(ray_nodes(kube, ns))
     timeline = Timeline(kube, ns)
     with RequestLoop(url, concurrency=2, max_seconds=4 * READY_SECONDS + SETTLE_SECONDS) as loop:
-        time.sleep(5)  # a few answers first
+        wait_for(lambda: loop.ok >= 10, "the request loop's first answers", 60)
         figures = lose_the_head(kube, ns, cluster, url=url, head=head, timeline=timeline)
 
     workers_after = worker_pods(kube, ns, cluster)
@@ -516,7 +516,7 @@ def test_the_redis_pod_is_lost(kube: Kube, gcs_namespace: str, settings: dict[st
     with RequestLoop(
         url, concurrency=2, max_seconds=REDIS_LOSS_WATCH_SECONDS + READY_SECONDS
     ) as loop:
-        time.sleep(5)
+        wait_for(lambda: loop.ok >= 10, "the request loop's first answers", 60)
         started = time.monotonic()
         timeline.started = started
         kube.core.delete_namespaced_pod(redis.metadata.name, ns)
