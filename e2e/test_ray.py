@@ -100,6 +100,14 @@ def base_url(kube: Kube, namespace: str, name: str) -> str:
     return f"http://{service.spec.cluster_ip}:{port}"
 
 
+def answering_url(kube: Kube, namespace: str, name: str = NAME) -> str:
+    """The endpoint of a deployment once it is Ready and its Serve app answers."""
+    wait_ready(kube, namespace, name)
+    url = base_url(kube, namespace, name)
+    wait_for(lambda: answers(url), "the endpoint to answer", 120)
+    return url
+
+
 # --- HTTP ----------------------------------------------------------------------------
 def http(method: str, url: str, body: Body | None = None, timeout: float = REQUEST_SECONDS) -> Any:
     data = json.dumps(body).encode() if body is not None else None
@@ -240,9 +248,7 @@ def test_quick_start_answers_a_chat_completion(
 def test_streaming_chat_ends_with_done(kube: Kube, ray_namespace: str) -> None:
     ns = ray_namespace
     kube.create_llmd(standin_deployment(ns))
-    wait_ready(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
+    url = answering_url(kube, ns)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     request = urllib.request.Request(
         f"{url}/v1/chat/completions",
@@ -264,9 +270,7 @@ def test_serve_change_in_place_and_cluster_change_by_new_cluster(
 ) -> None:
     ns = ray_namespace
     kube.create_llmd(standin_deployment(ns, app_args={"max_tokens": 5}))
-    wait_ready(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
+    url = answering_url(kube, ns)
     assert chat(url, LONG_PROMPT)["usage"]["completion_tokens"] == 5
     before = serving_cluster_name(kube, ns, NAME)
 
@@ -376,9 +380,7 @@ def test_prometheus_annotations_point_at_ray_and_serve_metrics(
 ) -> None:
     ns = ray_namespace
     kube.create_llmd(standin_deployment(ns))
-    wait_ready(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
+    url = answering_url(kube, ns)
     cluster = serving_cluster_name(kube, ns, NAME)
     (head,) = head_pods(kube, ns, cluster)
     (worker,) = worker_pods(kube, ns, cluster)
@@ -419,9 +421,7 @@ def test_a_deleted_pod_is_replaced_and_the_deployment_is_ready_again(
 ) -> None:
     ns = ray_namespace
     kube.create_llmd(standin_deployment(ns))
-    wait_ready(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
+    url = answering_url(kube, ns)
     cluster = serving_cluster_name(kube, ns, NAME)
     pick: Callable[[], list[Any]] = {
         "worker": lambda: worker_pods(kube, ns, cluster),
@@ -487,9 +487,7 @@ def test_serve_and_the_ray_autoscaler_scale_the_worker_group(
             ns, autoscaling={"minReplicas": 1, "maxReplicas": 2}, app_args=app_args, replicas=None
         )
     )
-    wait_ready(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
+    url = answering_url(kube, ns)
     cluster = serving_cluster_name(kube, ns, NAME)
     assert len(worker_pods(kube, ns, cluster)) == 1
 
