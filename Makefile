@@ -52,10 +52,10 @@ cluster-down:
 ## cluster E2E_KUBECONFIG names
 e2e: $(STAMP)
 	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
-	$(BIN)/pytest -p no:cacheprovider -m "not inpod" e2e
+	$(BIN)/pytest -p no:cacheprovider e2e
 
-## e2e-inpod: the chart's operator as a real pod on the real node (helm install, helm
-## test, liveness, peering, upgrade); not yet in `make test`, see the README
+## e2e-inpod: only the chart's operator as a real pod on the real node (helm install,
+## helm test, liveness, peering, upgrade; part of `make e2e`)
 e2e-inpod: $(STAMP)
 	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
 	$(BIN)/pytest -p no:cacheprovider -s -m inpod e2e

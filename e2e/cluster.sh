@@ -60,7 +60,8 @@ api_ready() {
 # What the real node (e2e/node.sh) needs of the control plane: the kubelet's identity
 # checked by NodeRestriction; namespaces that pin their pods to it (PodNodeSelector,
 # PodTolerationRestriction); the kubernetes Service's address in the serving certificate
-# (Ray's autoscaler dials it); logs and exec reaching the kubelet by address; kwok's
+# (Ray's autoscaler dials it); logs and exec reaching the kubelet by address, with a
+# client certificate the kubelet's x509 authentication accepts (kwokctl's admin); kwok's
 # hands off that node; and fake pod addresses apart from the Service range.
 write_kwokctl_config() {
   cat >"$state/kwokctl.yaml" <<EOF
@@ -74,6 +75,8 @@ componentsPatches:
       - {key: enable-admission-plugins, value: "NodeRestriction,PodNodeSelector,PodTolerationRestriction"}
       - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
       - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+      - {key: kubelet-client-certificate, value: "$state/kwok/clusters/$CLUSTER_NAME/pki/admin.crt"}
+      - {key: kubelet-client-key, value: "$state/kwok/clusters/$CLUSTER_NAME/pki/admin.key"}
   - name: kwok-controller
     extraArgs:
       - {key: manage-all-nodes, value: "false"}

@@ -40,9 +40,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     # Fault injection restarts the control plane and the operators; run it last, so no
     # other test waits on controllers that are still catching up. Ray's tests, which
-    # take minutes each on the real node, run just before.
+    # take minutes each on the real node, run just before, and before them the operator
+    # as a real pod (its module stops the host operator and starts it again after).
+    groups = ("inpod", "ray", "faults")
+
     def order(item: pytest.Item) -> int:
-        return 2 if item.get_closest_marker("faults") else int(bool(item.get_closest_marker("ray")))
+        marked = [rank for rank, name in enumerate(groups, 1) if item.get_closest_marker(name)]
+        return max(marked, default=0)
 
     items.sort(key=order)
 

@@ -278,13 +278,24 @@ def test_monitoring_scenario_scrapes_operator_and_ray_pods() -> None:
     assert the(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
-def test_helm_test_hook_checks_the_api_and_the_operator() -> None:
-    pods = [d for d in scenario("default-values.yaml") if d["kind"] == "Pod"]
-    (test_pod,) = pods
-    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    commands = [c["command"] + c["args"] for c in test_pod["spec"]["containers"]]
-    assert any("/apis/llmops.dev/v1alpha1/llmdeployments?limit=1" in c for c in commands)
-    assert any(arg.endswith(":8080/healthz") for c in commands for arg in c)
+def test_helm_test_hooks_check_the_api_and_the_operator() -> None:
+    pods = {d["metadata"]["name"]: d for d in scenario("default-values.yaml") if d["kind"] == "Pod"}
+    assert set(pods) == {"llm-operator-test-api", "llm-operator-test-health"}
+    for pod in pods.values():
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        # One container each: `helm test --logs` reads a pod's log without naming one.
+        assert len(pod["spec"]["containers"]) == 1
+    (api,) = pods["llm-operator-test-api"]["spec"]["containers"]
+    assert api["command"] + api["args"] == [
+        "kubectl", "get", "--raw", "/apis/llmops.dev/v1alpha1/llmdeployments?limit=1"
+    ]  # fmt: skip
+    assert pods["llm-operator-test-api"]["spec"]["serviceAccountName"] == "llm-operator"
+    health = pods["llm-operator-test-health"]
+    (curl,) = health["spec"]["containers"]
+    assert curl["args"][-1] == "http://llm-operator-metrics:8080/healthz"
+    # curl refuses `--option=value` (its values are separate arguments).
+    assert not [arg for arg in curl["args"] if arg.startswith("--") and "=" in arg], curl["args"]
+    assert health["spec"]["automountServiceAccountToken"] is False
 
 
 # --- bad values --------------------------------------------------------------------
