@@ -13,7 +13,8 @@ import pytest
 
 from llm_operator import yamlio
 from llm_operator.api.models import LLMDeployment
-from llm_operator.api.validation import validate
+from llm_operator.api.plan import Plan
+from llm_operator.api.validation import resolve, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
@@ -56,6 +57,10 @@ def load_one(path: Path) -> dict[str, Any]:
 
 def sample(name: str) -> LLMDeployment:
     return validate(load_one(SAMPLES / f"{name}.yaml"))
+
+
+def sample_plan(name: str) -> Plan:
+    return resolve(load_one(SAMPLES / f"{name}.yaml"))
 
 
 def load_install_generator() -> ModuleType:

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +27,7 @@ from llm_operator.chart_values import (
 )
 from llm_operator.cli import build_parser
 from llm_operator.settings import OperatorSettings
+from llm_operator.yamlio import Manifest
 
 CHART = ROOT / "charts" / CHART_NAME
 INSTALL_YAML = ROOT / "manifests" / "install.yaml"
@@ -35,7 +35,6 @@ INSTALL_YAML = ROOT / "manifests" / "install.yaml"
 KUBE_VERSION = "1.36.3"
 INSTALL_NAMESPACE = "llm-system"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
-Manifest = dict[str, Any]
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import kopf
 import pytest
 from kubernetes import client
 
-from conftest import sample
+from conftest import sample_plan
 from fakeapi import NAMESPACE, FakeApiServer, RecordingApiClient, ray_path
 from llm_operator.controller import kube
 from llm_operator.controller.merge import keep_autoscaler_fields, worker_groups
@@ -27,7 +27,7 @@ Body = dict[str, Any]
 
 
 def rendered(name: str, kind: str) -> Body:
-    (child,) = [c for c in render(sample(name)) if c["kind"] == kind]
+    (child,) = [c for c in render(sample_plan(name)) if c["kind"] == kind]
     child["metadata"]["namespace"] = NAMESPACE
     return child
 

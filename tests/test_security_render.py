@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from conftest import SAMPLES, load_one
-from llm_operator.api.validation import SpecError, names_field, validate
+from llm_operator.api.validation import SpecError, names_field, resolve, validate
 from llm_operator.render import names, render
 from llm_operator.settings import OperatorSettings
 
@@ -437,7 +437,7 @@ def assert_source_in_mount(source: str) -> None:
 
 
 def rendered(body: Body) -> list[Body]:
-    return render(validate(body), OperatorSettings())
+    return render(resolve(body), OperatorSettings())
 
 
 def containers(children: list[Body]) -> list[Body]:

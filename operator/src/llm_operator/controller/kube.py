@@ -19,13 +19,13 @@ from kubernetes.client.exceptions import ApiException
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.controller.merge import (
-    Manifest,
     bounds_patch,
     claim_metadata_patch,
     contains,
     keep_autoscaler_fields,
 )
 from llm_operator.render.names import RAY_GROUP, RAY_VERSION
+from llm_operator.yamlio import Manifest
 
 FIELD_MANAGER: Final = "llm-operator"
 RAY_PLURALS: Final = {"RayService": "rayservices", "RayCluster": "rayclusters"}
@@ -327,3 +327,43 @@ def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
+
+
+@dataclass(frozen=True)
+class KubeApi:
+    """The reconciler's `ClusterApi` on the Kubernetes client, with kopf's Events."""
+
+    clients: Clients
+
+    def ensure_claim(self, desired: Manifest, owner_uid: str) -> Outcome:
+        return ensure_claim(self.clients, desired, owner_uid)
+
+    def apply_ray_resource(
+        self, desired: Manifest, *, likely_absent: bool
+    ) -> tuple[Outcome, Manifest]:
+        return apply_ray_resource(self.clients, desired, likely_absent=likely_absent)
+
+    def sync_worker_bounds(
+        self,
+        *,
+        namespace: str,
+        cluster_name: str,
+        group_name: str,
+        min_replicas: int,
+        max_replicas: int,
+    ) -> Manifest | None:
+        return sync_worker_bounds(
+            self.clients,
+            namespace=namespace,
+            cluster_name=cluster_name,
+            group_name=group_name,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+        )
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        patch_status(self.clients, namespace, name, patch)
+
+    def post_event(self, owner: Manifest, *, type_: str, reason: str, message: str) -> None:
+        # kopf.event, not kopf.info: kopf's posting level (WARNING) filters kopf.info.
+        kopf.event(kopf.Body(cast(kopf.RawBody, owner)), type=type_, reason=reason, message=message)

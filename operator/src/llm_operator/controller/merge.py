@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llm_operator.render.names import RETAIN_ANNOTATION
-
-Manifest = dict[str, Any]
+from llm_operator.yamlio import Manifest
 
 # Per worker group, written by the Ray autoscaler (and by KubeRay for RayServices).
 AUTOSCALER_OWNED = ("replicas", "scaleStrategy")
