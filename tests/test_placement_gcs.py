@@ -14,10 +14,9 @@ from typing import Any
 import kopf
 import pytest
 import yaml
-from kubernetes import client
 
 from conftest import GOLDEN, ROOT, SAMPLES, in_ci, load_one
-from fakeapi import NAMESPACE, FakeApiServer, RecordingApiClient, llmd_path, ray_path
+from fakeapi import NAMESPACE, FakeApiServer, clients_of, llmd_path, ray_path
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
 from llm_operator.api.validation import SpecError, names_field, resolve, validate
@@ -554,8 +553,7 @@ def _serving_cluster(server: FakeApiServer, service: str, *, with_ft: bool) -> N
 def test_status_says_whether_the_serving_cluster_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
     server = FakeApiServer()
-    api = RecordingApiClient(server)
-    clients = kube.Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
+    clients = clients_of(server)
     name = _store(server, quickstart(gcsFaultTolerance=GCS))
     assert _reconcile(server, name, clients)["gcsFaultTolerance"] == "Pending"
     # The active cluster was made before GCS fault tolerance was asked for.
