@@ -18,6 +18,7 @@ import kopf
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import SpecError
+from llm_operator.api.vocabulary import Reason
 from llm_operator.controller import kube, reconciler
 from llm_operator.controller.metrics import METRICS, OperatorMetrics
 from llm_operator.controller.metrics import serve as serve_metrics
@@ -157,7 +158,7 @@ def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.kuberay_missed = True  # KubeRay's CRDs went away; see kuberay_watched
         raise
     except SpecError as exc:
-        kopf.warn(body, reason="InvalidSpec", message=str(exc))
+        kopf.warn(body, reason=Reason.INVALID_SPEC, message=str(exc))
         # Permanent: the same spec fails the same way; a new generation re-triggers us.
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
 

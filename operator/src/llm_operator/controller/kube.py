@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.api.vocabulary import RayKind
 from llm_operator.controller.merge import (
     bounds_patch,
     claim_metadata_patch,
@@ -28,7 +29,7 @@ from llm_operator.render.names import RAY_GROUP, RAY_VERSION
 from llm_operator.yamlio import Manifest
 
 FIELD_MANAGER: Final = "llm-operator"
-RAY_PLURALS: Final = {"RayService": "rayservices", "RayCluster": "rayclusters"}
+RAY_PLURALS: Final = {RayKind.RAY_SERVICE: "rayservices", RayKind.RAY_CLUSTER: "rayclusters"}
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
@@ -117,7 +118,8 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
 
 
 def _ray_plural(kind: str) -> str:
-    return RAY_PLURALS[kind]
+    """The plural of a Ray kind, as a manifest's `kind` names it."""
+    return RAY_PLURALS[RayKind(kind)]
 
 
 def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> Manifest | None:
@@ -217,7 +219,7 @@ def sync_worker_bounds(
     None when it does not exist.
     """
     with api_errors(f"RayCluster {namespace}/{cluster_name}"):
-        cluster = get_ray_resource(clients, "RayCluster", namespace, cluster_name)
+        cluster = get_ray_resource(clients, RayKind.RAY_CLUSTER, namespace, cluster_name)
         if cluster is None:
             return None
         patch = bounds_patch(cluster, group_name, min_replicas, max_replicas)
@@ -227,7 +229,7 @@ def sync_worker_bounds(
             RAY_GROUP,
             RAY_VERSION,
             namespace,
-            "rayclusters",
+            RAY_PLURALS[RayKind.RAY_CLUSTER],
             cluster_name,
             patch,
             field_manager=FIELD_MANAGER,

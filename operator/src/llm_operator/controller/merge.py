@@ -11,6 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from llm_operator.api.vocabulary import RayKind
 from llm_operator.render.names import RETAIN_ANNOTATION
 from llm_operator.yamlio import Manifest
 
@@ -21,7 +22,9 @@ AUTOSCALER_OWNED = ("replicas", "scaleStrategy")
 def worker_groups(resource: Mapping[str, Any]) -> list[Manifest]:
     """The worker groups of a RayCluster, or of a RayService's cluster config."""
     spec = resource.get("spec") or {}
-    cluster = spec.get("rayClusterConfig", spec) if resource.get("kind") == "RayService" else spec
+    cluster = (
+        spec.get("rayClusterConfig", spec) if resource.get("kind") == RayKind.RAY_SERVICE else spec
+    )
     groups: list[Manifest] = cluster.get("workerGroupSpecs") or []
     return groups
 

@@ -20,7 +20,7 @@ import kopf
 from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.plan import Plan
 from llm_operator.api.validation import FieldError, SpecError, resolve
-from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType
+from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType, RayKind
 from llm_operator.controller import status
 from llm_operator.controller.kube import ChildRefused, NotServed, Outcome
 from llm_operator.controller.merge import worker_groups
@@ -213,7 +213,7 @@ def redundant_child_event(event_type: str | None, kind: str) -> bool:
     the current worker bounds), and so do listings (no type), which after a lost watch
     are the only sign of what changed meanwhile.
     """
-    return event_type == "ADDED" and kind == "RayService"
+    return event_type == "ADDED" and kind == RayKind.RAY_SERVICE
 
 
 def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -91,7 +91,7 @@ def ray_service(plan: Plan, settings: OperatorSettings) -> Manifest:
     llmd = plan.llmd
     return {
         "apiVersion": names.RAY_API_VERSION,
-        "kind": "RayService",
+        "kind": RayKind.RAY_SERVICE.value,
         "metadata": _metadata(llmd, names.ray_service_name(llmd.name), "ray-service"),
         "spec": {
             "serveConfigV2": serve_config_yaml(plan),
@@ -118,7 +118,7 @@ def ray_cluster(plan: Plan, settings: OperatorSettings) -> Manifest:
     llmd = plan.llmd
     return {
         "apiVersion": names.RAY_API_VERSION,
-        "kind": "RayCluster",
+        "kind": RayKind.RAY_CLUSTER.value,
         "metadata": _metadata(llmd, names.ray_cluster_name(llmd.name), "ray-cluster"),
         "spec": ray_cluster_spec(plan, settings),
     }
