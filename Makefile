@@ -76,9 +76,10 @@ bench-render: $(STAMP)
 		--benchmark-json bench/results/render.json --benchmark-columns=mean,ops,rounds
 
 ## generate: regenerate golden files, the committed CRDs, the chart's values.yaml and
-## values.schema.json and manifests/install.yaml after a deliberate change (review the diff)
+## values.schema.json, the README's values table and manifests/install.yaml after a
+## deliberate change (tools/generate.py; review the diff). The tests only compare.
 golden crds generate: $(STAMP) helm
-	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_crd.py tests/test_chart.py
+	$(BIN)/python tools/generate.py
 
 ## image: build the operator image from images/operator/Dockerfile: with Docker (BuildKit)
 ## when its daemon answers, else with buildah and no registry (root); prints the local

@@ -9,23 +9,12 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, compare_or_update
-from llm_operator import yamlio
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
 
-COMMITTED = [
-    ROOT / "manifests" / "crds" / "llmops.dev_llmdeployments.yaml",
-    ROOT / "charts" / "llm-operator" / "crds" / "llmops.dev_llmdeployments.yaml",
-]
 CRD = build_crd()
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
-
-
-@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(ROOT)))
-def test_committed_crd_matches_the_models(path: Any) -> None:
-    compare_or_update(path, yamlio.dump(CRD))
 
 
 def _nodes(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
