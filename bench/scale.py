@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,11 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from e2e import audit  # the e2e suite's audit-log reader
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-import audit  # the e2e suite's audit-log reader
 
 from llm_operator import yamlio
 from llm_operator.api.constants import GROUP, PLURAL, VERSION

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from tools.generate import golden_cases
 
 from llm_operator import yamlio
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.plan import Plan
 from llm_operator.api.validation import resolve, validate
+
+__all__ = ["golden_cases"]  # the generator's list, for the suites
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
@@ -60,23 +62,3 @@ def sample(name: str) -> LLMDeployment:
 
 def sample_plan(name: str) -> Plan:
     return resolve(load_one(SAMPLES / f"{name}.yaml"))
-
-
-def load_generator() -> ModuleType:
-    """tools/generate.py, which writes every generated file (`make generate`)."""
-    path = ROOT / "tools" / "generate.py"
-    spec = importlib.util.spec_from_file_location("repository_generator", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_install_generator() -> ModuleType:
-    """manifests/generate.py, which writes manifests/install.yaml (`make manifests`)."""
-    module: ModuleType = load_generator().install_manifest_module()
-    return module
-
-
-def golden_cases() -> list[str]:
-    return sorted(p.name for p in GOLDEN.iterdir() if (p / "input.yaml").exists())

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from manifests import generate as install_generator
 
-from conftest import ROOT, load_install_generator
+from conftest import ROOT
 from llm_operator import __version__
 from llm_operator.chart_values import (
     CHART_NAME,
@@ -108,7 +109,7 @@ def test_chart_version_is_the_operator_version() -> None:
 def test_install_yaml_is_of_the_chart_namespace() -> None:
     # tests/test_generated.py checks the committed file; tests/test_install.py what the
     # generator writes for a user's image.
-    assert load_install_generator().NAMESPACE == INSTALL_NAMESPACE
+    assert install_generator.NAMESPACE == INSTALL_NAMESPACE
 
 
 # --- lint and scenarios ------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Write every generated file of the repository: `make generate` (alias `make golden`).
 
-    python tools/generate.py            # write what changed, name each file written
-    python tools/generate.py --check    # write nothing; exit 1 naming what is stale
+    python -m tools.generate            # write what changed, name each file written
+    python -m tools.generate --check    # write nothing; exit 1 naming what is stale
 
 The files: each golden case's expected.yaml (the render of its input.yaml), the CRD
 (manifests/crds and the chart's crds/), the chart's values.yaml and values.schema.json,
@@ -13,12 +13,12 @@ them with what this module produces; the tests never write.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from types import ModuleType
+
+from manifests import generate as install_manifest
 
 from llm_operator import yamlio
 from llm_operator.api.crd import build_crd
@@ -35,16 +35,6 @@ CRD_FILE = "llmops.dev_llmdeployments.yaml"
 TABLE_START, TABLE_END = "<!-- values-table:start -->\n", "<!-- values-table:end -->"
 
 Generator = Callable[[], str]
-
-
-def install_manifest_module() -> ModuleType:
-    """manifests/generate.py, which `make manifests` also runs for a user's image."""
-    path = ROOT / "manifests" / "generate.py"
-    spec = importlib.util.spec_from_file_location("install_manifest_generator", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def golden_cases() -> list[str]:
@@ -72,8 +62,9 @@ def readme() -> str:
 
 
 def install_yaml() -> str:
-    text: str = install_manifest_module().install_manifest()
-    return text
+    """manifests/install.yaml (manifests/generate.py, which `make manifests` also runs
+    for a user's image)."""
+    return install_manifest.install_manifest()
 
 
 def generators() -> dict[Path, Generator]:
