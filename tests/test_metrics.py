@@ -258,7 +258,7 @@ class StatusOnlyApi:
     ) -> tuple[kube.Outcome, dict[str, Any]]:
         return "unchanged", {"kind": desired["kind"], "metadata": desired["metadata"]}
 
-    def sync_worker_bounds(self, **_: Any) -> None:
+    def sync_worker_bounds(self, bounds: Any) -> None:
         return None
 
     def patch_status(self, namespace: str, name: str, patch: Any) -> None:

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.controller.merge import (
+    WorkerBounds,
     bounds_patch,
     claim_metadata_patch,
     contains,
@@ -204,25 +205,18 @@ def apply_ray_resource(
         return "updated", updated
 
 
-def sync_worker_bounds(
-    clients: Clients,
-    *,
-    namespace: str,
-    cluster_name: str,
-    group_name: str,
-    min_replicas: int,
-    max_replicas: int,
-) -> Manifest | None:
+def sync_worker_bounds(clients: Clients, bounds: WorkerBounds) -> Manifest | None:
     """Move the bounds of a RayService's serving cluster (a patch only when they differ).
 
     Returns the cluster as read before any patch (the reconcile reads its spec too), or
     None when it does not exist.
     """
+    namespace, cluster_name = bounds.namespace, bounds.cluster_name
     with api_errors(f"RayCluster {namespace}/{cluster_name}"):
         cluster = get_ray_resource(clients, RayKind.RAY_CLUSTER, namespace, cluster_name)
         if cluster is None:
             return None
-        patch = bounds_patch(cluster, group_name, min_replicas, max_replicas)
+        patch = bounds_patch(cluster, bounds.group_name, bounds.min_replicas, bounds.max_replicas)
         if patch is None:
             return cluster
         clients.custom.patch_namespaced_custom_object(
@@ -345,23 +339,8 @@ class KubeApi:
     ) -> tuple[Outcome, Manifest]:
         return apply_ray_resource(self.clients, desired, likely_absent=likely_absent)
 
-    def sync_worker_bounds(
-        self,
-        *,
-        namespace: str,
-        cluster_name: str,
-        group_name: str,
-        min_replicas: int,
-        max_replicas: int,
-    ) -> Manifest | None:
-        return sync_worker_bounds(
-            self.clients,
-            namespace=namespace,
-            cluster_name=cluster_name,
-            group_name=group_name,
-            min_replicas=min_replicas,
-            max_replicas=max_replicas,
-        )
+    def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None:
+        return sync_worker_bounds(self.clients, bounds)
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         patch_status(self.clients, namespace, name, patch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from llm_operator.api.vocabulary import RayKind
@@ -62,6 +63,17 @@ def contains(wanted: Any, live: Any) -> bool:
             and all(contains(w, v) for w, v in zip(wanted, live, strict=True))
         )
     return bool(wanted == live)
+
+
+@dataclass(frozen=True)
+class WorkerBounds:
+    """The bounds one worker group of a KubeRay-made RayCluster should have."""
+
+    namespace: str
+    cluster_name: str
+    group_name: str
+    min_replicas: int
+    max_replicas: int
 
 
 def bounds_patch(

@@ -23,7 +23,7 @@ from llm_operator.api.validation import FieldError, SpecError, resolve
 from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType, RayKind
 from llm_operator.controller import status
 from llm_operator.controller.kube import ChildRefused, NotServed, Outcome
-from llm_operator.controller.merge import worker_groups
+from llm_operator.controller.merge import WorkerBounds, worker_groups
 from llm_operator.render import Children, is_retained, names, render_children
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
@@ -40,15 +40,7 @@ class ClusterApi(Protocol):
         self, desired: Manifest, *, likely_absent: bool
     ) -> tuple[Outcome, Manifest]: ...
 
-    def sync_worker_bounds(
-        self,
-        *,
-        namespace: str,
-        cluster_name: str,
-        group_name: str,
-        min_replicas: int,
-        max_replicas: int,
-    ) -> Manifest | None: ...
+    def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
@@ -142,13 +134,10 @@ def _sync_serving_cluster_bounds(
     """
     cluster: Manifest | None = None
     for group in worker_groups(ray_service):
-        cluster = api.sync_worker_bounds(
-            namespace=namespace,
-            cluster_name=cluster_name,
-            group_name=group["groupName"],
-            min_replicas=group["minReplicas"],
-            max_replicas=group["maxReplicas"],
+        bounds = WorkerBounds(
+            namespace, cluster_name, group["groupName"], group["minReplicas"], group["maxReplicas"]
         )
+        cluster = api.sync_worker_bounds(bounds)
     return cluster
 
 
