@@ -28,6 +28,7 @@ from llm_operator.controller.metrics import (
     invalid_record,
     record_of,
     serve,
+    sweep_metrics,
     valid_record,
 )
 from llm_operator.listen import listen_address
@@ -367,7 +368,7 @@ def test_sweep_lists_every_namespace_at_once_when_clusterwide(
         metrics.track(None, body, GPU_MEMORY)
     custom = FakeCustom([bodies[1]])  # the other two went while the watch was down
 
-    assert handlers.sweep_metrics(fake_clients(custom), True, metrics) == 2
+    assert sweep_metrics(fake_clients(custom), True, metrics) == 2
     assert custom.calls == [(None, None)]
     assert series(registry, "a") == zeros(gpus_min=1, gpus_max=1)
     assert series(registry, "b") == zeros()
@@ -382,7 +383,7 @@ def test_sweep_lists_each_counted_namespace_in_pages_when_namespaced(
     # The namespace "gone" was deleted, and with it the operator's Role there.
     custom = FakeCustom(kept, forbidden=("gone",))
 
-    assert handlers.sweep_metrics(fake_clients(custom), False, metrics) == 2
+    assert sweep_metrics(fake_clients(custom), False, metrics) == 2
     assert custom.calls == [("a", None), ("a", "1"), ("gone", None)]
     assert series(registry, "a") == zeros(gpus_min=2, gpus_max=5)
     assert series(registry, "gone") == zeros()
@@ -391,7 +392,7 @@ def test_sweep_lists_each_counted_namespace_in_pages_when_namespaced(
 
 def test_sweep_does_not_list_when_nothing_is_counted(metrics: OperatorMetrics) -> None:
     custom = FakeCustom([])
-    assert handlers.sweep_metrics(fake_clients(custom), True, metrics) == 0
+    assert sweep_metrics(fake_clients(custom), True, metrics) == 0
     assert custom.calls == []
 
 
@@ -399,7 +400,7 @@ def test_sweep_fails_on_other_api_errors(metrics: OperatorMetrics) -> None:
     metrics.track(None, live("quickstart"), GPU_MEMORY)
     custom = FakeCustom([], forbidden=(None,))  # type: ignore[arg-type]
     with pytest.raises(ApiException):
-        handlers.sweep_metrics(fake_clients(custom), True, metrics)
+        sweep_metrics(fake_clients(custom), True, metrics)
 
 
 def test_reconciles_are_counted_by_result_and_timed(

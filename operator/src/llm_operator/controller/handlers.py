@@ -20,7 +20,7 @@ from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import SpecError
 from llm_operator.api.vocabulary import Reason
 from llm_operator.controller import kube, reconciler
-from llm_operator.controller.metrics import METRICS, OperatorMetrics
+from llm_operator.controller.metrics import METRICS, sweep_metrics_forever
 from llm_operator.controller.metrics import serve as serve_metrics
 from llm_operator.render import names
 from llm_operator.settings import OperatorSettings
@@ -28,9 +28,6 @@ from llm_operator.settings import OperatorSettings
 LOG = logging.getLogger(__name__)
 CHILD_LABELS = {names.MANAGED_BY_LABEL: names.MANAGED_BY}
 STARTUP_RETRY_SECONDS = 5
-# How often the gauges are checked against a listing of the LLMDeployments, for deletions
-# the watch never delivered (a re-list after a lost watch reports no DELETED events).
-METRICS_SWEEP_SECONDS = 60.0
 
 
 class GenerationDiffBase(kopf.DiffBaseStorage):
@@ -79,7 +76,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if getattr(memo, "sweep_stop", None) is None:
         memo.sweep_stop = threading.Event()
         threading.Thread(
-            target=_sweep_metrics_forever,
+            target=sweep_metrics_forever,
             args=(memo.clients, getattr(memo, "clusterwide", False), memo.sweep_stop),
             name="metrics-sweep",
             daemon=True,
@@ -92,37 +89,6 @@ def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:
     stop = getattr(memo, "sweep_stop", None)
     if stop is not None:
         stop.set()
-
-
-def sweep_metrics(
-    clients: kube.Clients, clusterwide: bool, metrics: OperatorMetrics = METRICS
-) -> int:
-    """Drop from the gauges every LLMDeployment a fresh listing no longer returns.
-
-    Clusterwide, one listing of every namespace; otherwise one per namespace that holds
-    a counted LLMDeployment (the operator may list there). Reads only. Returns how many
-    records went.
-    """
-    counted = metrics.namespaces()
-    if not counted:
-        return 0  # nothing to drop: skip the listing (a standby replica counts nothing)
-    scope = None if clusterwide else counted
-    listed_at = metrics.now()
-    existing: set[tuple[str, str, str]] = set()
-    for namespace in [None] if scope is None else scope:
-        existing |= kube.llm_deployment_keys(clients, namespace)
-    return metrics.sweep(existing, listed_at, scope)
-
-
-def _sweep_metrics_forever(clients: kube.Clients, clusterwide: bool, stop: threading.Event) -> None:
-    while not stop.wait(METRICS_SWEEP_SECONDS):
-        try:
-            dropped = sweep_metrics(clients, clusterwide)
-        except Exception:  # an API hiccup: the next round tries again
-            LOG.warning("could not list LLMDeployments for the metrics", exc_info=True)
-            continue
-        if dropped:
-            LOG.info("metrics: dropped %d LLMDeployment(s) deleted unseen by the watch", dropped)
 
 
 def _kuberay_served(clients: kube.Clients) -> bool:

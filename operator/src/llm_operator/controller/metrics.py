@@ -13,6 +13,7 @@ dashboard and the README use them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -33,9 +34,14 @@ from prometheus_client import (
 from llm_operator.api.plan import Plan
 from llm_operator.api.validation import SpecError, resolve
 from llm_operator.api.vocabulary import ConditionStatus, ConditionType, Phase
+from llm_operator.controller import kube
 from llm_operator.listen import listen_address
 
+LOG = logging.getLogger(__name__)
 PREFIX = "llmop"
+# How often the gauges are checked against a listing of the LLMDeployments, for deletions
+# the watch never delivered (a re-list after a lost watch reports no DELETED events).
+METRICS_SWEEP_SECONDS = 60.0
 PHASES: tuple[str, ...] = tuple(Phase)
 RESULTS = ("success", "invalid", "error")
 # From a no-op reconcile (a few ms) to one waiting on slow API calls.
@@ -247,6 +253,38 @@ class OperatorMetrics:
 
 
 METRICS = OperatorMetrics()
+
+
+def sweep_metrics(
+    clients: kube.Clients, clusterwide: bool, metrics: OperatorMetrics = METRICS
+) -> int:
+    """Drop from the gauges every LLMDeployment a fresh listing no longer returns.
+
+    Clusterwide, one listing of every namespace; otherwise one per namespace that holds
+    a counted LLMDeployment (the operator may list there). Reads only. Returns how many
+    records went.
+    """
+    counted = metrics.namespaces()
+    if not counted:
+        return 0  # nothing to drop: skip the listing (a standby replica counts nothing)
+    scope = None if clusterwide else counted
+    listed_at = metrics.now()
+    existing: set[tuple[str, str, str]] = set()
+    for namespace in [None] if scope is None else scope:
+        existing |= kube.llm_deployment_keys(clients, namespace)
+    return metrics.sweep(existing, listed_at, scope)
+
+
+def sweep_metrics_forever(clients: kube.Clients, clusterwide: bool, stop: threading.Event) -> None:
+    """`sweep_metrics` every METRICS_SWEEP_SECONDS until `stop` is set (its own thread)."""
+    while not stop.wait(METRICS_SWEEP_SECONDS):
+        try:
+            dropped = sweep_metrics(clients, clusterwide)
+        except Exception:  # an API hiccup: the next round tries again
+            LOG.warning("could not list LLMDeployments for the metrics", exc_info=True)
+            continue
+        if dropped:
+            LOG.info("metrics: dropped %d LLMDeployment(s) deleted unseen by the watch", dropped)
 
 
 def serve(address: str, registry: CollectorRegistry = REGISTRY) -> WSGIServer | None:
