@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from testkit.confinement import CONFINEMENT_ANNOTATIONS, escapes, foreign_namespaces
+from testkit.edits import set_cache, set_cluster, set_env, set_name, set_source
 
 from conftest import SAMPLES, load_one
 from llm_operator.api.validation import SpecError, names_field, resolve, validate
@@ -64,46 +65,6 @@ def hostile(edit: Callable[[Body], None]) -> Body:
     body["spec"]["storage"] = {"modelCache": {"size": "10Gi"}}
     edit(body)
     return body
-
-
-def ray_cluster_of(body: Body) -> Body:
-    cluster: Body = body["spec"].setdefault("rayCluster", {})
-    return cluster
-
-
-def set_env(*entries: Body) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        ray_cluster_of(body)["env"] = list(entries)
-
-    return edit
-
-
-def set_cluster(key: str, value: Any) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        ray_cluster_of(body)[key] = value
-
-    return edit
-
-
-def set_source(source: str) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["spec"]["model"]["source"] = source
-
-    return edit
-
-
-def set_cache(**fields: Any) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["spec"]["storage"]["modelCache"].update(fields)
-
-    return edit
-
-
-def set_name(name: str) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["metadata"]["name"] = name
-
-    return edit
 
 
 # --- refused ---------------------------------------------------------------------------
