@@ -1,7 +1,8 @@
 """GPU math: how a model replica maps onto worker pods, and whether its weights fit.
 
-Pure functions over numbers; the API models feed them, `render`, `validate` and
-`plan` use the answers.
+Pure functions over numbers. Validation calls them once per spec and keeps the answers
+in the resolved plan (`api.plan.Plan`), which render, status, metrics and
+`llm-operator plan` read.
 """
 
 from __future__ import annotations
