@@ -11,6 +11,7 @@ import pytest
 
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
+from llm_operator.api.vocabulary import ConditionStatus, GcsFaultToleranceState, Phase
 
 CRD = build_crd()
 VERSION = CRD["spec"]["versions"][0]
@@ -324,3 +325,11 @@ def test_rule_terms_render_the_cel_they_evaluate() -> None:
     assert not rules.Matches("^a$").holds("a\n")
     with pytest.raises(ValueError, match="plain CEL literal"):
         rules.StartsWith("it's").cel("self")
+
+
+def test_the_status_enums_are_the_typed_vocabulary() -> None:
+    """The CRD's status enums come from api.vocabulary, the names status writes."""
+    status = SCHEMA["properties"]["status"]["properties"]
+    assert status["phase"]["enum"] == list(Phase)
+    assert status["gcsFaultTolerance"]["enum"] == list(GcsFaultToleranceState)
+    assert status["conditions"]["items"]["properties"]["status"]["enum"] == list(ConditionStatus)
