@@ -67,7 +67,7 @@ demo: $(STAMP)
 ## bench: the scale benchmark on the local control plane (KubeRay stopped while it runs;
 ## results in bench/results/scale.json), then the render benchmark
 bench: cluster-up bench-render
-	$(BIN)/python bench/scale.py
+	$(BIN)/python -m bench.scale
 
 ## bench-render: renders per second of the pure renderer for every golden case
 ## (results in bench/results/render.json)
@@ -76,9 +76,10 @@ bench-render: $(STAMP)
 		--benchmark-json bench/results/render.json --benchmark-columns=mean,ops,rounds
 
 ## generate: regenerate golden files, the committed CRDs, the chart's values.yaml and
-## values.schema.json and manifests/install.yaml after a deliberate change (review the diff)
+## values.schema.json, the README's values table and manifests/install.yaml after a
+## deliberate change (tools/generate.py; review the diff). The tests only compare.
 golden crds generate: $(STAMP) helm
-	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_crd.py tests/test_chart.py
+	$(BIN)/python -m tools.generate
 
 ## image: build the operator image from images/operator/Dockerfile: with Docker (BuildKit)
 ## when its daemon answers, else with buildah and no registry (root); prints the local

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,15 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from e2e import audit  # the e2e suite's audit-log reader
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-import audit  # the e2e suite's audit-log reader
-
 from llm_operator import yamlio
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
-from llm_operator.api.validation import validate
+from llm_operator.api.validation import resolve
 from llm_operator.render import names, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +154,7 @@ def time_operator(custom: client.CustomObjectsApi, namespace: str, count: int) -
 def time_direct(custom: client.CustomObjectsApi, namespace: str, count: int) -> float:
     services = []
     for body in bodies(namespace, count):
-        (service,) = [c for c in render(validate(body)) if c["kind"] == "RayService"]
+        (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
         services.append(service)
     started = time.monotonic()
     for service in services:

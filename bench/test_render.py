@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from llm_operator import yamlio
-from llm_operator.api.validation import validate
+from llm_operator.api.validation import resolve
 from llm_operator.render import render
 from llm_operator.settings import OperatorSettings
 
@@ -29,5 +29,5 @@ def _input(case: str) -> dict[str, Any]:
 @pytest.mark.parametrize("case", CASES)
 def test_validate_and_render(benchmark: Any, case: str) -> None:
     body = _input(case)
-    children = benchmark(lambda: render(validate(body, SETTINGS.gpu_memory_gib), SETTINGS))
+    children = benchmark(lambda: render(resolve(body, SETTINGS.gpu_memory_gib), SETTINGS))
     assert children, case

@@ -139,7 +139,7 @@ class Kube:
 
     def rays(self, plural: str, namespace: str, selector: str | None = None) -> list[Body]:
         """RayServices or RayClusters of `namespace`, those `selector` matches if given
-        (`names.selector(llmd)`: an LLMDeployment's own and the RayClusters KubeRay made
+        (`names.DEPLOYMENT_LABEL=<llmd>`: an LLMDeployment's own and the RayClusters KubeRay made
         for its RayService, which carry its labels under names of their own)."""
         listing = self.custom.list_namespaced_custom_object(
             names.RAY_GROUP, names.RAY_VERSION, namespace, plural, label_selector=selector

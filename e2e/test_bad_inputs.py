@@ -162,8 +162,9 @@ def test_operator_reports_spec_valid_false(
     assert names_field(event.message, expected_field(path)), event.message
     # By label: the operator's own children and any RayCluster KubeRay would have made
     # for a RayService (named <rayservice>-raycluster-<suffix>) carry it.
-    assert kube.rays("rayservices", module_namespace, names.selector(name)) == []
-    assert kube.rays("rayclusters", module_namespace, names.selector(name)) == []
+    selector = f"{names.DEPLOYMENT_LABEL}={name}"
+    assert kube.rays("rayservices", module_namespace, selector) == []
+    assert kube.rays("rayclusters", module_namespace, selector) == []
 
 
 def test_the_operator_keeps_working_after_the_bad_input(

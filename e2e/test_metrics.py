@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import urllib.request
 from functools import partial
-from typing import get_args
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -27,7 +26,7 @@ from llm_operator.api.models import Phase
 # at a port-forward of the chart's metrics Service.
 OPERATOR_METRICS_URL = os.environ.get("E2E_OPERATOR_METRICS", "http://127.0.0.1:18083/metrics")
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-PHASES: tuple[str, ...] = get_args(Phase)
+PHASES: tuple[str, ...] = tuple(Phase)
 BOUNDS = ("min", "max")
 
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from tools.generate import golden_cases
 
 from llm_operator import yamlio
 from llm_operator.api.models import LLMDeployment
-from llm_operator.api.validation import validate
+from llm_operator.api.plan import Plan
+from llm_operator.api.validation import resolve, validate
+
+__all__ = ["golden_cases"]  # the generator's list, for the suites
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
 GOLDEN = Path(__file__).resolve().parent / "golden"
-UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 # A unit test that takes longer is stuck (the slowest take about a second); pyproject's
 # global bound is for the e2e suite.
 UNIT_TEST_SECONDS = 120.0
@@ -58,28 +60,5 @@ def sample(name: str) -> LLMDeployment:
     return validate(load_one(SAMPLES / f"{name}.yaml"))
 
 
-def load_install_generator() -> ModuleType:
-    """manifests/generate.py, which writes manifests/install.yaml (`make manifests`)."""
-    path = ROOT / "manifests" / "generate.py"
-    spec = importlib.util.spec_from_file_location("install_manifest_generator", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def golden_cases() -> list[str]:
-    return sorted(p.name for p in GOLDEN.iterdir() if (p / "input.yaml").exists())
-
-
-def compare_or_update(path: Path, actual: str) -> None:
-    """Golden comparison; UPDATE_GOLDEN=1 rewrites the file instead (review the diff)."""
-    if UPDATE_GOLDEN:
-        path.write_text(actual, encoding="utf-8")
-        return
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make golden` and review the new file")
-    assert actual == path.read_text(encoding="utf-8"), (
-        f"{path} differs from the rendered output; if the change is intended, "
-        "run `make golden` and review the diff"
-    )
+def sample_plan(name: str) -> Plan:
+    return resolve(load_one(SAMPLES / f"{name}.yaml"))

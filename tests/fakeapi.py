@@ -2,15 +2,18 @@
 
 The client builds and sends its HTTP requests as it would to a cluster; `RecordingApiClient`
 hands each to a `FakeApiServer`, which keeps objects by URL path, answers as the API
-server would (404 for a missing object, 409 for a taken name or a stale
-resourceVersion, 422 for a failed JSON-patch test) and records every request as the
-API server's authorizer reads it.
+server would (404 for a missing object or a kind whose CRD is not served, 409 for a
+taken name, a stale resourceVersion or an unforced apply over another field manager's,
+422 for a failed JSON-patch test) and records every request as the API server's
+authorizer reads it, with the field manager it names. `fail` makes the next matching
+requests fail with a status of the test's choosing (403, 409, 422, ...).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -95,13 +98,60 @@ def _json_patch(target: Body, ops: list[Body]) -> Body | None:
     return out
 
 
+class Failure(NamedTuple):
+    """Requests to fail: those of `verb` on `resource` (as in `Access`)."""
+
+    verb: str
+    resource: str
+    status: int
+    message: str
+
+
+class Write(NamedTuple):
+    """A write as the API server saw it: what, how, by which field manager, and its body."""
+
+    access: Access
+    path: str
+    content_type: str
+    field_manager: str | None
+    body: Any
+
+
 class FakeApiServer:
     """Objects by URL path; answers the requests the client sends, records each."""
 
-    def __init__(self) -> None:
+    def __init__(self, served: dict[str, list[tuple[str, str]]] | None = None) -> None:
         self.objects: dict[str, Body] = {}
         self.accesses: list[Access] = []
+        self.writes: list[Write] = []
         self.version = 0
+        self.served = dict(SERVED if served is None else served)
+        # path -> the field manager of the last server-side apply to it
+        self.appliers: dict[str, str] = {}
+        self._failures: list[Failure] = []
+
+    def fail(
+        self, verb: str, resource: str, status: int, message: str = "", times: int = 1
+    ) -> None:
+        """The next `times` requests of `verb` on `resource` get `status`."""
+        self._failures += [Failure(verb, resource, status, message)] * times
+
+    def _failure(self, access: Access) -> Failure | None:
+        for failure in self._failures:
+            if (failure.verb, failure.resource) == (access.verb, access.resource):
+                self._failures.remove(failure)
+                return failure
+        return None
+
+    def _served(self, path: str) -> bool:
+        """Whether the path's group/version serves its resource (core always does)."""
+        parts = path.strip("/").split("/")
+        if parts[0] == "api":
+            return True
+        resource = parts[5] if len(parts) > 5 and parts[3] == "namespaces" else parts[3]
+        return any(
+            plural == resource for plural, _ in self.served.get(f"{parts[1]}/{parts[2]}", [])
+        )
 
     def put(self, path: str, body: Body) -> Body:
         self.version += 1
@@ -115,10 +165,11 @@ class FakeApiServer:
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> Any:
         """The response body, or an int status for an error."""
         access = access_of(method, url)
-        path = urlsplit(url).path
+        parts = urlsplit(url)
+        path = parts.path
         if access is None:
             group_version = path.removeprefix("/apis/")
-            if group_version not in SERVED:
+            if group_version not in self.served:
                 return 404
             return {
                 "kind": "APIResourceList",
@@ -126,10 +177,20 @@ class FakeApiServer:
                 "resources": [
                     {"name": plural, "kind": kind, "namespaced": True, "singularName": "",
                      "verbs": ["get"]}
-                    for plural, kind in SERVED[group_version]
+                    for plural, kind in self.served[group_version]
                 ],
             }  # fmt: skip
         self.accesses.append(access)
+        failure = self._failure(access)
+        if failure is not None:
+            return failure.status, failure.message
+        if not self._served(path):
+            return 404
+        query = parse_qs(parts.query)
+        if access.verb not in ("get", "list", "watch"):
+            manager = (query.get("fieldManager") or [None])[0]
+            content_type = headers.get("Content-Type", "")
+            self.writes.append(Write(access, path, content_type, manager, copy.deepcopy(body)))
         if access.verb == "list":
             found = [o for p, o in sorted(self.objects.items()) if p.startswith(path + "/")]
             return {"items": found, "metadata": {}}
@@ -144,15 +205,30 @@ class FakeApiServer:
         live = self.objects[target]
         if access.verb == "get":
             return live
-        return self.patch(target, live, headers.get("Content-Type", ""), body)
+        return self.patch(target, live, headers.get("Content-Type", ""), body, query)
 
-    def patch(self, target: str, live: Body, content_type: str, patch: Any) -> Any:
+    def patch(
+        self,
+        target: str,
+        live: Body,
+        content_type: str,
+        patch: Any,
+        query: dict[str, list[str]] | None = None,
+    ) -> Any:
         if content_type == kube.JSON_PATCH:
             patched = _json_patch(live, patch)
             return 422 if patched is None else self.put(target, patched)
         wanted = patch.get("metadata", {}).get("resourceVersion")
         if wanted is not None and wanted != live["metadata"]["resourceVersion"]:
             return 409
+        if content_type == kube.APPLY_PATCH:
+            # Server-side apply: another manager's fields move only with force.
+            query = query or {}
+            manager = (query.get("fieldManager") or [""])[0]
+            previous = self.appliers.get(target)
+            if previous not in (None, manager) and query.get("force") != ["true"]:
+                return 409, f"Apply failed with conflicts: fields of {previous}"
+            self.appliers[target] = manager
         return self.put(target, _merge(live, patch))
 
 
@@ -175,8 +251,12 @@ class RecordingApiClient(client.ApiClient):
         _request_timeout: Any = None,
     ) -> rest.RESTResponse:
         answer = self.server.handle(method, url, header_params or {}, body)
+        message = ""
+        if isinstance(answer, tuple):
+            answer, message = answer
         status = answer if isinstance(answer, int) else 200
-        data = json.dumps({"message": f"HTTP {status}"} if status != 200 else answer)
+        error = {"message": message or f"HTTP {status}"}
+        data = json.dumps(error if status != 200 else answer)
         response = SimpleNamespace(
             status=status,
             reason="OK" if status == 200 else "Error",
@@ -215,3 +295,30 @@ def ray_path(plural: str, name: str) -> str:
 
 def claim_path(name: str) -> str:
     return f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{name}"
+
+
+class Event(NamedTuple):
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RecordingKubeApi(kube.KubeApi):
+    """The operator's own `ClusterApi`, with its Events recorded instead of posted
+    through kopf (which needs a running operator)."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def post_event(self, owner: Body, *, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+
+def clients_of(server: FakeApiServer) -> kube.Clients:
+    """The operator's clients, talking to `server`."""
+    api = RecordingApiClient(server)
+    return kube.Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
+
+
+def cluster_api(server: FakeApiServer) -> RecordingKubeApi:
+    return RecordingKubeApi(clients_of(server))

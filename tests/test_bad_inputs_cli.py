@@ -5,7 +5,6 @@ quickly and without a traceback. See e2e/bad_inputs/README.md for the file forma
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from testkit.bad_inputs import REPEAT, expand, expected_field, header
 
 from conftest import ROOT
 from llm_operator import yamlio
@@ -23,7 +23,6 @@ CORPUS = ROOT / "e2e" / "bad_inputs"
 CASES = sorted(CORPUS.glob("*.yaml"))
 BOMBS = sorted((CORPUS / "cli-only").glob("*.yaml"))
 GAPS = sorted((CORPUS / "known-gaps").glob("*.yaml"))
-REPEAT = re.compile(r"<<(\d+) x (\S)>>")
 # The categories of issue #5 and the file-name prefixes that hold them.
 CATEGORIES = {
     "wrong types": ("type-",),
@@ -39,24 +38,13 @@ CATEGORIES = {
 BOMB_SECONDS = 10.0
 
 
-def header(path: Path, key: str) -> str | None:
-    found = re.search(rf"^# {key}: (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
-    return found.group(1).strip() if found else None
-
-
-def expected_field(path: Path) -> str:
-    field = header(path, "expect")
-    assert field, f"{path.name} has no '# expect: <field>' line"
-    return field.split()[0]
-
-
 def expanded(path: Path, tmp_path: Path) -> Path:
     """The case as a file, with every `<<N x c>>` marker replaced by c repeated N times."""
     text = path.read_text(encoding="utf-8")
     if not REPEAT.search(text):
         return path
     out = tmp_path / path.name
-    out.write_text(REPEAT.sub(lambda m: m.group(2) * int(m.group(1)), text), encoding="utf-8")
+    out.write_text(expand(text), encoding="utf-8")
     return out
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import sample
+from conftest import sample_plan
+from llm_operator.api.vocabulary import RayKind
 from llm_operator.controller import status
 from llm_operator.controller.merge import (
     bounds_patch,
@@ -147,10 +148,10 @@ def test_ray_cluster_states() -> None:
 
 
 def test_reconciled_status_fields() -> None:
-    llmd = sample("llama-405b-h100")
-    llmd.metadata.generation = 5
-    seen = status.observe_missing("RayService")
-    result = status.reconciled_status(llmd, seen, {}, NOW, {"H100": 80})
+    plan = sample_plan("llama-405b-h100")
+    plan.llmd.metadata.generation = 5
+    seen = status.observe_missing(RayKind.RAY_SERVICE)
+    result = status.reconciled_status(plan, seen, {}, NOW)
     assert result["phase"] == "Pending"
     assert result["observedGeneration"] == 5
     assert result["gpusPerReplica"] == 16
@@ -165,15 +166,15 @@ def test_reconciled_status_fields() -> None:
 
 
 def test_transition_time_moves_only_with_status() -> None:
-    llmd = sample("quickstart")
-    first = status.reconciled_status(llmd, status.observe_missing("RayService"), {}, NOW, {})
+    plan = sample_plan("quickstart")
+    first = status.reconciled_status(plan, status.observe_missing(RayKind.RAY_SERVICE), {}, NOW)
     ready = status.Observed(
         "Ready",
         status.ConditionState("True", "NonZeroServeEndpoints"),
         status.ConditionState("False", "Stable"),
         1,
     )
-    second = status.reconciled_status(llmd, ready, first, LATER, {})
+    second = status.reconciled_status(plan, ready, first, LATER)
     times = {k: c["lastTransitionTime"] for k, c in by_type(second).items()}
     assert times == {"Ready": LATER, "Progressing": LATER, "SpecValid": NOW, "ResourcesFit": NOW}
     assert status.status_patch(second, second) is None
@@ -181,8 +182,8 @@ def test_transition_time_moves_only_with_status() -> None:
 
 
 def test_cluster_mode_has_no_endpoint() -> None:
-    llmd = sample("cluster-checkpoints")
-    result = status.reconciled_status(llmd, status.observe_missing("RayCluster"), {}, NOW, {})
+    plan = sample_plan("cluster-checkpoints")
+    result = status.reconciled_status(plan, status.observe_missing(RayKind.RAY_CLUSTER), {}, NOW)
     assert "endpoint" not in result and "rayService" not in result
 
 
@@ -229,7 +230,7 @@ def test_contains_tolerates_server_defaults_but_not_drift() -> None:
 
 
 def test_updates_keep_the_autoscalers_replicas() -> None:
-    desired = next(c for c in render(sample("llama-8b-l4")) if c["kind"] == "RayService")
+    desired = next(c for c in render(sample_plan("llama-8b-l4")) if c["kind"] == "RayService")
     live = keep_autoscaler_fields(desired, desired)
     group = live["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     group["replicas"] = 3

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+from manifests import generate as install_generator
 
-from conftest import ROOT, load_install_generator
+from conftest import ROOT
 from llm_operator import __version__
 from llm_operator.chart_values import CHART_NAME, IMAGE_REPOSITORY
 
@@ -109,9 +110,8 @@ def _differences(left: Any, right: Any, path: str = "") -> list[str]:
 
 
 def test_manifests_for_your_image_change_only_the_image() -> None:
-    generator = load_install_generator()
-    placeholder = generator.install_manifest()
-    yours = generator.install_manifest(YOUR_IMAGE)
+    placeholder = install_generator.install_manifest()
+    yours = install_generator.install_manifest(YOUR_IMAGE)
     assert "is a placeholder" in placeholder and "make manifests IMAGE=" in placeholder
     assert f"operator image\n# {YOUR_IMAGE}" in yours and "placeholder" not in yours
     left = [doc for doc in yaml.safe_load_all(placeholder) if doc]
@@ -139,14 +139,15 @@ def test_manifests_for_your_image_change_only_the_image() -> None:
     ],
 )
 def test_manifests_refuse_an_image_the_chart_cannot_name(image: str) -> None:
-    generator = load_install_generator()
     with pytest.raises(ValueError, match="registry/repository:tag"):
-        generator.split_image(image)
+        install_generator.split_image(image)
 
 
 def test_manifests_split_a_registry_port_from_the_tag() -> None:
-    generator = load_install_generator()
-    assert generator.split_image("localhost:5000/team/op:1.2") == ("localhost:5000/team/op", "1.2")
+    assert install_generator.split_image("localhost:5000/team/op:1.2") == (
+        "localhost:5000/team/op",
+        "1.2",
+    )
 
 
 # --- make image-push ---------------------------------------------------------------------

@@ -15,10 +15,9 @@ from typing import Any
 
 import kopf
 import pytest
-from kubernetes import client
 
-from conftest import sample
-from fakeapi import NAMESPACE, FakeApiServer, RecordingApiClient, ray_path
+from conftest import sample_plan
+from fakeapi import NAMESPACE, FakeApiServer, clients_of, ray_path
 from llm_operator.controller import kube
 from llm_operator.controller.merge import keep_autoscaler_fields, worker_groups
 from llm_operator.render import names, render
@@ -27,7 +26,7 @@ Body = dict[str, Any]
 
 
 def rendered(name: str, kind: str) -> Body:
-    (child,) = [c for c in render(sample(name)) if c["kind"] == kind]
+    (child,) = [c for c in render(sample_plan(name)) if c["kind"] == kind]
     child["metadata"]["namespace"] = NAMESPACE
     return child
 
@@ -96,29 +95,16 @@ class ScaledMeanwhile(FakeApiServer):
         return answer
 
 
-def clients_for(server: FakeApiServer) -> kube.Clients:
-    api = RecordingApiClient(server)
-    return kube.Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
-
-
 def test_an_update_carries_the_live_scale_and_resource_version() -> None:
     desired = rendered("llama-8b-l4", "RayService")
     server = FakeApiServer()
     path = ray_path("rayservices", desired["metadata"]["name"])
     server.put(path, scaled(desired, 3, ["pod-a"]))
-    sent: list[Body] = []
-    patch = server.patch
-
-    def recording_patch(target: str, live: Body, content_type: str, body: Any) -> Any:
-        sent.append(copy.deepcopy(body))
-        return patch(target, live, content_type, body)
-
-    server.patch = recording_patch  # type: ignore[method-assign]
     changed = copy.deepcopy(desired)
     changed["spec"]["serveConfigV2"] += "# a change\n"
-    outcome, live = kube.apply_ray_resource(clients_for(server), changed)
+    outcome, live = kube.apply_ray_resource(clients_of(server), changed)
     assert outcome == "updated"
-    (body,) = sent
+    (body,) = [write.body for write in server.writes if write.access.verb == "patch"]
     assert body["metadata"]["resourceVersion"] == "1"
     (group,) = worker_groups(body)
     assert (group["replicas"], group["scaleStrategy"]) == (3, {"workersToDelete": ["pod-a"]})
@@ -132,7 +118,7 @@ def test_a_scale_between_read_and_write_is_not_overwritten() -> None:
     server.put(path, scaled(desired, 3, ["pod-a"]))
     changed = copy.deepcopy(desired)
     changed["spec"]["serveConfigV2"] += "# a change\n"
-    clients = clients_for(server)
+    clients = clients_of(server)
 
     with pytest.raises(kopf.TemporaryError, match="HTTP 409"):
         kube.apply_ray_resource(clients, changed)

@@ -16,21 +16,22 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from conftest import SAMPLES, load_one, sample
+from conftest import SAMPLES, load_one, sample_plan
 from llm_operator.api.validation import FieldError, SpecError
 from llm_operator.cli import build_parser
-from llm_operator.controller import handlers, kube
+from llm_operator.controller import handlers, kube, reconciler
 from llm_operator.controller.metrics import (
     METRIC_NAMES,
     PHASES,
     OperatorMetrics,
     Record,
     invalid_record,
-    listen_address,
     record_of,
     serve,
+    sweep_metrics,
     valid_record,
 )
+from llm_operator.listen import listen_address
 from llm_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
@@ -114,9 +115,9 @@ def test_gpus_sum_per_namespace_from_the_layout(
     metrics: OperatorMetrics, registry: CollectorRegistry
 ) -> None:
     # llama-405b-h100: 16 GPUs per replica, 1 replica; llama-8b-l4: 1 GPU, 1..4 replicas.
-    metrics.observe("a", "big", "u1", valid_record(sample("llama-405b-h100"), "Progressing"))
-    metrics.observe("a", "small", "u2", valid_record(sample("llama-8b-l4"), "Ready"))
-    metrics.observe("b", "other", "u3", valid_record(sample("llama-8b-l4"), "Ready"))
+    metrics.observe("a", "big", "u1", valid_record(sample_plan("llama-405b-h100"), "Progressing"))
+    metrics.observe("a", "small", "u2", valid_record(sample_plan("llama-8b-l4"), "Ready"))
+    metrics.observe("b", "other", "u3", valid_record(sample_plan("llama-8b-l4"), "Ready"))
     assert value(registry, "llmop_gpus_requested", namespace="a", bound="min") == 17
     assert value(registry, "llmop_gpus_requested", namespace="a", bound="max") == 20
     assert value(registry, "llmop_gpus_requested", namespace="b", bound="max") == 4
@@ -125,7 +126,7 @@ def test_gpus_sum_per_namespace_from_the_layout(
 def test_invalid_specs_count_and_request_nothing(
     metrics: OperatorMetrics, registry: CollectorRegistry
 ) -> None:
-    metrics.observe("a", "m", "u1", valid_record(sample("llama-8b-l4"), "Ready"))
+    metrics.observe("a", "m", "u1", valid_record(sample_plan("llama-8b-l4"), "Ready"))
     metrics.observe("a", "m", "u1", invalid_record("Ready"))
     assert value(registry, "llmop_invalid_specs", namespace="a") == 1
     assert value(registry, "llmop_gpus_requested", namespace="a", bound="max") == 0
@@ -240,6 +241,34 @@ def test_recreation_with_another_gpu_count_is_counted_once(
     assert series(registry, "a") == zeros(phase_Progressing=1, gpus_min=6, gpus_max=6)
 
 
+class StatusOnlyApi:
+    """A `ClusterApi` whose children already exist (their status not reported yet) and
+    that records the status patches; with `refuse_claims`, the claims' API refuses them."""
+
+    def __init__(self) -> None:
+        self.written: list[dict[str, Any]] = []
+        self.refuse_claims = False
+
+    def ensure_claim(self, desired: dict[str, Any], owner_uid: str) -> kube.Outcome:
+        if self.refuse_claims:
+            raise kube.ChildRefused("the API server refused PersistentVolumeClaim: storageClass")
+        return "unchanged"
+
+    def apply_ray_resource(
+        self, desired: dict[str, Any], *, likely_absent: bool
+    ) -> tuple[kube.Outcome, dict[str, Any]]:
+        return "unchanged", {"kind": desired["kind"], "metadata": desired["metadata"]}
+
+    def sync_worker_bounds(self, bounds: Any) -> None:
+        return None
+
+    def patch_status(self, namespace: str, name: str, patch: Any) -> None:
+        self.written.append(dict(patch))
+
+    def post_event(self, owner: Any, **_: Any) -> None:
+        raise AssertionError("no phase moves here")
+
+
 def test_a_reconcile_that_ends_after_the_deletion_counts_nothing(
     monkeypatch: pytest.MonkeyPatch, metrics: OperatorMetrics, registry: CollectorRegistry
 ) -> None:
@@ -247,14 +276,7 @@ def test_a_reconcile_that_ends_after_the_deletion_counts_nothing(
     just before that was deleted, and the reconcile ended after the DELETED event. It used
     to record the deployment again, for good."""
     monkeypatch.setattr(handlers, "METRICS", metrics)
-    monkeypatch.setattr(kube, "ensure_claim", lambda clients, child, uid: "unchanged")
-    monkeypatch.setattr(
-        kube, "apply_ray_resource", lambda clients, child, likely_absent: ("unchanged", None)
-    )
-    written: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        kube, "patch_status", lambda clients, ns, name, patch: written.append(dict(patch))
-    )
+    api = StatusOnlyApi()
     # 2 replicas of 2 GPUs, its RayCluster not made yet (the same phase: no Event to post).
     body = live("cluster-checkpoints", phase="Pending")
     memo = kopf.Memo(settings=SETTINGS)
@@ -266,9 +288,9 @@ def test_a_reconcile_that_ends_after_the_deletion_counts_nothing(
     event("ADDED")
     assert series(registry, "a") == zeros(phase_Pending=1, gpus_min=4, gpus_max=4)
     event("DELETED")
-    handlers.reconcile(body, None, SETTINGS)  # type: ignore[arg-type]
+    reconciler.reconcile(body, api, SETTINGS)
 
-    assert written, "the reconcile ran to its status write"
+    assert api.written, "the reconcile ran to its status write"
     assert series(registry, "a") == zeros()
 
 
@@ -277,32 +299,18 @@ def test_the_gauges_read_back_what_the_reconcile_wrote(
 ) -> None:
     """A valid spec, then a claim the API server refuses (a value only the child's schema
     checks): the reconcile reports it in status, and the gauges count it invalid."""
-    refused = False
-
-    def ensure_claim(clients: Any, child: dict[str, Any], uid: str) -> str:
-        if refused:
-            raise kube.ChildRefused("the API server refused PersistentVolumeClaim: storageClass")
-        return "unchanged"
-
-    monkeypatch.setattr(kube, "ensure_claim", ensure_claim)
-    monkeypatch.setattr(
-        kube, "apply_ray_resource", lambda clients, child, likely_absent: ("unchanged", None)
-    )
-    written: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        kube, "patch_status", lambda clients, ns, name, patch: written.append(dict(patch))
-    )
+    api = StatusOnlyApi()
     body = live("llama-8b-l4")
 
     def reconcile_and_watch() -> None:
         with contextlib.suppress(SpecError):
-            handlers.reconcile(body, None, SETTINGS)  # type: ignore[arg-type]
-        body["status"] = {**body.get("status", {}), **written[-1]}  # the MODIFIED event
+            reconciler.reconcile(body, api, SETTINGS)
+        body["status"] = {**body.get("status", {}), **api.written[-1]}  # the MODIFIED event
         metrics.track("MODIFIED", body, GPU_MEMORY)
 
     reconcile_and_watch()
     assert series(registry, "a") == zeros(phase_Pending=1, gpus_min=1, gpus_max=4)
-    refused = True
+    api.refuse_claims = True
     body["metadata"]["generation"] = 2
     # Admitted (a quantity, not negative), refused by the claim's own API: storage > 0.
     body["spec"]["storage"]["modelCache"]["size"] = "0"
@@ -360,7 +368,7 @@ def test_sweep_lists_every_namespace_at_once_when_clusterwide(
         metrics.track(None, body, GPU_MEMORY)
     custom = FakeCustom([bodies[1]])  # the other two went while the watch was down
 
-    assert handlers.sweep_metrics(fake_clients(custom), True, metrics) == 2
+    assert sweep_metrics(fake_clients(custom), True, metrics) == 2
     assert custom.calls == [(None, None)]
     assert series(registry, "a") == zeros(gpus_min=1, gpus_max=1)
     assert series(registry, "b") == zeros()
@@ -375,7 +383,7 @@ def test_sweep_lists_each_counted_namespace_in_pages_when_namespaced(
     # The namespace "gone" was deleted, and with it the operator's Role there.
     custom = FakeCustom(kept, forbidden=("gone",))
 
-    assert handlers.sweep_metrics(fake_clients(custom), False, metrics) == 2
+    assert sweep_metrics(fake_clients(custom), False, metrics) == 2
     assert custom.calls == [("a", None), ("a", "1"), ("gone", None)]
     assert series(registry, "a") == zeros(gpus_min=2, gpus_max=5)
     assert series(registry, "gone") == zeros()
@@ -384,7 +392,7 @@ def test_sweep_lists_each_counted_namespace_in_pages_when_namespaced(
 
 def test_sweep_does_not_list_when_nothing_is_counted(metrics: OperatorMetrics) -> None:
     custom = FakeCustom([])
-    assert handlers.sweep_metrics(fake_clients(custom), True, metrics) == 0
+    assert sweep_metrics(fake_clients(custom), True, metrics) == 0
     assert custom.calls == []
 
 
@@ -392,7 +400,7 @@ def test_sweep_fails_on_other_api_errors(metrics: OperatorMetrics) -> None:
     metrics.track(None, live("quickstart"), GPU_MEMORY)
     custom = FakeCustom([], forbidden=(None,))  # type: ignore[arg-type]
     with pytest.raises(ApiException):
-        handlers.sweep_metrics(fake_clients(custom), True, metrics)
+        sweep_metrics(fake_clients(custom), True, metrics)
 
 
 def test_reconciles_are_counted_by_result_and_timed(

@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from conftest import SAMPLES, load_one
 from llm_operator.api.models import CheckpointSpec, ModelCacheSpec, ModelSpec
-from llm_operator.api.validation import SpecError, validate
+from llm_operator.api.validation import SpecError, resolve
 from llm_operator.render import names, render
 from llm_operator.render.sources import SourceOutsideMountError, parse_source
 from llm_operator.settings import OperatorSettings
@@ -378,7 +378,7 @@ def quickstart_with_source(source: str) -> dict[str, object]:
 
 
 def rendered_model_source(body: dict[str, object]) -> str:
-    (service,) = render(validate(body), OperatorSettings())
+    (service,) = render(resolve(body), OperatorSettings())
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
     loading = config["applications"][0]["args"]["llm_configs"][0]["model_loading_config"]
     source: str = loading["model_source"]

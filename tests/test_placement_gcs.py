@@ -14,14 +14,13 @@ from typing import Any
 import kopf
 import pytest
 import yaml
-from kubernetes import client
 
 from conftest import GOLDEN, ROOT, SAMPLES, in_ci, load_one
-from fakeapi import NAMESPACE, FakeApiServer, RecordingApiClient, llmd_path, ray_path
+from fakeapi import NAMESPACE, FakeApiServer, clients_of, llmd_path, ray_path
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
-from llm_operator.api.validation import SpecError, names_field, validate
-from llm_operator.controller import handlers, kube, status
+from llm_operator.api.validation import SpecError, names_field, resolve, validate
+from llm_operator.controller import kube, reconciler, status
 from llm_operator.render import names, render
 from llm_operator.settings import DEFAULT_AUTOSCALER_RESOURCES, OperatorSettings
 from test_crd import PER_CALL_LIMIT, _estimated_cost
@@ -40,7 +39,7 @@ def quickstart(**ray_cluster: Any) -> Body:
 
 def ray_cluster_spec(body: Body, settings: OperatorSettings | None = None) -> Body:
     """The rendered RayCluster spec (a RayService's rayClusterConfig in Service mode)."""
-    main = render(validate(body), settings)[-1]
+    main = render(resolve(body), settings)[-1]
     spec: Body = main["spec"]
     return spec.get("rayClusterConfig", spec)
 
@@ -484,7 +483,7 @@ def _unknown(value: Any, schema: Body, path: str) -> list[str]:
 def test_every_rendered_field_is_in_kuberays_crd(mode: str) -> None:
     body = load_one(GOLDEN / "head-placement-gcs-ft" / "input.yaml")
     body["spec"]["mode"] = mode
-    (main,) = [c for c in render(validate(body)) if c["kind"] in ("RayService", "RayCluster")]
+    (main,) = [c for c in render(resolve(body)) if c["kind"] in ("RayService", "RayCluster")]
     schema = _kuberay_schema("rayservices" if mode == "Service" else "rayclusters")
     assert _unknown(main, schema, "") == []
     misspelt = {"spec": {"rayClusterConfig": {"gcsFaultToleranceOption": {}}}}
@@ -529,7 +528,8 @@ def _store(server: FakeApiServer, body: Body) -> str:
 
 
 def _reconcile(server: FakeApiServer, name: str, clients: kube.Clients) -> Body:
-    handlers.reconcile(copy.deepcopy(server.objects[llmd_path(name)]), clients, OperatorSettings())
+    body = copy.deepcopy(server.objects[llmd_path(name)])
+    reconciler.reconcile(body, kube.KubeApi(clients), OperatorSettings())
     found: Body = server.objects[llmd_path(name)]["status"]
     return found
 
@@ -553,8 +553,7 @@ def _serving_cluster(server: FakeApiServer, service: str, *, with_ft: bool) -> N
 def test_status_says_whether_the_serving_cluster_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
     server = FakeApiServer()
-    api = RecordingApiClient(server)
-    clients = kube.Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
+    clients = clients_of(server)
     name = _store(server, quickstart(gcsFaultTolerance=GCS))
     assert _reconcile(server, name, clients)["gcsFaultTolerance"] == "Pending"
     # The active cluster was made before GCS fault tolerance was asked for.

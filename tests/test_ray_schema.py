@@ -9,7 +9,7 @@ import yaml
 
 from conftest import GOLDEN, golden_cases, load_one, require_or_skip
 from llm_operator import raycheck
-from llm_operator.api.validation import validate
+from llm_operator.api.validation import resolve
 from llm_operator.render import render
 
 require_or_skip("ray", "the `ray` extra provides Ray's schema models")
@@ -18,7 +18,7 @@ require_or_skip("ray", "the `ray` extra provides Ray's schema models")
 def _serve_configs() -> list[tuple[str, dict]]:
     found = []
     for case in golden_cases():
-        for child in render(validate(load_one(GOLDEN / case / "input.yaml"))):
+        for child in render(resolve(load_one(GOLDEN / case / "input.yaml"))):
             if child["kind"] == "RayService":
                 found.append((case, yaml.safe_load(child["spec"]["serveConfigV2"])))
     return found

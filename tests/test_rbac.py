@@ -47,7 +47,7 @@ from fakeapi import (
 )
 from llm_operator.api.constants import GROUP, PLURAL
 from llm_operator.controller import handlers, kube
-from llm_operator.controller.metrics import OperatorMetrics, Record
+from llm_operator.controller.metrics import OperatorMetrics, Record, sweep_metrics
 from llm_operator.render import names
 from llm_operator.settings import OperatorSettings
 from test_chart import of_kind, scenario
@@ -127,7 +127,7 @@ def drive(run: Run, *, clusterwide: bool) -> None:
     # The metrics sweep lists what exists.
     metrics = OperatorMetrics(CollectorRegistry())
     metrics.observe(NAMESPACE, service, "uid-gone", Record("Ready", 1, 1, invalid=False))
-    assert handlers.sweep_metrics(run.clients, clusterwide, metrics) == 1
+    assert sweep_metrics(run.clients, clusterwide, metrics) == 1
 
 
 def recorded_run(monkeypatch: pytest.MonkeyPatch, *, clusterwide: bool) -> Run:

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
+from testkit.confinement import CONFINEMENT_ANNOTATIONS, escapes, foreign_namespaces
+from testkit.edits import set_cache, set_cluster, set_env, set_name, set_source
 
 from conftest import SAMPLES, load_one
-from llm_operator.api.validation import SpecError, names_field, validate
+from llm_operator.api.validation import SpecError, names_field, resolve, validate
 from llm_operator.render import names, render
 from llm_operator.settings import OperatorSettings
 
@@ -52,12 +54,6 @@ POD_SPEC_KEYS = {
 CONTAINER_KEYS = {"name", "image", "resources", "ports", "securityContext", "env", "volumeMounts"}
 CLAIM_SPEC_KEYS = {"accessModes", "resources", "storageClassName"}
 SERVE_APP_KEYS = {"name", "route_prefix", "import_path", "args"}
-# Annotations the kubelet and the API server read as a container's confinement.
-CONFINEMENT_ANNOTATIONS = (
-    "container.apparmor.security.beta.kubernetes.io/",
-    "container.seccomp.security.alpha.kubernetes.io/",
-    "seccomp.security.alpha.kubernetes.io/pod",
-)
 INJECTION = "a\nhostNetwork: true\nprivileged: true"
 JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
 
@@ -69,46 +65,6 @@ def hostile(edit: Callable[[Body], None]) -> Body:
     body["spec"]["storage"] = {"modelCache": {"size": "10Gi"}}
     edit(body)
     return body
-
-
-def ray_cluster_of(body: Body) -> Body:
-    cluster: Body = body["spec"].setdefault("rayCluster", {})
-    return cluster
-
-
-def set_env(*entries: Body) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        ray_cluster_of(body)["env"] = list(entries)
-
-    return edit
-
-
-def set_cluster(key: str, value: Any) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        ray_cluster_of(body)[key] = value
-
-    return edit
-
-
-def set_source(source: str) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["spec"]["model"]["source"] = source
-
-    return edit
-
-
-def set_cache(**fields: Any) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["spec"]["storage"]["modelCache"].update(fields)
-
-    return edit
-
-
-def set_name(name: str) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["metadata"]["name"] = name
-
-    return edit
 
 
 # --- refused ---------------------------------------------------------------------------
@@ -303,64 +259,6 @@ def test_validation_refuses_naming_the_field(case: str) -> None:
 # --- admitted, and confined -------------------------------------------------------------
 
 
-def walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
-    """Every (path, key, value) of the mappings in `node`; strings are not parsed."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield path, str(key), value
-            yield from walk(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            yield from walk(item, f"{path}[{index}]")
-
-
-# Fields that, set to true, give a container privilege or a share of the host.
-HOST_FLAGS = frozenset(
-    {"privileged", "allowPrivilegeEscalation", "hostNetwork", "hostPID", "hostIPC", "hostProcess"}
-)
-
-
-def reaches_out(key: str, value: Any) -> bool:
-    """Whether one field of a manifest or pod lifts the pod's confinement."""
-    return (
-        (key in HOST_FLAGS and value is True)
-        or (key == "capabilities" and isinstance(value, dict) and bool(value.get("add")))
-        or (key == "hostPath" and isinstance(value, dict))
-        or (key == "hostPort" and isinstance(value, int) and value > 0)
-        or (key == "procMount" and value == "Unmasked")
-        or (key == "sysctls" and bool(value))
-        or (
-            key in ("seccompProfile", "appArmorProfile")
-            and isinstance(value, dict)
-            and value.get("type") == "Unconfined"
-        )
-    )
-
-
-def escapes(node: Any) -> list[str]:
-    """Everything in `node` (a manifest or a pod) that reaches past the pod's confinement."""
-    found = []
-    for path, key, value in walk(node):
-        where = f"{path}.{key}"
-        if reaches_out(key, value):
-            found.append(where)
-        elif key == "annotations" and isinstance(value, dict):
-            found.extend(
-                f"{where}.{name}={text}"
-                for name, text in value.items()
-                if name.startswith(CONFINEMENT_ANNOTATIONS)
-            )
-    return found
-
-
-def foreign_namespaces(node: Any, namespace: str) -> list[str]:
-    return [
-        f"{path}.namespace={value}"
-        for path, key, value in walk(node)
-        if key == "namespace" and value != namespace
-    ]
-
-
 def pod_templates(child: Body) -> list[Body]:
     if child["kind"] not in ("RayService", "RayCluster"):
         return []
@@ -437,7 +335,7 @@ def assert_source_in_mount(source: str) -> None:
 
 
 def rendered(body: Body) -> list[Body]:
-    return render(validate(body), OperatorSettings())
+    return render(resolve(body), OperatorSettings())
 
 
 def containers(children: list[Body]) -> list[Body]:

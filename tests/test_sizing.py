@@ -11,6 +11,7 @@ from llm_operator.sizing import (
     MemoryFit,
     gpu_layout,
     memory_fit,
+    resolve_accelerator,
 )
 
 
@@ -64,8 +65,9 @@ def test_uneven_split_names_pipeline_size_and_suggests(
 def _fit(billions: float | None, accelerator: str, gpus: int, **kw: Any) -> MemoryFit:
     args: dict[str, Any] = {"dtype": "auto", "gpu_memory_utilization": 0.9, "engine_args": {}}
     args.update(kw)
+    resolved = resolve_accelerator(accelerator, "nvidia.com/gpu", 8)
     return memory_fit(
-        parameters_billions=billions, accelerator_type=accelerator, gpus_per_replica=gpus, **args
+        parameters_billions=billions, accelerator=resolved, gpus_per_replica=gpus, **args
     )
 
 

@@ -17,10 +17,10 @@ import yaml
 
 from llm_operator import __version__, yamlio
 from llm_operator.api.crd import build_crd
-from llm_operator.api.models import LLMDeployment
-from llm_operator.api.validation import SpecError, memory_fit_of, validate
-from llm_operator.controller.metrics import listen_address
-from llm_operator.render import layout_of, render
+from llm_operator.api.plan import Plan
+from llm_operator.api.validation import SpecError, resolve
+from llm_operator.listen import listen_address
+from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 from llm_operator.settings import OperatorSettings
 
@@ -74,13 +74,14 @@ def _print_problems(label: str, problems: Sequence[object], out: TextIO) -> None
 
 def _validated(
     documents: Sequence[Document], settings: OperatorSettings
-) -> tuple[list[tuple[Document, LLMDeployment]], int]:
-    """The documents that validate, and the exit status (problems go to stderr)."""
-    valid: list[tuple[Document, LLMDeployment]] = []
+) -> tuple[list[tuple[Document, Plan]], int]:
+    """The plans of the documents that validate, and the exit status (problems go to
+    stderr)."""
+    valid: list[tuple[Document, Plan]] = []
     status = EXIT_OK
     for doc in documents:
         try:
-            valid.append((doc, validate(doc.body, settings.gpu_memory_gib)))
+            valid.append((doc, resolve(doc.body, settings.gpu_memory_gib)))
         except SpecError as exc:
             _print_problems(doc.label, exc.errors, sys.stderr)
             status = EXIT_INVALID
@@ -92,9 +93,9 @@ def cmd_validate(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
     deep = not args.no_ray and raycheck.ray_available()
     valid, status = _validated(load_documents(args.file), settings)
-    for doc, llmd in valid:
-        if deep and llmd.spec.mode == "Service":
-            problems = raycheck.serve_config_errors(serve_config(llmd, layout_of(llmd)))
+    for doc, plan in valid:
+        if deep and plan.serves:
+            problems = raycheck.serve_config_errors(serve_config(plan))
             if problems:
                 _print_problems(doc.label, problems, sys.stderr)
                 status = EXIT_INVALID
@@ -108,7 +109,7 @@ def cmd_render(args: argparse.Namespace, settings: OperatorSettings) -> int:
     valid, status = _validated(load_documents(args.file), settings)
     if status != EXIT_OK:
         return status
-    children = [child for _, llmd in valid for child in render(llmd, settings)]
+    children = [child for _, plan in valid for child in render(plan, settings)]
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": children}, indent=2))
     else:
@@ -117,13 +118,10 @@ def cmd_render(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 
 def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[str]:
-    llmd = validate(body, settings.gpu_memory_gib)
-    spec = llmd.spec
-    layout = layout_of(llmd)
-    fit = memory_fit_of(llmd, layout.gpus_per_replica, settings.gpu_memory_gib)
+    plan = resolve(body, settings.gpu_memory_gib)
+    spec, layout, fit, accelerator = plan.llmd.spec, plan.layout, plan.fit, plan.accelerator
     verdict = {True: "fits", False: "does not fit", None: "not checked"}[fit.fits]
     scaling = "autoscaling" if spec.autoscaling else "fixed"
-    accelerator = spec.accelerator
     return [
         f"{doc_label}",
         f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
@@ -133,8 +131,8 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"  hosts per replica:  {layout.hosts_per_replica}"
         f" (GPUs per worker pod: {layout.gpus_per_host})",
         f"  replicas ({scaling}): min {spec.min_replicas}, max {spec.max_replicas}",
-        f"  GPUs at min:        {layout.gpus_per_replica * spec.min_replicas}",
-        f"  GPUs at max:        {layout.gpus_per_replica * spec.max_replicas}",
+        f"  GPUs at min:        {plan.gpus_at_min}",
+        f"  GPUs at max:        {plan.gpus_at_max}",
         f"  worker pods at max: {layout.hosts_per_replica * spec.max_replicas}",
         f"  memory fit:         {verdict}: {fit.message}",
     ]

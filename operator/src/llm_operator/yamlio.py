@@ -7,6 +7,10 @@ from typing import Any
 
 import yaml
 
+# A Kubernetes object as plain data: what render builds, the controller sends and this
+# module reads and writes.
+Manifest = dict[str, Any]
+
 # A spec is a few KiB; anything far larger is a mistake or an attack (YAML bombs).
 MAX_DOCUMENT_BYTES = 1024 * 1024
 

@@ -17,18 +17,6 @@ MAX_NAME_LENGTH: Final = 47
 
 SOURCE_SCHEMES: Final = ("hf", "s3", "gs", "pvc")
 
-# GPU types Ray knows (ray.llm AcceleratorType, Ray 2.60); Serve LLM rejects others.
-RAY_GPU_ACCELERATOR_TYPES: Final = (
-    "V100", "P100", "T4", "P4", "K80", "A10G", "L4", "L40S", "A100", "A100-40G",
-    "A100-80G", "H100", "H200", "H20", "B200", "B300", "GB200", "GB300", "RTX-PRO-6000",
-    "AMD-Instinct-MI100", "AMD-Instinct-MI250X", "AMD-Instinct-MI250X-MI250",
-    "AMD-Instinct-MI210", "AMD-Instinct-MI300A", "AMD-Instinct-MI300X-OAM",
-    "AMD-Instinct-MI300X-HF", "AMD-Instinct-MI308X", "AMD-Instinct-MI325X-OAM",
-    "AMD-Instinct-MI350X-OAM", "AMD-Instinct-MI355X-OAM", "Intel-GPU-Max-1550",
-    "Intel-GPU-Max-1100", "Intel-GAUDI",
-)  # fmt: skip
-
-
 # Environment variables the operator sets itself; a user entry would silently fight it.
 RESERVED_ENV: Final = ("HF_TOKEN", "HF_HOME")
 

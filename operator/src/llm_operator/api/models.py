@@ -29,9 +29,10 @@ from llm_operator.api.constants import (
     GCS_FT_ENV,
     KIND,
     MAX_NAME_LENGTH,
-    RAY_GPU_ACCELERATOR_TYPES,
     RESERVED_ENV,
 )
+from llm_operator.api.vocabulary import ConditionStatus, GcsFaultToleranceState, Phase
+from llm_operator.sizing.accelerators import RAY_GPU_ACCELERATOR_TYPES
 
 
 def _check(condition: bool, rule: rules.CelRule | rules.SchemaPattern) -> None:
@@ -1004,10 +1005,6 @@ class LLMDeploymentSpec(ApiModel):
 # Written by the operator and read back from the API server, never typed by users: the
 # status models keep pydantic's default (lax) type checks.
 
-ConditionType = Literal["Ready", "Progressing", "SpecValid", "ResourcesFit"]
-GcsFaultToleranceState = Literal["Enabled", "Disabled", "Pending"]
-Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
-
 
 class Condition(ApiModel):
     """A condition in Kubernetes form."""
@@ -1015,7 +1012,7 @@ class Condition(ApiModel):
     model_config = ConfigDict(extra="ignore", strict=False)
 
     type: Annotated[str, StringConstraints(max_length=316)] = Field(description="Condition type.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: Annotated[str, StringConstraints(max_length=1024)] = Field(
         default="", description="CamelCase reason."
     )

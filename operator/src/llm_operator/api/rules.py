@@ -20,10 +20,10 @@ from llm_operator.api.constants import (
     CONFINEMENT_ANNOTATION_PREFIXES,
     GCS_FT_ENV,
     MAX_NAME_LENGTH,
-    RAY_GPU_ACCELERATOR_TYPES,
     RESERVED_ENV,
     SOURCE_SCHEMES,
 )
+from llm_operator.sizing.accelerators import RAY_GPU_ACCELERATOR_TYPES
 
 # --- a small CEL subset over one string, rendered for the CRD and evaluated here --------
 
@@ -205,7 +205,6 @@ class SchemaPattern:
 
 
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Serve import path: `package.module:attribute`.
 IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 

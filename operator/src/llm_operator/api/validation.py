@@ -17,12 +17,16 @@ from pydantic import ValidationError
 
 from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
+from llm_operator.api.plan import RAY_KIND_OF_MODE, Plan
 from llm_operator.sizing import (
     DEFAULT_GPU_MEMORY_GIB,
+    Accelerator,
+    GpuLayout,
     LayoutError,
     MemoryFit,
     gpu_layout,
     memory_fit,
+    resolve_accelerator,
 )
 
 # Engine kwargs with a typed field of their own.
@@ -167,30 +171,33 @@ def _resources_with_gpu(
             )
 
 
-def memory_fit_of(
-    llmd: LLMDeployment,
-    gpus_per_replica: int,
-    gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB,
-) -> MemoryFit:
-    """Whether the model's weights fit `gpus_per_replica` GPUs of its accelerator."""
+def _fit(llmd: LLMDeployment, layout: GpuLayout, accelerator: Accelerator) -> MemoryFit:
+    """Whether the model's weights fit the layout's GPUs of its accelerator."""
     spec = llmd.spec
     return memory_fit(
         parameters_billions=spec.model.parameters_billions,
-        accelerator_type=spec.accelerator.type,
-        gpus_per_replica=gpus_per_replica,
+        accelerator=accelerator,
+        gpus_per_replica=layout.gpus_per_replica,
         dtype=spec.engine.dtype,
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         engine_args=spec.engine.args,
-        gpu_memory_gib=gpu_memory_gib,
     )
 
 
-def semantic_errors(
-    llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
-) -> list[FieldError]:
-    """Checks beyond the schema: GPU layout, memory fit, reserved names, overlaps."""
+def _resolved(
+    llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float]
+) -> tuple[Plan | None, list[FieldError]]:
+    """The plan of a parsed spec, or None with the problems found; the layout and the
+    fit are computed here and nowhere else."""
     spec = llmd.spec
+    accelerator = resolve_accelerator(
+        spec.accelerator.type,
+        spec.accelerator.resource_name,
+        spec.accelerator.gpus_per_node,
+        gpu_memory_gib,
+    )
     errors: list[FieldError] = []
+    plan: Plan | None = None
     try:
         layout = gpu_layout(
             spec.engine.tensor_parallel_size,
@@ -199,13 +206,26 @@ def semantic_errors(
         )
     except LayoutError as exc:
         errors.append(FieldError(exc.field, exc.message))
-        layout = None
-
-    if layout is not None:
-        fit = memory_fit_of(llmd, layout.gpus_per_replica, gpu_memory_gib)
+    else:
+        fit = _fit(llmd, layout, accelerator)
         if fit.fits is False:
             errors.append(FieldError("spec.engine.tensorParallelSize", fit.message))
+        plan = Plan(llmd, layout, fit, accelerator, RAY_KIND_OF_MODE[spec.mode])
+    errors.extend(_other_errors(llmd))
+    return (None if errors else plan), errors
 
+
+def semantic_errors(
+    llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
+) -> list[FieldError]:
+    """Checks beyond the schema: GPU layout, memory fit, reserved names, overlaps."""
+    return _resolved(llmd, gpu_memory_gib)[1]
+
+
+def _other_errors(llmd: LLMDeployment) -> list[FieldError]:
+    """The checks that need no layout: engine args, GPUs in pod resources."""
+    spec = llmd.spec
+    errors: list[FieldError] = []
     if spec.engine.type == "vllm":
         for key, field in TYPED_ENGINE_ARGS.items():
             if key in spec.engine.args:
@@ -231,12 +251,18 @@ def semantic_errors(
     return errors
 
 
+def resolve(
+    document: Mapping[str, Any], gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
+) -> Plan:
+    """Parse, check and resolve; raises `SpecError` listing every problem."""
+    plan, errors = _resolved(parse(document), gpu_memory_gib)
+    if plan is None:
+        raise SpecError(errors)
+    return plan
+
+
 def validate(
     document: Mapping[str, Any], gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB
 ) -> LLMDeployment:
     """Parse and check; raises `SpecError` listing every problem."""
-    llmd = parse(document)
-    errors = semantic_errors(llmd, gpu_memory_gib)
-    if errors:
-        raise SpecError(errors)
-    return llmd
+    return resolve(document, gpu_memory_gib).llmd

@@ -18,17 +18,19 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
+from llm_operator.api.vocabulary import RayKind
 from llm_operator.controller.merge import (
-    Manifest,
+    WorkerBounds,
     bounds_patch,
     claim_metadata_patch,
     contains,
     keep_autoscaler_fields,
 )
 from llm_operator.render.names import RAY_GROUP, RAY_VERSION
+from llm_operator.yamlio import Manifest
 
 FIELD_MANAGER: Final = "llm-operator"
-RAY_PLURALS: Final = {"RayService": "rayservices", "RayCluster": "rayclusters"}
+RAY_PLURALS: Final = {RayKind.RAY_SERVICE: "rayservices", RayKind.RAY_CLUSTER: "rayclusters"}
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
@@ -117,7 +119,8 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
 
 
 def _ray_plural(kind: str) -> str:
-    return RAY_PLURALS[kind]
+    """The plural of a Ray kind, as a manifest's `kind` names it."""
+    return RAY_PLURALS[RayKind(kind)]
 
 
 def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> Manifest | None:
@@ -202,32 +205,25 @@ def apply_ray_resource(
         return "updated", updated
 
 
-def sync_worker_bounds(
-    clients: Clients,
-    *,
-    namespace: str,
-    cluster_name: str,
-    group_name: str,
-    min_replicas: int,
-    max_replicas: int,
-) -> Manifest | None:
+def sync_worker_bounds(clients: Clients, bounds: WorkerBounds) -> Manifest | None:
     """Move the bounds of a RayService's serving cluster (a patch only when they differ).
 
     Returns the cluster as read before any patch (the reconcile reads its spec too), or
     None when it does not exist.
     """
+    namespace, cluster_name = bounds.namespace, bounds.cluster_name
     with api_errors(f"RayCluster {namespace}/{cluster_name}"):
-        cluster = get_ray_resource(clients, "RayCluster", namespace, cluster_name)
+        cluster = get_ray_resource(clients, RayKind.RAY_CLUSTER, namespace, cluster_name)
         if cluster is None:
             return None
-        patch = bounds_patch(cluster, group_name, min_replicas, max_replicas)
+        patch = bounds_patch(cluster, bounds.group_name, bounds.min_replicas, bounds.max_replicas)
         if patch is None:
             return cluster
         clients.custom.patch_namespaced_custom_object(
             RAY_GROUP,
             RAY_VERSION,
             namespace,
-            "rayclusters",
+            RAY_PLURALS[RayKind.RAY_CLUSTER],
             cluster_name,
             patch,
             field_manager=FIELD_MANAGER,
@@ -327,3 +323,28 @@ def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
+
+
+@dataclass(frozen=True)
+class KubeApi:
+    """The reconciler's `ClusterApi` on the Kubernetes client, with kopf's Events."""
+
+    clients: Clients
+
+    def ensure_claim(self, desired: Manifest, owner_uid: str) -> Outcome:
+        return ensure_claim(self.clients, desired, owner_uid)
+
+    def apply_ray_resource(
+        self, desired: Manifest, *, likely_absent: bool
+    ) -> tuple[Outcome, Manifest]:
+        return apply_ray_resource(self.clients, desired, likely_absent=likely_absent)
+
+    def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None:
+        return sync_worker_bounds(self.clients, bounds)
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        patch_status(self.clients, namespace, name, patch)
+
+    def post_event(self, owner: Manifest, *, type_: str, reason: str, message: str) -> None:
+        # kopf.event, not kopf.info: kopf's posting level (WARNING) filters kopf.info.
+        kopf.event(kopf.Body(cast(kopf.RawBody, owner)), type=type_, reason=reason, message=message)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from llm_operator.api.vocabulary import RayKind
 from llm_operator.render.names import RETAIN_ANNOTATION
-
-Manifest = dict[str, Any]
+from llm_operator.yamlio import Manifest
 
 # Per worker group, written by the Ray autoscaler (and by KubeRay for RayServices).
 AUTOSCALER_OWNED = ("replicas", "scaleStrategy")
@@ -22,7 +23,9 @@ AUTOSCALER_OWNED = ("replicas", "scaleStrategy")
 def worker_groups(resource: Mapping[str, Any]) -> list[Manifest]:
     """The worker groups of a RayCluster, or of a RayService's cluster config."""
     spec = resource.get("spec") or {}
-    cluster = spec.get("rayClusterConfig", spec) if resource.get("kind") == "RayService" else spec
+    cluster = (
+        spec.get("rayClusterConfig", spec) if resource.get("kind") == RayKind.RAY_SERVICE else spec
+    )
     groups: list[Manifest] = cluster.get("workerGroupSpecs") or []
     return groups
 
@@ -60,6 +63,17 @@ def contains(wanted: Any, live: Any) -> bool:
             and all(contains(w, v) for w, v in zip(wanted, live, strict=True))
         )
     return bool(wanted == live)
+
+
+@dataclass(frozen=True)
+class WorkerBounds:
+    """The bounds one worker group of a KubeRay-made RayCluster should have."""
+
+    namespace: str
+    cluster_name: str
+    group_name: str
+    min_replicas: int
+    max_replicas: int
 
 
 def bounds_patch(

@@ -13,12 +13,13 @@ dashboard and the README use them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -30,13 +31,18 @@ from prometheus_client import (
     start_http_server,
 )
 
-from llm_operator.api.models import LLMDeployment, Phase
-from llm_operator.api.validation import SpecError, validate
-from llm_operator.controller.status import SPEC_VALID
-from llm_operator.render import layout_of
+from llm_operator.api.plan import Plan
+from llm_operator.api.validation import SpecError, resolve
+from llm_operator.api.vocabulary import ConditionStatus, ConditionType, Phase
+from llm_operator.controller import kube
+from llm_operator.listen import listen_address
 
+LOG = logging.getLogger(__name__)
 PREFIX = "llmop"
-PHASES: tuple[str, ...] = get_args(Phase)
+# How often the gauges are checked against a listing of the LLMDeployments, for deletions
+# the watch never delivered (a re-list after a lost watch reports no DELETED events).
+METRICS_SWEEP_SECONDS = 60.0
+PHASES: tuple[str, ...] = tuple(Phase)
 RESULTS = ("success", "invalid", "error")
 # From a no-op reconcile (a few ms) to one waiting on slow API calls.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -59,10 +65,8 @@ class Record:
     invalid: bool
 
 
-def valid_record(llmd: LLMDeployment, phase: str | None) -> Record:
-    gpus = layout_of(llmd).gpus_per_replica
-    spec = llmd.spec
-    return Record(phase, gpus * spec.min_replicas, gpus * spec.max_replicas, invalid=False)
+def valid_record(plan: Plan, phase: str | None) -> Record:
+    return Record(phase, plan.gpus_at_min, plan.gpus_at_max, invalid=False)
 
 
 def invalid_record(phase: str | None) -> Record:
@@ -76,8 +80,8 @@ def _refused(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     generation = (body.get("metadata") or {}).get("generation")
     return any(
         isinstance(c, Mapping)
-        and c.get("type") == SPEC_VALID
-        and c.get("status") == "False"
+        and c.get("type") == ConditionType.SPEC_VALID
+        and c.get("status") == ConditionStatus.FALSE
         and c.get("observedGeneration") == generation
         for c in status.get("conditions") or []
     )
@@ -94,12 +98,12 @@ def record_of(body: Mapping[str, Any], gpu_memory_gib: Mapping[str, float]) -> R
     phase = status.get("phase")
     phase = phase if isinstance(phase, str) else None
     try:
-        llmd = validate(body, gpu_memory_gib)
+        plan = resolve(body, gpu_memory_gib)
     except SpecError:
         return invalid_record(phase)
     if _refused(body, status):
         return invalid_record(phase)
-    return valid_record(llmd, phase)
+    return valid_record(plan, phase)
 
 
 Key = tuple[str, str, str]  # namespace, name, uid
@@ -251,17 +255,36 @@ class OperatorMetrics:
 METRICS = OperatorMetrics()
 
 
-def listen_address(value: str) -> tuple[str, int] | None:
-    """`HOST:PORT` (or `[IPv6]:PORT`, or `:PORT` for every interface) as (host, port);
-    None for an empty value, which turns the metrics endpoint off.
+def sweep_metrics(
+    clients: kube.Clients, clusterwide: bool, metrics: OperatorMetrics = METRICS
+) -> int:
+    """Drop from the gauges every LLMDeployment a fresh listing no longer returns.
+
+    Clusterwide, one listing of every namespace; otherwise one per namespace that holds
+    a counted LLMDeployment (the operator may list there). Reads only. Returns how many
+    records went.
     """
-    if not value:
-        return None
-    host, colon, port = value.rpartition(":")
-    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT with a port in 1-65535, got {value!r}")
-    # start_http_server takes a bare IPv6 address, without the URL brackets.
-    return host.removeprefix("[").removesuffix("]") or "0.0.0.0", int(port)
+    counted = metrics.namespaces()
+    if not counted:
+        return 0  # nothing to drop: skip the listing (a standby replica counts nothing)
+    scope = None if clusterwide else counted
+    listed_at = metrics.now()
+    existing: set[tuple[str, str, str]] = set()
+    for namespace in [None] if scope is None else scope:
+        existing |= kube.llm_deployment_keys(clients, namespace)
+    return metrics.sweep(existing, listed_at, scope)
+
+
+def sweep_metrics_forever(clients: kube.Clients, clusterwide: bool, stop: threading.Event) -> None:
+    """`sweep_metrics` every METRICS_SWEEP_SECONDS until `stop` is set (its own thread)."""
+    while not stop.wait(METRICS_SWEEP_SECONDS):
+        try:
+            dropped = sweep_metrics(clients, clusterwide)
+        except Exception:  # an API hiccup: the next round tries again
+            LOG.warning("could not list LLMDeployments for the metrics", exc_info=True)
+            continue
+        if dropped:
+            LOG.info("metrics: dropped %d LLMDeployment(s) deleted unseen by the watch", dropped)
 
 
 def serve(address: str, registry: CollectorRegistry = REGISTRY) -> WSGIServer | None:

@@ -8,41 +8,48 @@ KubeRay's own reason and message so nothing is lost in translation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
-from llm_operator.api.models import (
-    Condition,
+from llm_operator.api.models import Condition, LLMDeploymentStatus, ReplicaStatus
+from llm_operator.api.plan import Plan
+from llm_operator.api.vocabulary import (
+    ConditionStatus,
+    ConditionType,
     GcsFaultToleranceState,
-    LLMDeployment,
-    LLMDeploymentStatus,
     Phase,
-    ReplicaStatus,
+    RayKind,
+    Reason,
 )
-from llm_operator.api.validation import memory_fit_of
-from llm_operator.render import layout_of, names
+from llm_operator.render import names
 from llm_operator.sizing import MemoryFit
 
-READY = "Ready"
-PROGRESSING = "Progressing"
-SPEC_VALID = "SpecValid"
-RESOURCES_FIT = "ResourcesFit"
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 # Serve application states that mean the model is not being served as asked.
 FAILED_APP_STATES = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 # RayService Ready reasons after which KubeRay stops trying on its own.
 TERMINAL_SERVICE_REASONS = frozenset({"InitializingTimeout", "ValidationFailed"})
 MAX_MESSAGE = 1024
-KUBERAY_NOT_INSTALLED = "KubeRayNotInstalled"
 
 Body = Mapping[str, Any]
 
 
+class KubeRayCondition(StrEnum):
+    """The condition types of KubeRay's children that the folding reads."""
+
+    READY = "Ready"
+    UPGRADE_IN_PROGRESS = "UpgradeInProgress"
+    REPLICA_FAILURE = "ReplicaFailure"
+    HEAD_POD_READY = "HeadPodReady"
+
+
 @dataclass(frozen=True)
 class ConditionState:
-    status: str
-    reason: str
+    status: ConditionStatus
+    reason: str  # one of `Reason`, or KubeRay's own
     message: str = ""
 
 
@@ -72,8 +79,8 @@ def has_gcs_fault_tolerance(cluster: Body | None) -> bool | None:
 def gcs_fault_tolerance_state(requested: bool, serving: bool | None) -> GcsFaultToleranceState:
     """Enabled when the serving cluster has it; else Pending while the spec asks for it."""
     if serving:
-        return "Enabled"
-    return "Pending" if requested else "Disabled"
+        return GcsFaultToleranceState.ENABLED
+    return GcsFaultToleranceState.PENDING if requested else GcsFaultToleranceState.DISABLED
 
 
 def _conditions(body: Body) -> dict[str, Body]:
@@ -82,9 +89,9 @@ def _conditions(body: Body) -> dict[str, Body]:
 
 def _state(condition: Body | None, default_reason: str) -> ConditionState:
     if condition is None:
-        return ConditionState("Unknown", default_reason)
+        return ConditionState(UNKNOWN, default_reason)
     return ConditionState(
-        str(condition.get("status", "Unknown")),
+        ConditionStatus(str(condition.get("status", UNKNOWN))),
         str(condition.get("reason") or default_reason),
         str(condition.get("message", ""))[:MAX_MESSAGE],
     )
@@ -108,9 +115,11 @@ def _serving_replicas(cluster_status: Body, hosts_per_replica: int) -> int:
     return _replicas_from_pods(int(cluster_status.get(key) or 0), hosts_per_replica)
 
 
-def observe_missing(kind: str) -> Observed:
-    waiting = ConditionState("False", "ChildMissing", f"the {kind} does not exist yet")
-    return Observed("Pending", waiting, ConditionState("True", "Creating", f"creating the {kind}"))
+def observe_missing(kind: RayKind) -> Observed:
+    waiting = ConditionState(FALSE, Reason.CHILD_MISSING, f"the {kind} does not exist yet")
+    return Observed(
+        Phase.PENDING, waiting, ConditionState(TRUE, Reason.CREATING, f"creating the {kind}")
+    )
 
 
 def _failed_applications(status: Body) -> list[str]:
@@ -129,44 +138,46 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
     """Fold a RayService's status into a phase and Ready/Progressing states."""
     status = service.get("status") or {}
     if not status:
-        waiting = ConditionState("Unknown", "WaitingForKubeRay", "KubeRay has not reported yet")
-        return Observed("Pending", waiting, ConditionState("True", "WaitingForKubeRay"))
+        waiting = ConditionState(
+            UNKNOWN, Reason.WAITING_FOR_KUBERAY, "KubeRay has not reported yet"
+        )
+        return Observed(Phase.PENDING, waiting, ConditionState(TRUE, Reason.WAITING_FOR_KUBERAY))
     conditions = _conditions(service)
-    ready = _state(conditions.get("Ready"), "WaitingForKubeRay")
+    ready = _state(conditions.get(KubeRayCondition.READY), Reason.WAITING_FOR_KUBERAY)
     active = status.get("activeServiceStatus") or {}
     cluster = active.get("rayClusterName") or None
     pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName") or None
     serving = tuple(name for name in (cluster, pending) if name)
     replicas = _serving_replicas(active.get("rayClusterStatus") or {}, hosts_per_replica)
-    replicas = replicas if ready.status == "True" else 0
+    replicas = replicas if ready.status is TRUE else 0
 
     failures = _failed_applications(status)
-    upgrade = conditions.get("UpgradeInProgress")
+    upgrade = conditions.get(KubeRayCondition.UPGRADE_IN_PROGRESS)
     stale = status.get("observedGeneration", 0) < service.get("metadata", {}).get("generation", 0)
     if stale:
         progressing = ConditionState(
-            "True", "WaitingForKubeRay", "KubeRay has not observed the latest RayService spec"
+            TRUE, Reason.WAITING_FOR_KUBERAY, "KubeRay has not observed the latest RayService spec"
         )
-    elif upgrade is not None and upgrade.get("status") == "True":
-        progressing = _state(upgrade, "UpgradeInProgress")
-    elif ready.status != "True" and not failures:
-        progressing = ConditionState("True", ready.reason, ready.message)
+    elif upgrade is not None and upgrade.get("status") == TRUE:
+        progressing = _state(upgrade, Reason.UPGRADE_IN_PROGRESS)
+    elif ready.status is not TRUE and not failures:
+        progressing = ConditionState(TRUE, ready.reason, ready.message)
     else:
-        progressing = ConditionState("False", "Stable", "no rollout in progress")
+        progressing = ConditionState(FALSE, Reason.STABLE, "no rollout in progress")
 
     if failures:
         message = "; ".join(failures)[:MAX_MESSAGE]
-        phase: Phase = "Degraded" if ready.status == "True" else "Failed"
-        if ready.status != "True":
-            ready = ConditionState("False", "ServeApplicationFailed", message)
-        progressing = ConditionState("False", "ServeApplicationFailed", message)
-    elif ready.status == "True":
-        phase = "Ready"
+        phase: Phase = Phase.DEGRADED if ready.status is TRUE else Phase.FAILED
+        if ready.status is not TRUE:
+            ready = ConditionState(FALSE, Reason.SERVE_APPLICATION_FAILED, message)
+        progressing = ConditionState(FALSE, Reason.SERVE_APPLICATION_FAILED, message)
+    elif ready.status is TRUE:
+        phase = Phase.READY
     elif ready.reason in TERMINAL_SERVICE_REASONS:
-        phase = "Failed"
-        progressing = ConditionState("False", ready.reason, ready.message)
+        phase = Phase.FAILED
+        progressing = ConditionState(FALSE, ready.reason, ready.message)
     else:
-        phase = "Progressing"
+        phase = Phase.PROGRESSING
     return Observed(phase, ready, progressing, replicas, cluster, serving)
 
 
@@ -181,54 +192,63 @@ def _observe_ray_cluster_state(cluster: Body, hosts_per_replica: int) -> Observe
     status = cluster.get("status") or {}
     name = cluster.get("metadata", {}).get("name")
     if not status:
-        waiting = ConditionState("Unknown", "WaitingForKubeRay", "KubeRay has not reported yet")
-        return Observed("Pending", waiting, ConditionState("True", "WaitingForKubeRay"), 0, name)
+        waiting = ConditionState(
+            UNKNOWN, Reason.WAITING_FOR_KUBERAY, "KubeRay has not reported yet"
+        )
+        return Observed(
+            Phase.PENDING, waiting, ConditionState(TRUE, Reason.WAITING_FOR_KUBERAY), 0, name
+        )
     conditions = _conditions(cluster)
     state = status.get("state", "")
     replicas = _replicas_from_pods(int(status.get("readyWorkerReplicas") or 0), hosts_per_replica)
-    failure = conditions.get("ReplicaFailure")
-    stable = ConditionState("False", "Stable", "no rollout in progress")
-    if failure is not None and failure.get("status") == "True":
-        failed = _state(failure, "ReplicaFailure")
-        ready = ConditionState(
-            "True" if state == "ready" else "False", failed.reason, failed.message
-        )
+    failure = conditions.get(KubeRayCondition.REPLICA_FAILURE)
+    stable = ConditionState(FALSE, Reason.STABLE, "no rollout in progress")
+    if failure is not None and failure.get("status") == TRUE:
+        failed = _state(failure, Reason.REPLICA_FAILURE)
+        ready = ConditionState(TRUE if state == "ready" else FALSE, failed.reason, failed.message)
         return Observed(
-            "Degraded",
+            Phase.DEGRADED,
             ready,
-            ConditionState("False", failed.reason, failed.message),
+            ConditionState(FALSE, failed.reason, failed.message),
             replicas,
             name,
         )
     if state == "ready":
-        ready = _state(conditions.get("HeadPodReady"), "HeadPodReady")
+        ready = _state(conditions.get(KubeRayCondition.HEAD_POD_READY), Reason.HEAD_POD_READY)
         ready = ConditionState(
-            "True", "RayClusterReady", ready.message or "the Ray cluster is ready"
+            TRUE, Reason.RAY_CLUSTER_READY, ready.message or "the Ray cluster is ready"
         )
-        return Observed("Ready", ready, stable, replicas, name)
+        return Observed(Phase.READY, ready, stable, replicas, name)
     if state == "failed":
         reason = str(status.get("reason", ""))[:MAX_MESSAGE]
-        failed = ConditionState("False", "RayClusterFailed", reason)
+        failed = ConditionState(FALSE, Reason.RAY_CLUSTER_FAILED, reason)
         return Observed(
-            "Failed", failed, ConditionState("False", "RayClusterFailed", reason), replicas, name
+            Phase.FAILED,
+            failed,
+            ConditionState(FALSE, Reason.RAY_CLUSTER_FAILED, reason),
+            replicas,
+            name,
         )
     if state == "suspended":
-        suspended = ConditionState("False", "Suspended", "the Ray cluster is suspended")
-        return Observed("Pending", suspended, stable, replicas, name)
-    head = _state(conditions.get("HeadPodReady"), "WaitingForHeadPod")
-    starting = ConditionState("False", head.reason, head.message)
+        suspended = ConditionState(FALSE, Reason.SUSPENDED, "the Ray cluster is suspended")
+        return Observed(Phase.PENDING, suspended, stable, replicas, name)
+    head = _state(conditions.get(KubeRayCondition.HEAD_POD_READY), Reason.WAITING_FOR_HEAD_POD)
+    starting = ConditionState(FALSE, head.reason, head.message)
     return Observed(
-        "Progressing", starting, ConditionState("True", head.reason, head.message), replicas, name
+        Phase.PROGRESSING, starting, ConditionState(TRUE, head.reason, head.message), replicas, name
     )
 
 
 def _fit_state(fit: MemoryFit) -> ConditionState:
-    status = {True: "True", False: "False", None: "Unknown"}[fit.fits]
+    status = {True: TRUE, False: FALSE, None: UNKNOWN}[fit.fits]
     return ConditionState(status, fit.reason, fit.message[:MAX_MESSAGE])
 
 
 def merge_conditions(
-    previous: Sequence[Body], wanted: Mapping[str, ConditionState], generation: int | None, now: str
+    previous: Sequence[Body],
+    wanted: Mapping[ConditionType, ConditionState],
+    generation: int | None,
+    now: str,
 ) -> list[Condition]:
     """Conditions in Kubernetes form; lastTransitionTime moves only when status moves."""
     before = {c.get("type"): c for c in previous}
@@ -252,27 +272,35 @@ def merge_conditions(
 
 
 def _dump(status: LLMDeploymentStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, exclude_none=True)
+    # JSON mode: the vocabulary's members become the plain strings the API server stores.
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def reconciled_status(
-    llmd: LLMDeployment,
-    observed: Observed,
-    previous: Body,
-    now: str,
-    gpu_memory_gib: Mapping[str, float],
-) -> dict[str, Any]:
+# The mode's strategy, by the kind the plan chose: how to read the live Ray child.
+OBSERVERS: dict[RayKind, Callable[[Body, int], Observed]] = {
+    RayKind.RAY_SERVICE: observe_ray_service,
+    RayKind.RAY_CLUSTER: observe_ray_cluster,
+}
+
+
+def observe(plan: Plan, live: Body | None) -> Observed:
+    """What the plan's live Ray child (None: not there) says, in our terms."""
+    if live is None:
+        return observe_missing(plan.ray_kind)
+    return OBSERVERS[plan.ray_kind](live, plan.layout.hosts_per_replica)
+
+
+def reconciled_status(plan: Plan, observed: Observed, previous: Body, now: str) -> dict[str, Any]:
     """The full status of a valid LLMDeployment given what its child reports."""
+    llmd = plan.llmd
     generation = llmd.metadata.generation
     wanted = {
-        READY: observed.ready,
-        PROGRESSING: observed.progressing,
-        SPEC_VALID: ConditionState("True", "Valid", "the spec passed validation"),
-        RESOURCES_FIT: _fit_state(
-            memory_fit_of(llmd, layout_of(llmd).gpus_per_replica, gpu_memory_gib)
-        ),
+        ConditionType.READY: observed.ready,
+        ConditionType.PROGRESSING: observed.progressing,
+        ConditionType.SPEC_VALID: ConditionState(TRUE, Reason.VALID, "the spec passed validation"),
+        ConditionType.RESOURCES_FIT: _fit_state(plan.fit),
     }
-    service = llmd.spec.mode == "Service"
+    service = plan.serves
     status = LLMDeploymentStatus(
         phase=observed.phase,
         conditions=merge_conditions(previous.get("conditions") or [], wanted, generation, now),
@@ -281,7 +309,7 @@ def reconciled_status(
         endpoint=names.endpoint(llmd.name, llmd.namespace) if service else None,
         ray_service=names.ray_service_name(llmd.name) if service else None,
         ray_cluster=observed.ray_cluster,
-        gpus_per_replica=layout_of(llmd).gpus_per_replica,
+        gpus_per_replica=plan.layout.gpus_per_replica,
         replicas=ReplicaStatus(desired=llmd.spec.min_replicas, ready=observed.ready_replicas),
         gcs_fault_tolerance=gcs_fault_tolerance_state(
             llmd.spec.ray_cluster.gcs_fault_tolerance is not None, observed.gcs_fault_tolerance
@@ -298,14 +326,20 @@ def invalid_status(
     Children exist once a valid spec was applied, which is when status first names them.
     """
     applied = bool(previous.get("rayService") or previous.get("rayCluster"))
-    wanted = {SPEC_VALID: ConditionState("False", "InvalidSpec", problems[:MAX_MESSAGE])}
+    wanted = {
+        ConditionType.SPEC_VALID: ConditionState(FALSE, Reason.INVALID_SPEC, problems[:MAX_MESSAGE])
+    }
     if not applied:
-        wanted[READY] = ConditionState("False", "InvalidSpec", "fix the spec; nothing was created")
-        wanted[PROGRESSING] = ConditionState("False", "InvalidSpec", "waiting for a valid spec")
+        wanted[ConditionType.READY] = ConditionState(
+            FALSE, Reason.INVALID_SPEC, "fix the spec; nothing was created"
+        )
+        wanted[ConditionType.PROGRESSING] = ConditionState(
+            FALSE, Reason.INVALID_SPEC, "waiting for a valid spec"
+        )
     kept = {k: v for k, v in previous.items() if k not in ("conditions", "observedGeneration")}
     status = LLMDeploymentStatus.model_validate(kept)
     if not applied:
-        status.phase = "Failed"
+        status.phase = Phase.FAILED
     status.conditions = merge_conditions(previous.get("conditions") or [], wanted, generation, now)
     status.observed_generation = generation
     return _dump(status)
@@ -320,14 +354,16 @@ def not_served_status(
     exist, so the retry that follows still counts as unfinished work.
     """
     wanted = {
-        READY: ConditionState("False", KUBERAY_NOT_INSTALLED, message[:MAX_MESSAGE]),
-        PROGRESSING: ConditionState(
-            "False", KUBERAY_NOT_INSTALLED, "waiting for KubeRay's CRDs to be installed"
+        ConditionType.READY: ConditionState(
+            FALSE, Reason.KUBERAY_NOT_INSTALLED, message[:MAX_MESSAGE]
+        ),
+        ConditionType.PROGRESSING: ConditionState(
+            FALSE, Reason.KUBERAY_NOT_INSTALLED, "waiting for KubeRay's CRDs to be installed"
         ),
     }
     kept = {k: v for k, v in previous.items() if k != "conditions"}
     status = LLMDeploymentStatus.model_validate(kept)
-    status.phase = "Pending"
+    status.phase = Phase.PENDING
     status.conditions = merge_conditions(previous.get("conditions") or [], wanted, generation, now)
     return _dump(status)
 

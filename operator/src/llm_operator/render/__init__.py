@@ -1,5 +1,5 @@
-"""Pure rendering: a validated LLMDeployment to the KubeRay children. No I/O."""
+"""Pure rendering: a resolved plan to the KubeRay children. No I/O."""
 
-from llm_operator.render.children import is_retained, layout_of, render
+from llm_operator.render.children import Children, is_retained, render, render_children
 
-__all__ = ["is_retained", "layout_of", "render"]
+__all__ = ["Children", "is_retained", "render", "render_children"]

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from llm_operator.api.models import GcsFaultToleranceSpec, LLMDeployment, VolumeSpec
+from llm_operator.api.plan import Plan
+from llm_operator.api.vocabulary import RayKind
 from llm_operator.render import names
 from llm_operator.render.pods import autoscaler_resources, head_group, worker_group
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
-from llm_operator.sizing import GpuLayout, gpu_layout
-
-Manifest = dict[str, Any]
-
-
-def layout_of(llmd: LLMDeployment) -> GpuLayout:
-    engine = llmd.spec.engine
-    return gpu_layout(
-        engine.tensor_parallel_size,
-        engine.pipeline_parallel_size,
-        llmd.spec.accelerator.gpus_per_node,
-    )
+from llm_operator.yamlio import Manifest
 
 
 def _metadata(llmd: LLMDeployment, name: str, component: str) -> Manifest:
@@ -62,10 +54,8 @@ def claims(llmd: LLMDeployment) -> list[Manifest]:
     return out
 
 
-def ray_cluster_spec(
-    llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings
-) -> Manifest:
-    cluster = llmd.spec.ray_cluster
+def ray_cluster_spec(plan: Plan, settings: OperatorSettings) -> Manifest:
+    cluster = plan.llmd.spec.ray_cluster
     spec: Manifest = {
         "rayVersion": cluster.ray_version or settings.ray_version,
         "enableInTreeAutoscaling": True,
@@ -77,8 +67,8 @@ def ray_cluster_spec(
     }
     if cluster.gcs_fault_tolerance is not None:
         spec["gcsFaultToleranceOptions"] = gcs_fault_tolerance_options(cluster.gcs_fault_tolerance)
-    spec["headGroupSpec"] = head_group(llmd, settings)
-    spec["workerGroupSpecs"] = [worker_group(llmd, layout, settings)]
+    spec["headGroupSpec"] = head_group(plan, settings)
+    spec["workerGroupSpecs"] = [worker_group(plan, settings)]
     return spec
 
 
@@ -97,14 +87,15 @@ def gcs_fault_tolerance_options(gcs: GcsFaultToleranceSpec) -> Manifest:
     return options
 
 
-def ray_service(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
+def ray_service(plan: Plan, settings: OperatorSettings) -> Manifest:
+    llmd = plan.llmd
     return {
         "apiVersion": names.RAY_API_VERSION,
-        "kind": "RayService",
+        "kind": RayKind.RAY_SERVICE.value,
         "metadata": _metadata(llmd, names.ray_service_name(llmd.name), "ray-service"),
         "spec": {
-            "serveConfigV2": serve_config_yaml(llmd, layout),
-            "rayClusterConfig": ray_cluster_spec(llmd, layout, settings),
+            "serveConfigV2": serve_config_yaml(plan),
+            "rayClusterConfig": ray_cluster_spec(plan, settings),
             "upgradeStrategy": upgrade_strategy(llmd),
         },
     }
@@ -123,29 +114,47 @@ def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
     return strategy
 
 
-def ray_cluster(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
+def ray_cluster(plan: Plan, settings: OperatorSettings) -> Manifest:
+    llmd = plan.llmd
     return {
         "apiVersion": names.RAY_API_VERSION,
-        "kind": "RayCluster",
+        "kind": RayKind.RAY_CLUSTER.value,
         "metadata": _metadata(llmd, names.ray_cluster_name(llmd.name), "ray-cluster"),
-        "spec": ray_cluster_spec(llmd, layout, settings),
+        "spec": ray_cluster_spec(plan, settings),
     }
 
 
-def render(llmd: LLMDeployment, settings: OperatorSettings | None = None) -> list[Manifest]:
-    """All children in apply order: claims first (pods mount them), then the Ray resource.
+# The mode's strategy, by the kind the plan chose: which Ray child to build.
+RAY_CHILD: dict[RayKind, Callable[[Plan, OperatorSettings], Manifest]] = {
+    RayKind.RAY_SERVICE: ray_service,
+    RayKind.RAY_CLUSTER: ray_cluster,
+}
 
-    Raises `sizing.LayoutError` for a parallelism that cannot be laid out; callers
-    validate first.
-    """
+
+@dataclass(frozen=True)
+class Children:
+    """The children of one LLMDeployment, by type: the claims the operator creates and
+    the one Ray resource (a RayService or a RayCluster, as `kind` says)."""
+
+    claims: tuple[Manifest, ...]
+    ray: Manifest
+    kind: RayKind
+
+    def in_apply_order(self) -> list[Manifest]:
+        """Claims first (pods mount them), then the Ray resource."""
+        return [*self.claims, self.ray]
+
+
+def render_children(plan: Plan, settings: OperatorSettings | None = None) -> Children:
+    """Every child of a resolved plan."""
     settings = settings or OperatorSettings()
-    layout = layout_of(llmd)
-    main = (
-        ray_service(llmd, layout, settings)
-        if llmd.spec.mode == "Service"
-        else ray_cluster(llmd, layout, settings)
-    )
-    return [*claims(llmd), main]
+    ray = RAY_CHILD[plan.ray_kind](plan, settings)
+    return Children(tuple(claims(plan.llmd)), ray, plan.ray_kind)
+
+
+def render(plan: Plan, settings: OperatorSettings | None = None) -> list[Manifest]:
+    """All children in apply order: claims first (pods mount them), then the Ray resource."""
+    return render_children(plan, settings).in_apply_order()
 
 
 def is_retained(child: Manifest) -> bool:

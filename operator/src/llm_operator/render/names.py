@@ -69,8 +69,3 @@ def labels(deployment: str, component: str) -> dict[str, str]:
         COMPONENT_LABEL: component,
         DEPLOYMENT_LABEL: deployment,
     }
-
-
-def selector(deployment: str) -> str:
-    """Label selector for all children of one LLMDeployment."""
-    return f"{DEPLOYMENT_LABEL}={deployment}"

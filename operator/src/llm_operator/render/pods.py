@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from llm_operator.api.models import (
     LLMDeployment,
     PodResourcesSpec,
@@ -11,12 +9,11 @@ from llm_operator.api.models import (
     Toleration,
     VolumeSpec,
 )
+from llm_operator.api.plan import Plan
 from llm_operator.render import names
 from llm_operator.render.sources import ModelSource, model_source
 from llm_operator.settings import OperatorSettings
-from llm_operator.sizing import GpuLayout
-
-Manifest = dict[str, Any]
+from llm_operator.yamlio import Manifest
 
 RAY_PORTS: tuple[tuple[str, int], ...] = (
     ("gcs-server", 6379),
@@ -142,9 +139,6 @@ def container_env(llmd: LLMDeployment) -> list[Manifest]:
     return env
 
 
-OPERATOR_ENV_NAMES = ("HF_TOKEN", "HF_HOME")
-
-
 def _pod_metadata(llmd: LLMDeployment, component: str) -> Manifest:
     spec = llmd.spec
     annotations = dict(spec.ray_cluster.pod_annotations)
@@ -163,18 +157,17 @@ def _pod_metadata(llmd: LLMDeployment, component: str) -> Manifest:
     return meta
 
 
-def _ports(llmd: LLMDeployment, *, head: bool) -> list[Manifest]:
+def _ports(plan: Plan, *, head: bool) -> list[Manifest]:
     ports = [{"name": n, "containerPort": p} for n, p in RAY_PORTS] if head else []
-    if llmd.spec.mode == "Service":
+    if plan.serves:
         ports.append({"name": "serve", "containerPort": names.SERVE_PORT})
-    if llmd.spec.monitoring.prometheus:
+    if plan.llmd.spec.monitoring.prometheus:
         ports.append({"name": "metrics", "containerPort": names.METRICS_PORT})
     return ports
 
 
 def _pod_spec(
     llmd: LLMDeployment,
-    settings: OperatorSettings,
     *,
     container: Manifest,
     volumes: list[Manifest],
@@ -207,7 +200,7 @@ def _tolerations(tolerations: list[Toleration]) -> list[Manifest]:
 
 
 def _container(
-    llmd: LLMDeployment,
+    plan: Plan,
     settings: OperatorSettings,
     *,
     name: str,
@@ -217,12 +210,12 @@ def _container(
 ) -> Manifest:
     container: Manifest = {
         "name": name,
-        "image": llmd.spec.ray_cluster.image or settings.ray_image,
+        "image": plan.llmd.spec.ray_cluster.image or settings.ray_image,
         "resources": resources,
-        "ports": _ports(llmd, head=head),
+        "ports": _ports(plan, head=head),
         "securityContext": _container_security(),
     }
-    env = container_env(llmd)
+    env = container_env(plan.llmd)
     if env:
         container["env"] = env
     if mounts:
@@ -241,13 +234,14 @@ def ray_start_params(llmd: LLMDeployment, *, head: bool) -> dict[str, str]:
     return params
 
 
-def head_group(llmd: LLMDeployment, settings: OperatorSettings) -> Manifest:
+def head_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     """The head: the user's resources and placement only (no GPU selector or toleration)."""
+    llmd = plan.llmd
     head = llmd.spec.ray_cluster.head
     source = model_source(llmd)
     volumes, mounts = _volumes_and_mounts(llmd, source, shm=False)
     container = _container(
-        llmd,
+        plan,
         settings,
         name=names.HEAD_CONTAINER,
         resources=head_resources(head.resources, settings),
@@ -260,7 +254,6 @@ def head_group(llmd: LLMDeployment, settings: OperatorSettings) -> Manifest:
             "metadata": _pod_metadata(llmd, "ray-head"),
             "spec": _pod_spec(
                 llmd,
-                settings,
                 container=container,
                 volumes=volumes,
                 placement=head,
@@ -296,18 +289,19 @@ def gpu_node_selector(llmd: LLMDeployment, settings: OperatorSettings) -> dict[s
     return {**llmd.spec.ray_cluster.worker.node_selector, **own}
 
 
-def worker_group(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSettings) -> Manifest:
+def worker_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     """One GPU worker group; a group replica is one model replica of `numOfHosts` pods."""
+    llmd, layout, accelerator = plan.llmd, plan.layout, plan.accelerator
     spec = llmd.spec
     source = model_source(llmd)
     volumes, mounts = _volumes_and_mounts(llmd, source, shm=True)
     container = _container(
-        llmd,
+        plan,
         settings,
         name=names.WORKER_CONTAINER,
         resources=worker_resources(
             spec.ray_cluster.worker.resources,
-            spec.accelerator.resource_name,
+            accelerator.resource_name,
             layout.gpus_per_host,
             settings,
         ),
@@ -316,7 +310,6 @@ def worker_group(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSetti
     )
     pod = _pod_spec(
         llmd,
-        settings,
         container=container,
         volumes=volumes,
         placement=spec.ray_cluster.worker,
@@ -333,7 +326,7 @@ def worker_group(llmd: LLMDeployment, layout: GpuLayout, settings: OperatorSetti
         # Ray resources the autoscaler plans with, matching the Serve placement group.
         "resources": {
             "GPU": str(layout.gpus_per_host),
-            f"accelerator_type:{spec.accelerator.type}": "1",
+            f"accelerator_type:{accelerator.type}": "1",
         },
         "template": {"metadata": _pod_metadata(llmd, "ray-worker"), "spec": pod},
     }

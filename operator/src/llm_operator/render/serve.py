@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
 
 from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec
+from llm_operator.api.plan import Plan
 from llm_operator.render import names
 from llm_operator.render.sources import model_source
 from llm_operator.sizing import GpuLayout
-
-Manifest = dict[str, Any]
+from llm_operator.yamlio import Manifest
 
 OPENAI_APP = "ray.serve.llm:build_openai_app"
 
@@ -54,38 +52,39 @@ def deployment_config(spec: LLMDeploymentSpec) -> Manifest:
     }
 
 
-def llm_config(llmd: LLMDeployment, layout: GpuLayout) -> Manifest:
+def llm_config(plan: Plan) -> Manifest:
     """One Ray Serve LLM `LLMConfig` whose placement matches the worker pods."""
+    llmd = plan.llmd
     spec = llmd.spec
     return {
         "model_loading_config": {
             "model_id": llmd.served_model_id,
             "model_source": model_source(llmd).model_source,
         },
-        "accelerator_type": spec.accelerator.type,
+        "accelerator_type": plan.accelerator.type,
         "engine_kwargs": engine_kwargs(llmd),
-        "placement_group_config": placement_group_config(layout),
+        "placement_group_config": placement_group_config(plan.layout),
         "deployment_config": deployment_config(spec),
         "log_engine_metrics": spec.monitoring.prometheus,
     }
 
 
-def serve_application(llmd: LLMDeployment, layout: GpuLayout) -> Manifest:
-    engine = llmd.spec.engine
+def serve_application(plan: Plan) -> Manifest:
+    engine = plan.llmd.spec.engine
     app: Manifest = {"name": names.SERVE_APP, "route_prefix": "/"}
     if engine.type == "custom":
         app["import_path"] = engine.import_path
         app["args"] = dict(engine.args)
     else:
         app["import_path"] = OPENAI_APP
-        app["args"] = {"llm_configs": [llm_config(llmd, layout)]}
+        app["args"] = {"llm_configs": [llm_config(plan)]}
     return app
 
 
-def serve_config(llmd: LLMDeployment, layout: GpuLayout) -> Manifest:
-    return {"applications": [serve_application(llmd, layout)]}
+def serve_config(plan: Plan) -> Manifest:
+    return {"applications": [serve_application(plan)]}
 
 
-def serve_config_yaml(llmd: LLMDeployment, layout: GpuLayout) -> str:
+def serve_config_yaml(plan: Plan) -> str:
     """serveConfigV2 is a YAML string inside the RayService."""
-    return yaml.safe_dump(serve_config(llmd, layout), sort_keys=False)
+    return yaml.safe_dump(serve_config(plan), sort_keys=False)

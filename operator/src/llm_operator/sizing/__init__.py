@@ -1,7 +1,8 @@
 """GPU math: how a model replica maps onto worker pods, and whether its weights fit.
 
-Pure functions over numbers; the API models feed them, `render`, `validate` and
-`plan` use the answers.
+Pure functions over numbers. Validation calls them once per spec and keeps the answers
+in the resolved plan (`api.plan.Plan`), which render, status, metrics and
+`llm-operator plan` read.
 """
 
 from __future__ import annotations
@@ -11,27 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# GPU memory in GiB per Ray accelerator type. Operators can extend it in settings.
-DEFAULT_GPU_MEMORY_GIB: Mapping[str, float] = {
-    "T4": 16,
-    "V100": 16,
-    "A10G": 24,
-    "L4": 24,
-    "L40S": 48,
-    "A100": 40,
-    "A100-40G": 40,
-    "A100-80G": 80,
-    "H100": 80,
-    "H200": 141,
-    "H20": 96,
-    "B200": 180,
-    "B300": 288,
-    "GB200": 186,
-    "GB300": 288,
-    "RTX-PRO-6000": 96,
-    "AMD-Instinct-MI300X-OAM": 192,
-    "AMD-Instinct-MI325X-OAM": 256,
-}
+from llm_operator.sizing.accelerators import (
+    DEFAULT_GPU_MEMORY_GIB,
+    Accelerator,
+    resolve_accelerator,
+)
+
+__all__ = [
+    "DEFAULT_GPU_MEMORY_GIB",
+    "Accelerator",
+    "GpuLayout",
+    "LayoutError",
+    "MemoryFit",
+    "gpu_layout",
+    "memory_fit",
+    "resolve_accelerator",
+]
 
 # Bytes per parameter by engine dtype; "auto" loads checkpoints in 16-bit.
 BYTES_PER_PARAMETER: Mapping[str, float] = {
@@ -156,19 +152,19 @@ def bytes_per_parameter(dtype: str, engine_args: Mapping[str, Any]) -> float | N
 def memory_fit(
     *,
     parameters_billions: float | None,
-    accelerator_type: str,
+    accelerator: Accelerator,
     gpus_per_replica: int,
     dtype: str,
     gpu_memory_utilization: float,
     engine_args: Mapping[str, Any],
-    gpu_memory_gib: Mapping[str, float] = DEFAULT_GPU_MEMORY_GIB,
 ) -> MemoryFit:
     """Weights per GPU against the engine's share of GPU memory, minus KV-cache headroom."""
     if parameters_billions is None:
         return MemoryFit(
             None, "SizeUnknown", "spec.model.parametersBillions is not set; fit not checked"
         )
-    memory = gpu_memory_gib.get(accelerator_type)
+    accelerator_type = accelerator.type
+    memory = accelerator.memory_gib
     if memory is None:
         return MemoryFit(
             None,

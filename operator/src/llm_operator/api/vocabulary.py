@@ -1,0 +1,77 @@
+"""The status vocabulary of LLMDeployment: phases, condition types and statuses, and the
+reasons the operator writes. Status folding, Events, metrics and the CRD read them here.
+
+They are `StrEnum`s, so each member is its wire string: a status read back from the API
+server compares equal to the member, and JSON and YAML write the plain value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum, unique
+
+
+@unique
+class Phase(StrEnum):
+    """`status.phase`, in the order a deployment usually passes through them."""
+
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+# Phases worth a Warning Event rather than a Normal one.
+WARNING_PHASES = frozenset({Phase.DEGRADED, Phase.FAILED})
+
+
+@unique
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    SPEC_VALID = "SpecValid"
+    RESOURCES_FIT = "ResourcesFit"
+
+
+@unique
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@unique
+class GcsFaultToleranceState(StrEnum):
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+    PENDING = "Pending"
+
+
+@unique
+class Reason(StrEnum):
+    """Reasons of the operator's own making. KubeRay's reasons pass through as KubeRay
+    wrote them, and the memory fit's come from `sizing`."""
+
+    VALID = "Valid"
+    INVALID_SPEC = "InvalidSpec"
+    KUBERAY_NOT_INSTALLED = "KubeRayNotInstalled"
+    CHILD_MISSING = "ChildMissing"
+    CREATING = "Creating"
+    WAITING_FOR_KUBERAY = "WaitingForKubeRay"
+    STABLE = "Stable"
+    UPGRADE_IN_PROGRESS = "UpgradeInProgress"
+    SERVE_APPLICATION_FAILED = "ServeApplicationFailed"
+    REPLICA_FAILURE = "ReplicaFailure"
+    HEAD_POD_READY = "HeadPodReady"
+    WAITING_FOR_HEAD_POD = "WaitingForHeadPod"
+    RAY_CLUSTER_READY = "RayClusterReady"
+    RAY_CLUSTER_FAILED = "RayClusterFailed"
+    SUSPENDED = "Suspended"
+
+
+@unique
+class RayKind(StrEnum):
+    """The KubeRay kind an LLMDeployment becomes: `spec.mode` Service or Cluster."""
+
+    RAY_SERVICE = "RayService"
+    RAY_CLUSTER = "RayCluster"

@@ -1,0 +1,226 @@
+"""The reconcile of one LLMDeployment, apart from kopf's wiring: resolve the spec once,
+apply its children, mirror KubeRay's status.
+
+It talks to the cluster only through `ClusterApi`, so unit tests run it against an
+in-memory API server (`kube.KubeApi` over a fake client) and see every write it makes.
+Reconciling is idempotent: an unchanged child or status is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+import kopf
+
+from llm_operator.api.constants import API_VERSION, KIND
+from llm_operator.api.plan import Plan
+from llm_operator.api.validation import FieldError, SpecError, resolve
+from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType, RayKind
+from llm_operator.controller import status
+from llm_operator.controller.kube import ChildRefused, NotServed, Outcome
+from llm_operator.controller.merge import WorkerBounds, worker_groups
+from llm_operator.render import Children, is_retained, names, render_children
+from llm_operator.settings import OperatorSettings
+from llm_operator.yamlio import Manifest
+
+LOG = logging.getLogger(__name__)
+
+
+class ClusterApi(Protocol):
+    """What a reconcile asks of the API server (`kube.KubeApi` is the real one)."""
+
+    def ensure_claim(self, desired: Manifest, owner_uid: str) -> Outcome: ...
+
+    def apply_ray_resource(
+        self, desired: Manifest, *, likely_absent: bool
+    ) -> tuple[Outcome, Manifest]: ...
+
+    def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None: ...
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+
+    def post_event(self, owner: Manifest, *, type_: str, reason: str, message: str) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(body: Mapping[str, Any]) -> Manifest:
+    """A deep plain-dict copy of a kopf body (its nested views are read-only mappings)."""
+    copied: Manifest = json.loads(json.dumps(body, default=dict))
+    return copied
+
+
+def owner_of(body: Mapping[str, Any]) -> Manifest:
+    """The parts of an LLMDeployment that owner references and Events need."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+
+
+def _adopt(child: Manifest, owner: Manifest) -> None:
+    """Owned, unless retained: a claim kept after deletion carries no reference."""
+    if not is_retained(child):
+        kopf.append_owner_reference(child, owner=kopf.Body(cast(kopf.RawBody, owner)))
+
+
+def _post_phase_event(
+    api: ClusterApi, owner: Manifest, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> None:
+    """An Event when the phase moves; the first status is no move (it costs no write)."""
+    previous, phase = before.get("phase"), after.get("phase")
+    if previous is None or phase is None or phase == previous:
+        return
+    ready: Mapping[str, Any] = next(
+        (c for c in after.get("conditions", []) if c["type"] == ConditionType.READY), {}
+    )
+    message = f"phase {previous} -> {phase}: {ready.get('message', '')}"
+    api.post_event(
+        owner,
+        type_="Warning" if phase in WARNING_PHASES else "Normal",
+        reason=str(phase),
+        message=message.strip().rstrip(":"),
+    )
+
+
+def _write_status(
+    api: ClusterApi, owner: Manifest, before: Mapping[str, Any], after: Manifest
+) -> None:
+    patch = status.status_patch(before, after)
+    if patch is None:
+        return
+    meta = owner["metadata"]
+    api.patch_status(meta["namespace"], meta["name"], patch)
+    _post_phase_event(api, owner, before, after)
+
+
+def _log(child: Manifest, outcome: Outcome) -> None:
+    if outcome != "unchanged":
+        meta = child["metadata"]
+        LOG.info("%s %s/%s %s", child["kind"], meta["namespace"], meta["name"], outcome)
+
+
+def _apply_children(
+    api: ClusterApi, children: Children, owner: Manifest, *, first: bool
+) -> Manifest:
+    """Apply the claims, then the Ray resource; returns the live Ray resource.
+
+    `first`: no status yet, so the children almost surely do not exist either.
+    """
+    for claim in children.claims:
+        _adopt(claim, owner)
+        _log(claim, api.ensure_claim(claim, owner["metadata"]["uid"]))
+    _adopt(children.ray, owner)
+    outcome, live = api.apply_ray_resource(children.ray, likely_absent=first)
+    _log(children.ray, outcome)
+    return live
+
+
+def _sync_serving_cluster_bounds(
+    api: ClusterApi, ray_service: Manifest, namespace: str, cluster_name: str
+) -> Manifest | None:
+    """KubeRay keeps a serving cluster's worker bounds from creation time; move them along.
+
+    Returns the cluster as read (None when it is gone).
+    """
+    cluster: Manifest | None = None
+    for group in worker_groups(ray_service):
+        bounds = WorkerBounds(
+            namespace, cluster_name, group["groupName"], group["minReplicas"], group["maxReplicas"]
+        )
+        cluster = api.sync_worker_bounds(bounds)
+    return cluster
+
+
+def _observe(api: ClusterApi, plan: Plan, children: Children, live: Manifest) -> status.Observed:
+    """What the live Ray child says; for a RayService, after moving the bounds of every
+    cluster it serves from, and with GCS fault tolerance as the active one was built."""
+    observed = status.observe(plan, live)
+    if not plan.serves:
+        return observed
+    serving = {
+        name: _sync_serving_cluster_bounds(api, children.ray, plan.namespace, name)
+        for name in observed.serving_clusters
+    }
+    active = serving.get(observed.ray_cluster or "")
+    return replace(observed, gcs_fault_tolerance=status.has_gcs_fault_tolerance(active))
+
+
+def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettings) -> Plan:
+    """Converge one LLMDeployment: resolve, apply children, mirror status; returns the plan.
+
+    Raises `SpecError` (after recording it in status) when the spec is invalid; no child
+    is touched then. A child the API server refuses counts as an invalid spec too, though
+    the children before it have been applied by then. Raises `NotServed` (after recording
+    it) while KubeRay's CRDs are missing.
+    """
+    plain = _plain(body)
+    owner = owner_of(plain)
+    before: Manifest = plain.get("status") or {}
+    generation = plain["metadata"].get("generation")
+    try:
+        plan = resolve(plain, settings.gpu_memory_gib)
+        children = render_children(plan, settings)
+        try:
+            live = _apply_children(api, children, owner, first=not before)
+        except ChildRefused as exc:
+            # Values the schema lets through but the child's own schema refuses (a storage
+            # class name, a quantity): as invalid as a spec gets, and reported the same way.
+            raise SpecError([FieldError("spec", str(exc))]) from exc
+    except SpecError as exc:
+        _write_status(
+            api, owner, before, status.invalid_status(str(exc), generation, before, _now())
+        )
+        raise
+    except NotServed as exc:
+        _write_status(
+            api, owner, before, status.not_served_status(str(exc), generation, before, _now())
+        )
+        raise
+    observed = _observe(api, plan, children, live)
+    _write_status(api, owner, before, status.reconciled_status(plan, observed, before, _now()))
+    return plan
+
+
+# --- child events ----------------------------------------------------------------------
+
+
+def redundant_child_event(event_type: str | None, kind: str) -> bool:
+    """Child events that cannot tell the reconcile anything new.
+
+    A RayService's creation: only the reconcile that just created it makes them.
+    KubeRay's RayClusters do count from their creation on (a new serving cluster needs
+    the current worker bounds), and so do listings (no type), which after a lost watch
+    are the only sign of what changed meanwhile.
+    """
+    return event_type == "ADDED" and kind == RayKind.RAY_SERVICE
+
+
+def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the LLMDeployment a child's label names.
+
+    KubeRay copies a RayService's labels onto the RayCluster it makes, so the label
+    names the LLMDeployment for both our own children and KubeRay's.
+    """
+    meta = child.get("metadata", {})
+    parent = (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)
+    return (meta["namespace"], parent) if parent else None
+
+
+def parent_needs_reconcile(parent: Mapping[str, Any] | None) -> bool:
+    """Whether a child's event should re-run its parent's reconcile: not while garbage
+    collection removes the children, nor before the converge handler has handled the
+    parent's current generation (it reconciles after it anyway)."""
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return False
+    observed = (parent.get("status") or {}).get("observedGeneration")
+    return bool(observed == parent["metadata"].get("generation"))
