@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import urllib.request
 from collections.abc import Iterator
 from functools import partial
@@ -33,6 +32,7 @@ from support import (
     wait_for,
 )
 from test_admission import create_as_kubectl, refusal, running_quickstart
+from testkit.bad_inputs import expand, expected_field, header
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import names_field
@@ -43,22 +43,10 @@ pytestmark = pytest.mark.bad_input
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = sorted(CORPUS.glob("*.yaml"))
-REPEAT = re.compile(r"<<(\d+) x (\S)>>")
 # e2e/cluster.sh binds the operator's metrics here; elsewhere point E2E_OPERATOR_METRICS
 # at a port-forward of the chart's metrics Service.
 OPERATOR_METRICS_URL = os.environ.get("E2E_OPERATOR_METRICS", "http://127.0.0.1:18083/metrics")
 OBJECT_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
-
-
-def header(path: Path, key: str) -> str | None:
-    found = re.search(rf"^# {key}: (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
-    return found.group(1).strip() if found else None
-
-
-def expected_field(path: Path) -> str:
-    field = header(path, "expect")
-    assert field, f"{path.name} has no '# expect: <field>' line"
-    return field.split()[0]
 
 
 def api_field(path: Path) -> str:
@@ -68,7 +56,7 @@ def api_field(path: Path) -> str:
 
 def load_case(path: Path) -> Body:
     """The case as a body, every `<<N x c>>` marker expanded to c repeated N times."""
-    text = REPEAT.sub(lambda m: m.group(2) * int(m.group(1)), path.read_text(encoding="utf-8"))
+    text = expand(path.read_text(encoding="utf-8"))
     document = yaml.safe_load(text)
     assert isinstance(document, dict), path.name
     return document

@@ -62,6 +62,13 @@ from support import (
     sample,
     wait_for,
 )
+from testkit.confinement import CONFINEMENT_ANNOTATIONS, escapes, foreign_namespaces, walk
+from testkit.edits import both, ray_cluster_of
+from testkit.edits import set_cache as cache
+from testkit.edits import set_cluster as field
+from testkit.edits import set_env as env
+from testkit.edits import set_name as renamed
+from testkit.edits import set_source as source
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import names_field
@@ -78,11 +85,6 @@ NOWHERE = {"llmops.dev/e2e-security": "no-such-node"}
 SMALL_HEAD = {"requests": {"cpu": "100m", "memory": "256Mi"}}
 INJECTION = "a\nhostNetwork: true\nprivileged: true"
 JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
-CONFINEMENT_ANNOTATIONS = (
-    "container.apparmor.security.beta.kubernetes.io/",
-    "container.seccomp.security.alpha.kubernetes.io/",
-    "seccomp.security.alpha.kubernetes.io/pod",
-)
 # A test's own LLMDeployments carry this in their names, so a search of the whole cluster
 # finds theirs and nobody else's.
 RUN = uuid.uuid4().hex[:5]
@@ -362,54 +364,6 @@ def hostile(namespace: str, name: str, edit: Callable[[Body], None]) -> Body:
     return sample("quickstart", namespace, prepare)
 
 
-def cluster_spec(body: Body) -> Body:
-    spec: Body = body["spec"]["rayCluster"]
-    return spec
-
-
-def env(*entries: Body) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        cluster_spec(body)["env"] = list(entries)
-
-    return edit
-
-
-def field(key: str, value: Any) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        cluster_spec(body)[key] = value
-
-    return edit
-
-
-def source(value: str) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["spec"]["model"]["source"] = value
-
-    return edit
-
-
-def cache(**fields: Any) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["spec"].setdefault("storage", {}).setdefault("modelCache", {}).update(fields)
-
-    return edit
-
-
-def both(*edits: Callable[[Body], None]) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        for one in edits:
-            one(body)
-
-    return edit
-
-
-def renamed(name: str) -> Callable[[Body], None]:
-    def edit(body: Body) -> None:
-        body["metadata"]["name"] = name
-
-    return edit
-
-
 # Refused at admission, by the CRD's schema (strict field validation, as kubectl sends)
 # and CEL rules; the message names the field.
 REFUSED: dict[str, tuple[Callable[[Body], None], str]] = {
@@ -609,7 +563,7 @@ def engine_args(body: Body) -> None:
 
 def unknown_fields(body: Body) -> None:
     """Fields the schema does not have; without strict validation they are pruned."""
-    spec = cluster_spec(body)
+    spec = ray_cluster_of(body)
     spec["hostNetwork"] = True
     spec["volumes"] = [{"name": "host", "hostPath": {"path": "/"}}]
     spec["head"]["securityContext"] = {"privileged": True}
@@ -677,64 +631,6 @@ def mode(case: Admitted) -> Callable[[Body], None]:
         body["spec"]["mode"] = case.mode
 
     return edit
-
-
-def walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
-    """Every (path, key, value) of the mappings in `node`; strings are not parsed."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield path, str(key), value
-            yield from walk(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            yield from walk(item, f"{path}[{index}]")
-
-
-# Fields that, set to true, give a container privilege or a share of the host.
-HOST_FLAGS = frozenset(
-    {"privileged", "allowPrivilegeEscalation", "hostNetwork", "hostPID", "hostIPC", "hostProcess"}
-)
-
-
-def reaches_out(key: str, value: Any) -> bool:
-    """Whether one field of a manifest or pod lifts the pod's confinement."""
-    return (
-        (key in HOST_FLAGS and value is True)
-        or (key == "capabilities" and isinstance(value, dict) and bool(value.get("add")))
-        or (key == "hostPath" and isinstance(value, dict))
-        or (key == "hostPort" and isinstance(value, int) and value > 0)
-        or (key == "procMount" and value == "Unmasked")
-        or (key == "sysctls" and bool(value))
-        or (
-            key in ("seccompProfile", "appArmorProfile")
-            and isinstance(value, dict)
-            and value.get("type") == "Unconfined"
-        )
-    )
-
-
-def escapes(node: Any) -> list[str]:
-    """Everything in `node` (a manifest or a pod) that reaches past the pod's confinement."""
-    found = []
-    for path, key, value in walk(node):
-        where = f"{path}.{key}"
-        if reaches_out(key, value):
-            found.append(where)
-        elif key == "annotations" and isinstance(value, dict):
-            found.extend(
-                f"{where}.{name}={text}"
-                for name, text in value.items()
-                if name.startswith(CONFINEMENT_ANNOTATIONS)
-            )
-    return found
-
-
-def foreign_namespaces(node: Any, namespace: str) -> list[str]:
-    return [
-        f"{path}.namespace={value}"
-        for path, key, value in walk(node)
-        if key == "namespace" and value != namespace
-    ]
 
 
 def assert_confined(what: str, node: Body, namespace: str) -> None:
