@@ -24,15 +24,13 @@ import platform
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from e2e import audit  # the e2e suite's audit-log reader
+from e2e import audit, support  # the e2e suite's audit-log reader, endpoints, scraping
 from kubernetes import client, config, watch
-from prometheus_client.parser import text_string_to_metric_families
 
 from llm_operator import yamlio
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
@@ -45,7 +43,6 @@ CLUSTER = ROOT / "e2e" / "cluster.sh"
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 SAMPLE = ROOT / "manifests" / "samples" / "quickstart.yaml"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-OPERATOR_METRICS = "http://127.0.0.1:18083/metrics"  # e2e/cluster.sh binds it here
 CONVERGE_TIMEOUT_SECONDS = 1800
 IDLE_SECONDS = 60.0
 CLUSTER_NAME = "llmop"  # e2e/cluster/settings.env
@@ -166,15 +163,8 @@ def time_direct(custom: client.CustomObjectsApi, namespace: str, count: int) -> 
 
 def reconciles_done() -> float:
     """Reconciles the (restarted) operator has finished, from its /metrics."""
-    with urllib.request.urlopen(OPERATOR_METRICS, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "llmop_reconciles"
-        for sample in family.samples
-        if sample.name == "llmop_reconciles_total"
-    )
+    series = support.scrape(support.operator_metrics_url())
+    return sum(value for (name, _), value in series.items() if name == "llmop_reconciles_total")
 
 
 def audited_writes(namespace: str, since: datetime, until: datetime) -> collections.Counter[str]:

@@ -34,7 +34,7 @@ bin_dir=$state/bin
 admin_kubeconfig=$state/kubeconfig
 operator_kubeconfig=$state/operator.kubeconfig
 operator_cli=${LLM_OPERATOR_CLI:-$root/.venv/bin/llm-operator}
-operator_liveness=127.0.0.1:18080
+operator_liveness=$OPERATOR_LIVENESS_ADDRESS
 export KWOK_WORKDIR=$state/kwok
 export PATH=$bin_dir:$PATH
 
@@ -155,7 +155,7 @@ start_llm_operator() {
   [ -f "$operator_kubeconfig" ] || write_operator_kubeconfig
   start_background llm-operator env KUBECONFIG="$operator_kubeconfig" "$operator_cli" run \
     --all-namespaces --liveness "http://$operator_liveness/healthz" \
-    --metrics-address 127.0.0.1:18083
+    --metrics-address "$OPERATOR_METRICS_ADDRESS"
   wait_until 120 "the llm-operator liveness probe" curl -fsS "http://$operator_liveness/healthz"
 }
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.render import names
@@ -73,6 +76,32 @@ def cluster_settings() -> dict[str, str]:
             key, _, value = line.partition("=")
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+# --- the out-of-cluster operator's endpoints, and Prometheus text ---------------------
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def operator_metrics_url() -> str:
+    """The operator's /metrics: e2e/cluster.sh's address, or E2E_OPERATOR_METRICS (e.g. a
+    port-forward of the chart's metrics Service on another cluster)."""
+    default = f"http://{cluster_settings()['OPERATOR_METRICS_ADDRESS']}/metrics"
+    return os.environ.get("E2E_OPERATOR_METRICS", default)
+
+
+def operator_liveness_url() -> str:
+    return f"http://{cluster_settings()['OPERATOR_LIVENESS_ADDRESS']}/healthz"
+
+
+def scrape(url: str, timeout: float = HTTP_SECONDS) -> Series:
+    """Every sample an endpoint serves, by name and labels."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def wait_for(

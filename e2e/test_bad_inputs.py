@@ -10,8 +10,6 @@ tests/test_bad_inputs_cli.py; the format is in e2e/bad_inputs/README.md.
 from __future__ import annotations
 
 import copy
-import os
-import urllib.request
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -20,15 +18,15 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 from support import (
     CONFLICT_RETRIES,
-    HTTP_SECONDS,
     Body,
     Kube,
     condition,
     converged,
+    operator_metrics_url,
     sample,
+    scrape,
     wait_for,
 )
 from test_admission import create_as_kubectl, refusal, running_quickstart
@@ -43,9 +41,6 @@ pytestmark = pytest.mark.bad_input
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = sorted(CORPUS.glob("*.yaml"))
-# e2e/cluster.sh binds the operator's metrics here; elsewhere point E2E_OPERATOR_METRICS
-# at a port-forward of the chart's metrics Service.
-OPERATOR_METRICS_URL = os.environ.get("E2E_OPERATOR_METRICS", "http://127.0.0.1:18083/metrics")
 OBJECT_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 
 
@@ -84,13 +79,7 @@ def operator_fields(ray_object: Body) -> list[Any]:
 
 
 def metric(name: str, **labels: str) -> float | None:
-    with urllib.request.urlopen(OPERATOR_METRICS_URL, timeout=HTTP_SECONDS) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return float(found.value)
-    return None
+    return scrape(operator_metrics_url()).get((name, frozenset(labels.items())))
 
 
 def test_the_corpus_splits_between_api_server_and_operator() -> None:

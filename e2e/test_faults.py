@@ -43,6 +43,7 @@ from support import (
     cluster,
     condition,
     converged,
+    operator_liveness_url,
     sample,
     wait_for,
 )
@@ -59,7 +60,6 @@ pytestmark = [
 
 STATE = ROOT / ".e2e"
 OPERATOR_LOG = STATE / "logs" / "llm-operator.log"
-LIVENESS_URL = "http://127.0.0.1:18080/healthz"  # e2e/cluster.sh binds it here
 KUBERAY_CRDS = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", STATE / "bin")) / "kuberay-crds"
 RAY_CRDS = ("rayservices.ray.io", "rayclusters.ray.io")
 DEPLOYMENTS = 50
@@ -94,7 +94,7 @@ def liveness() -> int | None:
     """The HTTP status the operator's liveness probe answers, as the kubelet would call
     it; None while nothing answers (the operator is not up)."""
     try:
-        with urllib.request.urlopen(LIVENESS_URL, timeout=HTTP_SECONDS) as response:
+        with urllib.request.urlopen(operator_liveness_url(), timeout=HTTP_SECONDS) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -43,16 +43,17 @@ import audit
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 from standin import NODE_ENV, real_node_annotations
 from support import (
     HTTP_SECONDS,
     NAMESPACE_GONE_SECONDS,
     ROOT,
     Kube,
+    Series,
     cluster,
     converged,
     sample,
+    scrape,
     wait_for,
 )
 
@@ -280,19 +281,6 @@ def host_operator_stopped() -> Iterator[None]:
 
 
 # --- metrics -------------------------------------------------------------------------
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Series:
-    with urllib.request.urlopen(url, timeout=HTTP_SECONDS) as response:
-        text = response.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def try_scrape(url: str) -> Series | None:
     try:
         return scrape(url)

@@ -3,41 +3,31 @@
 from __future__ import annotations
 
 import os
-import urllib.request
 from functools import partial
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 from support import (
-    HTTP_SECONDS,
     NAMESPACE_GONE_SECONDS,
     Body,
     Kube,
+    Series,
     cluster,
     converged,
+    operator_metrics_url,
     sample,
     wait_for,
 )
+from support import scrape as scrape_url
 
 from llm_operator.api.models import Phase
 
-# e2e/cluster.sh binds the operator's metrics here; elsewhere point E2E_OPERATOR_METRICS
-# at a port-forward of the chart's metrics Service.
-OPERATOR_METRICS_URL = os.environ.get("E2E_OPERATOR_METRICS", "http://127.0.0.1:18083/metrics")
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 PHASES: tuple[str, ...] = tuple(Phase)
 BOUNDS = ("min", "max")
 
 
 def scrape() -> Series:
-    with urllib.request.urlopen(OPERATOR_METRICS_URL, timeout=HTTP_SECONDS) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return scrape_url(operator_metrics_url())
 
 
 def value(series: Series, name: str, **labels: str) -> float | None:

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 from standin import quickstart, real_node_annotations, standin_deployment
 from support import Body, Kube, condition, head_pods, serving_cluster_name, wait_for, worker_pods
+from support import scrape as support_scrape
 
 from conftest import pool_namespace
 from llm_operator.render import names
@@ -361,11 +361,7 @@ def dashboard_serve_metrics() -> set[str]:
 
 def scrape(url: str) -> set[str]:
     """The sample names (with _total, _bucket) a metrics endpoint serves."""
-    with urllib.request.urlopen(url, timeout=REQUEST_SECONDS) as response:
-        text = response.read().decode()
-    return {
-        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
-    }
+    return {name for name, _ in support_scrape(url, REQUEST_SECONDS)}
 
 
 def annotated_target(pod: Any) -> str:
