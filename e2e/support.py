@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -76,6 +77,30 @@ def cluster_settings() -> dict[str, str]:
             key, _, value = line.partition("=")
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+def local_cluster() -> bool:
+    """Whether the suite runs on e2e/cluster.sh's cluster (its files are on this machine)."""
+    chosen = os.environ.get("E2E_KUBECONFIG")
+    return not chosen or Path(chosen).resolve() == (ROOT / ".e2e" / "kubeconfig").resolve()
+
+
+def probe_pod() -> Body:
+    """A minimal Pod, for dry runs of what the API server lets through."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+
+
+def refusal(exc: ApiException) -> str:
+    """The API server's message in a refusal (its Status body), else the raw body."""
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body)
 
 
 # --- the out-of-cluster operator's endpoints, and Prometheus text ---------------------

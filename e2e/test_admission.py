@@ -7,7 +7,6 @@ the field it gets wrong (`# expect:`); the few that only the operator can judge 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from support import (
     condition,
     converged,
     load_yaml,
+    refusal,
     sample,
     wait_for,
 )
@@ -57,13 +57,6 @@ def create_as_kubectl(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
     return kube.custom.create_namespaced_custom_object(
         group, version, body["metadata"]["namespace"], PLURAL, body, field_validation="Strict"
     )
-
-
-def refusal(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return str(exc.body)
 
 
 def test_enough_cases_are_decided_at_admission() -> None:

@@ -1,19 +1,7 @@
-"""Security checks: the operator's identity, hostile LLMDeployments, the Hugging Face token.
+"""Security checks: hostile LLMDeployments and the Hugging Face token (the operator's
+identity: e2e/test_rbac.py).
 
-1. RBAC. e2e/test_rbac.py shows the chart's role grants what the operator needs and
-   refuses a first set (get/list Secrets, create Pods, delete Namespaces, create
-   ClusterRoleBindings, delete LLMDeployments, mint service account tokens, update
-   CRDs) in one watched namespace, and that a namespaced release reaches nothing outside
-   its namespaces. Here, asked of the real authorizer with SubjectAccessReviews (with the
-   groups a real token carries), the rest of what would let the operator read secrets or
-   run code: Secrets by any verb anywhere, Pods and their exec/attach/port-forward/
-   ephemeral containers, workload controllers that make Pods, RBAC writes, escalate, bind
-   and impersonate, new identities, host-reaching objects (hostPath PersistentVolumes,
-   nodes/proxy, webhooks); for the cluster-wide install in the watched namespace, in
-   kube-system, in the operator's own namespace and cluster-wide, and for a namespaced
-   install in kube-system and default as well. Then as real requests with the operator's
-   own credentials: reading a Secret and creating a Pod are refused with 403.
-2. Hostile LLMDeployments. Every user field that reaches a child (env, podLabels,
+1. Hostile LLMDeployments. Every user field that reaches a child (env, podLabels,
    podAnnotations, serviceAccountName, model.source, storage claims and mount paths,
    engine args, unknown fields, metadata) is tried with values aimed at privilege, the
    host or another namespace. Each is refused by the API server naming the field, or
@@ -24,7 +12,7 @@
    enforces Pod Security's baseline profile, so the API server checks the pods as well;
    and nothing of them exists outside the LLMDeployment's namespace.
    tests/test_security_render.py makes the same checks over the pure renderer.
-3. The Hugging Face token reaches the Ray containers only as a secretKeyRef, never as a
+2. The Hugging Face token reaches the Ray containers only as a secretKeyRef, never as a
    literal (a literal HF_TOKEN is refused on create and on update), and its value appears
    in no LLMDeployment, RayService, RayCluster, Pod or Event, nor in the local logs of the
    operator, KubeRay and the control plane.
@@ -41,24 +29,23 @@ import mmap
 import os
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from support import (
     ROOT,
     WAIT_SECONDS,
-    Access,
     Kube,
-    allowed,
     converged,
-    namespaced_release,
-    operator_user,
+    local_cluster,
+    probe_pod,
+    refusal,
     sample,
     wait_for,
 )
@@ -78,8 +65,6 @@ pytestmark = pytest.mark.security
 
 Body = dict[str, Any]
 LOGS = ROOT / ".e2e" / "logs"
-LOCAL_KUBECONFIG = ROOT / ".e2e" / "kubeconfig"
-OPERATOR_KUBECONFIG = ROOT / ".e2e" / "operator.kubeconfig"
 # No node carries this label: worker pods exist but never take a GPU.
 NOWHERE = {"llmops.dev/e2e-security": "no-such-node"}
 SMALL_HEAD = {"requests": {"cpu": "100m", "memory": "256Mi"}}
@@ -93,263 +78,13 @@ BASELINE = {"pod-security.kubernetes.io/enforce": "baseline"}
 SLOW = WAIT_SECONDS
 
 
-def local_cluster() -> bool:
-    chosen = os.environ.get("E2E_KUBECONFIG")
-    return not chosen or Path(chosen).resolve() == LOCAL_KUBECONFIG.resolve()
-
-
-def refusal(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return str(exc.body)
-
-
 def as_dict(kube: Kube, obj: Any) -> Body:
     out = kube.api.sanitize_for_serialization(obj)
     assert isinstance(out, dict)
     return out
 
 
-# --- 1. RBAC ---------------------------------------------------------------------------
-
-
-RBAC_GROUP = "rbac.authorization.k8s.io"
-NAMESPACED: dict[str, list[Access]] = {
-    "secrets": [
-        Access(verb, "secrets")
-        for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
-    ],
-    "pods": [
-        Access("create", "pods"),
-        Access("delete", "pods"),
-        Access("get", "pods", "", "log"),
-        *(
-            Access(verb, "pods", "", sub)
-            for verb in ("create", "get")
-            for sub in ("exec", "attach", "portforward")
-        ),
-        Access("patch", "pods", "", "ephemeralcontainers"),
-        Access("update", "pods", "", "ephemeralcontainers"),
-        Access("create", "pods", "", "eviction"),
-    ],
-    # Anything that makes Pods from a template, but the two KubeRay kinds the operator
-    # writes by design (their pods are what section 2 checks).
-    "workloads": [
-        Access("create", "deployments", "apps"),
-        Access("create", "statefulsets", "apps"),
-        Access("create", "daemonsets", "apps"),
-        Access("create", "replicasets", "apps"),
-        Access("create", "jobs", "batch"),
-        Access("create", "cronjobs", "batch"),
-        Access("create", "replicationcontrollers"),
-        Access("create", "rayjobs", "ray.io"),
-        Access("create", "services"),
-        Access("create", "endpoints"),
-        Access("create", "endpointslices", "discovery.k8s.io"),
-        Access("delete", "networkpolicies", "networking.k8s.io"),
-    ],
-    "rbac": [
-        Access("create", "roles", RBAC_GROUP),
-        Access("escalate", "roles", RBAC_GROUP),
-        Access("bind", "roles", RBAC_GROUP),
-        Access("create", "rolebindings", RBAC_GROUP),
-        Access("patch", "rolebindings", RBAC_GROUP),
-        Access("create", "serviceaccounts"),
-        Access("create", "serviceaccounts", "", "token"),
-        Access("impersonate", "serviceaccounts"),
-        Access("patch", "configmaps"),
-    ],
-}
-CLUSTER: list[Access] = [
-    Access("create", "clusterroles", RBAC_GROUP),
-    Access("escalate", "clusterroles", RBAC_GROUP),
-    Access("bind", "clusterroles", RBAC_GROUP),
-    Access("patch", "clusterrolebindings", RBAC_GROUP),
-    Access("impersonate", "users"),
-    Access("impersonate", "groups"),
-    Access("impersonate", "userextras", "authentication.k8s.io"),
-    Access("impersonate", "uids", "authentication.k8s.io"),
-    Access("create", "certificatesigningrequests", "certificates.k8s.io"),
-    Access("update", "certificatesigningrequests", "certificates.k8s.io", "approval"),
-    Access("create", "persistentvolumes"),
-    Access("get", "nodes", "", "proxy"),
-    Access("create", "nodes", "", "proxy"),
-    Access("patch", "nodes"),
-    Access("create", "storageclasses", "storage.k8s.io"),
-    Access("create", "mutatingwebhookconfigurations", "admissionregistration.k8s.io"),
-    Access("create", "validatingwebhookconfigurations", "admissionregistration.k8s.io"),
-    Access("delete", "validatingadmissionpolicies", "admissionregistration.k8s.io"),
-    Access("create", "customresourcedefinitions", "apiextensions.k8s.io"),
-    Access("patch", "customresourcedefinitions", "apiextensions.k8s.io"),
-    Access("create", "namespaces"),
-    Access("patch", "namespaces"),
-    Access("create", "priorityclasses", "scheduling.k8s.io"),
-]
-# Already asserted in the watched namespace by e2e/test_rbac.py.
-IN_TEST_RBAC = {
-    Access("get", "secrets"),
-    Access("list", "secrets"),
-    Access("create", "pods"),
-    Access("create", "serviceaccounts", "", "token"),
-}
-# What the operator needs in a watched namespace, and nowhere else when namespaced.
-WORKLOAD = [
-    Access("create", "rayservices", "ray.io"),
-    Access("patch", "rayservices", "ray.io"),
-    Access("create", "rayclusters", "ray.io"),
-    Access("patch", "rayclusters", "ray.io"),
-    Access("create", "persistentvolumeclaims"),
-    Access("patch", PLURAL, GROUP),
-    Access("patch", PLURAL, GROUP, "status"),
-    Access("create", "events"),
-]
-
-
-def granted(kube: Kube, user: str, asks: list[tuple[Access, str]]) -> list[str]:
-    """The (access, namespace) pairs the authorizer allows `user`; "" is cluster-wide."""
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda ask: allowed(kube, user, *ask), asks))
-    return [f"{'/'.join(filter(None, a))} in {ns or '(cluster)'}" for (a, ns), ok in zip(
-        asks, answers, strict=True) if ok]  # fmt: skip
-
-
-@pytest.mark.parametrize("kind", sorted(NAMESPACED), ids=str)
-def test_operator_account_may_not_anywhere(
-    kube: Kube, settings: dict[str, str], module_namespace: str, kind: str
-) -> None:
-    user = operator_user(settings)
-    # Guard: the same reviews say yes where the role does grant.
-    assert allowed(kube, user, WORKLOAD[0], module_namespace)
-    scopes = [module_namespace, "kube-system", settings["OPERATOR_NAMESPACE"], ""]
-    asks = [
-        (access, scope)
-        for access in NAMESPACED[kind]
-        for scope in scopes
-        if not (scope == module_namespace and access in IN_TEST_RBAC)
-    ]
-    assert granted(kube, user, asks) == []
-
-
-def test_operator_account_may_not_touch_the_cluster(kube: Kube, settings: dict[str, str]) -> None:
-    assert granted(kube, operator_user(settings), [(access, "") for access in CLUSTER]) == []
-
-
-@pytest.fixture
-def scoped_release(namespace: str, unwatched_namespace: str) -> Iterator[str]:
-    """A release of the chart that watches only `namespace`, without an operator pod.
-
-    Its own release name, so it can run beside e2e/test_rbac.py's.
-    """
-    with namespaced_release(f"llmop-sec-{RUN}", namespace, unwatched_namespace) as user:
-        yield user
-
-
-def test_namespaced_install_cannot_act_in_kube_system(
-    kube: Kube, namespace: str, scoped_release: str
-) -> None:
-    assert allowed(kube, scoped_release, WORKLOAD[0], namespace), "guard: granted where watched"
-    outside = [(access, scope) for access in WORKLOAD for scope in ("kube-system", "default")]
-    assert granted(kube, scoped_release, outside) == []
-    dangerous = [
-        (access, scope)
-        for kind in NAMESPACED.values()
-        for access in kind
-        for scope in (namespace, "kube-system")
-    ]
-    assert granted(kube, scoped_release, dangerous) == []
-    assert granted(kube, scoped_release, [(access, "") for access in CLUSTER]) == []
-
-
-def operator_client(kube: Kube, settings: dict[str, str]) -> client.ApiClient:
-    """An API client with the operator's credentials: the kubeconfig the local operator
-    runs with, or else a fresh short-lived token of the chart's service account."""
-    if local_cluster() and OPERATOR_KUBECONFIG.exists():
-        return config.new_client_from_config(config_file=str(OPERATOR_KUBECONFIG))
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
-    )
-    token = kube.core.create_namespaced_service_account_token(
-        settings["OPERATOR_RELEASE"], settings["OPERATOR_NAMESPACE"], request
-    ).status.token
-    configuration = client.Configuration()
-    admin = kube.api.configuration
-    configuration.host = admin.host
-    configuration.ssl_ca_cert = admin.ssl_ca_cert
-    configuration.verify_ssl = admin.verify_ssl
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    return client.ApiClient(configuration)
-
-
-def forbidden(call: Callable[[], object]) -> str:
-    with pytest.raises(ApiException) as caught:
-        call()
-    assert caught.value.status == 403, caught.value.body
-    return refusal(caught.value)
-
-
-def probe_pod() -> Body:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "probe"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-    }
-
-
-def test_operator_credentials_cannot_read_secrets_or_create_pods(
-    kube: Kube, settings: dict[str, str], module_namespace: str
-) -> None:
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="probe"), string_data={"k": "v"})
-    kube.core.create_namespaced_secret(module_namespace, secret)
-    with operator_client(kube, settings) as api:
-        me = client.AuthenticationV1Api(api).create_self_subject_review(
-            client.V1SelfSubjectReview()
-        )
-        assert me.status.user_info.username == operator_user(settings)
-        core = client.CoreV1Api(api)
-        # Guard: the credentials work, for what the role grants.
-        client.CustomObjectsApi(api).list_namespaced_custom_object(
-            GROUP, VERSION, module_namespace, PLURAL
-        )
-        message = forbidden(lambda: core.read_namespaced_secret("probe", module_namespace))
-        assert 'cannot get resource "secrets"' in message, message
-        forbidden(lambda: core.list_namespaced_secret(module_namespace))
-        forbidden(core.list_secret_for_all_namespaces)
-        forbidden(lambda: core.list_namespaced_secret(settings["OPERATOR_NAMESPACE"]))
-        # Dry runs: nothing would be stored even if authorization let one through.
-        for where in (module_namespace, "kube-system"):
-            message = forbidden(
-                lambda where=where: core.create_namespaced_pod(where, probe_pod(), dry_run="All")
-            )
-            assert 'cannot create resource "pods"' in message, message
-        volume = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"probe-{RUN}"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "hostPath": {"path": "/"},
-            },
-        }
-        forbidden(lambda: core.create_persistent_volume(volume, dry_run="All"))
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "probe"},
-            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "admin"},
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "default", "namespace": module_namespace}
-            ],
-        }
-        rbac = client.RbacAuthorizationV1Api(api)
-        forbidden(
-            lambda: rbac.create_namespaced_role_binding(module_namespace, binding, dry_run="All")
-        )
-
-
-# --- 2. hostile LLMDeployments ----------------------------------------------------------
+# --- 1. hostile LLMDeployments ----------------------------------------------------------
 
 
 def hostile(namespace: str, name: str, edit: Callable[[Body], None]) -> Body:
@@ -835,7 +570,7 @@ def test_hostile_llmdeployments_make_only_confined_children(kube: Kube, namespac
     }
 
 
-# --- 3. the Hugging Face token -----------------------------------------------------------
+# --- 2. the Hugging Face token -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
