@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit e2e e2e-inpod tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean image image-push manifests
+.PHONY: install test lint typecheck unit e2e e2e-inpod e2e-vllm tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean image image-push manifests
 
 # The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
 export PATH := $(CURDIR)/.e2e/bin:$(PATH)
@@ -52,13 +52,19 @@ cluster-down:
 ## cluster E2E_KUBECONFIG names
 e2e: $(STAMP)
 	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
-	$(BIN)/pytest -p no:cacheprovider e2e
+	$(BIN)/pytest -p no:cacheprovider -m "not vllm" e2e
 
 ## e2e-inpod: only the chart's operator as a real pod on the real node (helm install,
 ## helm test, liveness, peering, upgrade; part of `make e2e`)
 e2e-inpod: $(STAMP)
 	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; fi
 	$(BIN)/pytest -p no:cacheprovider -s -m inpod e2e
+
+## e2e-vllm: Ray Serve LLM's own app (engine vllm, only the engine stood in) on the real
+## node; builds and imports its 10 GB image first. Not in `make test` (see the README)
+e2e-vllm: $(STAMP)
+	if [ -z "$${E2E_KUBECONFIG:-}" ]; then bash e2e/cluster.sh up; bash e2e/node.sh image ray-llm; fi
+	$(BIN)/pytest -p no:cacheprovider -s -m vllm e2e
 
 ## demo: the README's main job: local cluster, the quick-start sample, what it became
 demo: $(STAMP)

@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # other test waits on controllers that are still catching up. Ray's tests, which
     # take minutes each on the real node, run just before, and before them the operator
     # as a real pod (its module stops the host operator and starts it again after).
-    groups = ("inpod", "ray", "faults")
+    groups = ("inpod", "ray", "vllm", "faults")
 
     def order(item: pytest.Item) -> int:
         marked = [rank for rank, name in enumerate(groups, 1) if item.get_closest_marker(name)]

@@ -61,7 +61,7 @@ host_ip() {
 }
 
 # --- images ------------------------------------------------------------------------
-build_image() { # ray|pause|redis|operator|test-tools -> sets image_ref, image_archive
+build_image() { # ray|ray-llm|pause|redis|operator|test-tools -> sets image_ref, image_archive
   local out script=$root/images/ray-local/build.sh
   case $1 in operator | test-tools) script=$root/images/operator/build.sh ;; esac
   out=$(bash "$script" "$1")
@@ -259,6 +259,21 @@ EOF
   wait_until 60 "CoreDNS" curl -fsS "http://$1:18054/ready"
 }
 
+# On demand, into the running node: the Ray Serve LLM image (about 10 GB unpacked) is
+# built and imported only for the suites that use it (`make e2e-vllm`), not by `up`.
+add_image() { # ray-llm
+  [ -S "$sock" ] && running containerd || { log "the real node is not up"; exit 1; }
+  local key
+  case $1 in
+    ray-llm) key=RAY_LLM_LOCAL_IMAGE ;;
+    *) log "unknown image $1 (known: ray-llm)"; exit 2 ;;
+  esac
+  build_image "$1"
+  import_image "$image_ref" "$image_archive"
+  sed -i "/^$key=/d" "$node/images.env"
+  echo "$key=$image_ref" >>"$node/images.env"
+}
+
 # --- up / down ---------------------------------------------------------------------
 up() {
   [ "$(id -u)" = 0 ] || { log "the real node needs root (containerd, iptables)"; exit 1; }
@@ -336,5 +351,6 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   env) cat "$node/images.env" ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  image) add_image "${2:-}" ;;
+  *) echo "usage: $0 up|down|env|image ray-llm" >&2; exit 2 ;;
 esac

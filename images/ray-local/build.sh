@@ -3,6 +3,7 @@
 # cluster's real kubelet node runs, as OCI archives for `ctr -n k8s.io images import`:
 #
 #   bash images/ray-local/build.sh ray     # Ray (the operator's Ray version) + llm_standin
+#   bash images/ray-local/build.sh ray-llm # Ray + Ray Serve LLM (vLLM) + llmop_fake_engine
 #   bash images/ray-local/build.sh pause   # the pod sandbox image, from pause.c
 #   bash images/ray-local/build.sh redis   # Debian's redis-server, for GCS fault tolerance
 #
@@ -11,9 +12,11 @@
 #
 # Output lives outside the work tree, in LLM_OPERATOR_IMAGES_CACHE (default
 # ~/.cache/llm-operator/images), one directory per image named after a sha256 of all
-# its inputs (this script, ocipack.py, the stand-in app, the Ray version and the Debian
-# suite; for pause the pinned Kubernetes version): a warm call returns at once. A
-# build happens in <name>.partial and is renamed when complete.
+# its inputs (this script, ocipack.py, the stand-in app or fake engine, the Ray version and
+# the Debian suite; for pause the pinned Kubernetes version): a warm call returns at once.
+# A build happens in <name>.partial and is renamed when complete. Wheels are downloaded
+# once per requirement and kept there too (ray-wheels-<hash>), so changing this script
+# or an app rebuilds an image without downloading again.
 #
 # Ray image: `debootstrap --variant=minbase` of the Debian suite from this machine's own
 # apt mirror, a venv at /opt/ray holding ray[serve] from wheels downloaded on the host
@@ -21,6 +24,15 @@
 # (images/ray-local/standin) at /opt/llm-standin on PYTHONPATH, and Ray's usual non-root
 # user `ray` (uid 1000, HOME /home/ray). bash, wget and grep are there for KubeRay's
 # container command and probes.
+#
+# Ray LLM image: the same, with ray[serve,llm] (Ray Serve LLM, vLLM and a CUDA build of
+# torch, which imports without a GPU: about 9.5 GB) and, instead of the stand-in, the
+# fake engine (images/ray-local/fake_engine) at /opt/llmop-fake-engine on PYTHONPATH. It
+# stands in for vLLM where no GPU exists: the image sets
+# RAYLLM_VLLM_ENGINE_CLS=llmop_fake_engine.engine:FakeVLLMEngine, so Ray Serve LLM's own
+# application (engine.type vllm) runs with only the inference engine replaced. For tests
+# on machines without GPUs only; never for serving. Its layer is zstd-compressed (about
+# 4 GB); the other images' layers are uncompressed.
 #
 # Redis image: `debootstrap --variant=minbase` of the same suite with Debian's
 # redis-server (and redis-cli, for probes), running as the package's own `redis` user,
@@ -32,7 +44,6 @@ repo=$(cd "$here/../.." && pwd)
 cache=${LLM_OPERATOR_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-operator/images}
 case $cache in /*) ;; *) cache=$PWD/$cache ;; esac
 suite=${LLM_OPERATOR_DEBIAN_SUITE:-bookworm}
-standin_dir=/opt/llm-standin
 ray_uid=1000
 ray_gid=100 # `users`, as in the rayproject images
 
@@ -40,7 +51,7 @@ log() { echo "build.sh [${SECONDS}s]: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  echo "usage: $0 ray|pause|redis" >&2
+  echo "usage: $0 ray|ray-llm|pause|redis" >&2
   exit 2
 }
 
@@ -62,8 +73,8 @@ k8s_version() {
   echo "$version"
 }
 
-standin_files() {
-  (cd "$here" && find standin -type f -not -path '*/__pycache__/*' -not -name '*.pyc' |
+list_app_files() { # directory under this one
+  (cd "$here" && find "$1" -type f -not -path '*/__pycache__/*' -not -name '*.pyc' |
     LC_ALL=C sort)
 }
 
@@ -144,11 +155,12 @@ in_rootfs() { # rootfs [chroot options] -- command...
 
 # Finish an image: pack rootfs into the archive, record facts, publish the directory.
 # LLM_OPERATOR_KEEP_ROOTFS=1 keeps the root filesystem next to the archive.
-publish() { # name ref rootfs config-json started
+publish() { # name ref rootfs config-json started [ocipack option...]
   local name=$1 ref=$2 rootfs=$3 config=$4 started=$5 work=$cache/$1.partial rootfs_bytes
+  shift 5
   log "packing $ref"
   python3 "$here/ocipack.py" --rootfs "$rootfs" --ref "$ref" --config "$config" \
-    --out "$work/oci-archive.tar" >&2
+    --out "$work/oci-archive.tar" "$@" >&2
   rootfs_bytes=$(du -sbx "$rootfs" | cut -f1)
   if [ "${LLM_OPERATOR_KEEP_ROOTFS:-0}" != 1 ]; then
     remove_tree "$rootfs"
@@ -164,12 +176,99 @@ publish() { # name ref rootfs config-json started
   log "built $ref: $(tr '\n' ' ' <"$cache/$name/build-info")"
 }
 
-# --- the Ray image -------------------------------------------------------------------
+# --- wheels for a root filesystem's Python -----------------------------------------
 
-build_ray() { # name ref version rootfs
-  local name=$1 ref=$2 version=$3 rootfs=$4 mirror started=$SECONDS
+# The pip platform tags a glibc accepts, newest first.
+wheel_platforms() { # glibc arch
+  local minor
+  for ((minor = ${1#*.}; minor >= 17; minor--)); do
+    echo --platform
+    echo "manylinux_2_${minor}_$2"
+  done
+  echo --platform
+  echo "manylinux2014_$2"
+}
+
+# Wheels of a requirement for a CPython/glibc/architecture, downloaded on the host into
+# the cache (pip inside the root filesystem cannot reach the index) and kept: a rebuild
+# after a change of this script or of an app reuses them (ray[serve,llm] is 5 GB).
+wheelhouse() { # requirement python(e.g. 311) glibc arch -> sets wheel_dir
+  local requirement=$1 py=$2 glibc=$3 arch=$4 hash name host_python=python3
+  hash=$(printf '%s\n' "$requirement" "cp$py $glibc $arch" | sha256sum | cut -c1-12)
+  name=ray-wheels-$hash
+  wheel_dir=$cache/$name
+  [ -f "$wheel_dir/.complete" ] && return 0
+  [ -x "$repo/.venv/bin/python" ] && host_python=$repo/.venv/bin/python
+  mkdir -p "$cache/locks"
+  (
+    exec 8>"$cache/locks/$name"
+    flock 8
+    [ -f "$wheel_dir/.complete" ] && exit 0
+    local platforms
+    mapfile -t platforms < <(wheel_platforms "$glibc" "$arch")
+    log "downloading $requirement wheels for cp$py, glibc $glibc, $arch"
+    # Kept across attempts: pip skips the wheels an interrupted download completed.
+    mkdir -p "$wheel_dir.partial"
+    "$host_python" -m pip download --disable-pip-version-check --quiet \
+      --only-binary=:all: "${platforms[@]}" --python-version "${py:0:1}.${py:1}" \
+      --implementation cp --abi "cp$py" --dest "$wheel_dir.partial" "$requirement" >&2
+    touch "$wheel_dir.partial/.complete"
+    remove_tree "$wheel_dir"
+    mv "$wheel_dir.partial" "$wheel_dir"
+    log "$(find "$wheel_dir" -name '*.whl' | wc -l) wheels, $(du -sh "$wheel_dir" | cut -f1)"
+  )
+}
+
+# --- the Ray images ------------------------------------------------------------------
+
+# What the two Ray images differ in, by kind: the pip extras, the app directory (under
+# this one) and where it goes in the image, a module the image check imports, extra
+# Env entries, how ocipack.py packs it, the image's title and description. The Ray LLM
+# image's layer is compressed with zstd (10 GB of wheels become about 4 GB, in about a
+# minute on one core): 6 GB less to write, to import into containerd and to keep there.
+ray_flavour() { # ray|ray-llm
+  case $1 in
+    ray)
+      extras=serve app_src=standin app_dir=/opt/llm-standin app_module=llm_standin.app
+      extra_env=() pack_options=()
+      title=ray-local
+      description="Ray $version with the llm_standin Serve app, for the local cluster" ;;
+    ray-llm)
+      extras=serve,llm app_src=fake_engine app_dir=/opt/llmop-fake-engine
+      app_module=llmop_fake_engine.engine
+      extra_env=("RAYLLM_VLLM_ENGINE_CLS=llmop_fake_engine.engine:FakeVLLMEngine")
+      pack_options=(--zstd)
+      title=ray-llm-local
+      description="Ray $version and Ray Serve LLM with vLLM's engine replaced by llmop_fake_engine, which stands in for vLLM where no GPU exists; for the local cluster's tests only" ;;
+    *) die "unknown Ray image kind $1" ;;
+  esac
+}
+
+# The image config (User, Env, Cmd, ...) as JSON; Env entries as arguments.
+ray_image_config() { # title version description env...
+  python3 - "$ray_uid" "$@" <<'PY'
+import json
+import sys
+
+user, title, version, description, *env = sys.argv[1:]
+labels = {
+    "org.opencontainers.image.title": title,
+    "org.opencontainers.image.version": version,
+    "org.opencontainers.image.description": description,
+}
+config = {"User": user, "Env": env, "Cmd": ["/bin/bash"], "WorkingDir": "/home/ray",
+          "Labels": labels}
+print(json.dumps(config))
+PY
+}
+
+build_ray() { # name ref version rootfs kind
+  local name=$1 ref=$2 version=$3 rootfs=$4 kind=$5 mirror started=$SECONDS
+  local extras app_src app_dir app_module extra_env pack_options title description
+  ray_flavour "$kind"
   [ "$(id -u)" = 0 ] || die "building the Ray image needs root (debootstrap, chroot)"
   need_cmd debootstrap debootstrap
+  [ ${#pack_options[@]} -eq 0 ] || need_cmd zstd zstd
   mirror=$(apt_mirror)
   log "debootstrap $suite from $mirror"
   mkdir -p "$cache/debootstrap-debs"
@@ -178,72 +277,71 @@ build_ray() { # name ref version rootfs
     "$suite" "$rootfs" "$mirror" >&2
 
   # The wheels must match the root filesystem's Python and glibc, not the host's.
-  local py glibc arch platforms=()
+  local py glibc arch wheel_dir requirement="ray[$extras]==$version"
   read -r py glibc arch < <(in_rootfs "$rootfs" -- python3 -c \
     'import os, platform, sys; print("%d%d" % sys.version_info[:2], platform.libc_ver()[1], os.uname().machine)')
-  local minor
-  for ((minor = ${glibc#*.}; minor >= 17; minor--)); do
-    platforms+=(--platform "manylinux_2_${minor}_${arch}")
-  done
-  platforms+=(--platform "manylinux2014_${arch}")
-  local host_python=python3
-  [ -x "$repo/.venv/bin/python" ] && host_python=$repo/.venv/bin/python
-  log "downloading ray[serve]==$version wheels for cp$py, glibc $glibc"
-  "$host_python" -m pip download --disable-pip-version-check --quiet \
-    --only-binary=:all: "${platforms[@]}" --python-version "${py:0:1}.${py:1}" \
-    --implementation cp --abi "cp$py" --dest "$rootfs/tmp/wheels" "ray[serve]==$version" >&2
+  wheelhouse "$requirement" "$py" "$glibc" "$arch"
+  # Hard links where the cache and the root filesystem share a file system: no copy.
+  cp -al "$wheel_dir" "$rootfs/tmp/wheels" 2>/dev/null || {
+    rm -rf "$rootfs/tmp/wheels"
+    cp -a "$wheel_dir" "$rootfs/tmp/wheels"
+  }
 
-  log "installing them into /opt/ray"
+  log "installing $requirement into /opt/ray"
   in_rootfs "$rootfs" -- python3 -m venv /opt/ray
   in_rootfs "$rootfs" -- /opt/ray/bin/python -m pip install --disable-pip-version-check --quiet \
     --root-user-action=ignore --no-cache-dir --no-index --find-links /tmp/wheels \
-    "ray[serve]==$version" >&2
+    "$requirement" >&2
 
-  log "adding the stand-in app and the ray user"
-  mkdir -p "$rootfs$standin_dir"
-  (cd "$here/standin" && find . -type f -not -path '*/__pycache__/*' -not -name '*.pyc' |
-    LC_ALL=C sort | tar -cf - --no-recursion -T -) | tar -xf - -C "$rootfs$standin_dir"
-  in_rootfs "$rootfs" -- /opt/ray/bin/python -m compileall -q "$standin_dir" >&2
+  log "adding $app_src and the ray user"
+  mkdir -p "$rootfs$app_dir"
+  (cd "$here/$app_src" && find . -type f -not -path '*/__pycache__/*' -not -name '*.pyc' |
+    LC_ALL=C sort | tar -cf - --no-recursion -T -) | tar -xf - -C "$rootfs$app_dir"
+  in_rootfs "$rootfs" -- /opt/ray/bin/python -m compileall -q "$app_dir" >&2
   in_rootfs "$rootfs" -- useradd --uid "$ray_uid" --gid "$ray_gid" --create-home \
     --home-dir /home/ray --shell /bin/bash ray
   in_rootfs "$rootfs" -- chown -R "$ray_uid:$ray_gid" /opt/ray
   # Login shells (KubeRay's ENABLE_LOGIN_SHELL=true runs `bash -lc`) reset PATH in
   # /etc/profile; keep the venv first there too.
-  cat >"$rootfs/etc/profile.d/ray-venv.sh" <<'EOF'
-case ":$PATH:" in *:/opt/ray/bin:*) ;; *) PATH=/opt/ray/bin:$PATH ;; esac
-EOF
+  # shellcheck disable=SC2016 # expanded by the login shell
+  echo 'case ":$PATH:" in *:/opt/ray/bin:*) ;; *) PATH=/opt/ray/bin:$PATH ;; esac' \
+    >"$rootfs/etc/profile.d/ray-venv.sh"
 
-  # What the host left behind: downloaded files, caches, its resolver and name.
+  local path=/opt/ray/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  local env=("PATH=$path" "PYTHONPATH=$app_dir" "VIRTUAL_ENV=/opt/ray" "LANG=C.UTF-8"
+    "${extra_env[@]}")
+  log "checking the image as uid $ray_uid"
+  # The engine class Ray Serve LLM would load, when the image names one, must import
+  # and implement Ray's engine protocol.
+  # shellcheck disable=SC2016 # expanded by the shell inside the root filesystem
+  in_rootfs "$rootfs" --userspec="$ray_uid:$ray_gid" -- "${env[@]}" HOME=/home/ray \
+    APP_MODULE="$app_module" bash -c '
+      set -e
+      for tool in bash wget grep ps ray serve; do command -v "$tool" >/dev/null; done
+      python -c "
+import importlib, os, ray, ray.serve
+importlib.import_module(os.environ[\"APP_MODULE\"])
+engine = os.environ.get(\"RAYLLM_VLLM_ENGINE_CLS\", \"\")
+if engine:
+    from ray._common.utils import import_attr
+    from ray.llm._internal.serve.core.engine.protocol import LLMEngine
+    assert issubclass(import_attr(engine), LLMEngine), engine
+print(\"ray\", ray.__version__, os.environ[\"APP_MODULE\"], engine)"
+      env -i HOME=/home/ray bash -lc "command -v ray"' >&2
+
+  # What the build, its check and the host left behind: downloaded files, caches, the
+  # host's resolver and name.
   find "$rootfs/tmp" -mindepth 1 -delete
-  rm -rf "$rootfs"/var/cache/apt/*.bin \
+  rm -rf "$rootfs/home/ray/.cache" "$rootfs"/var/cache/apt/*.bin \
     "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/*
   rm -f "$rootfs/etc/resolv.conf"
   echo localhost >"$rootfs/etc/hostname"
   chmod 0644 "$rootfs/etc/hostname"
 
-  local path=/opt/ray/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  log "checking the image as uid $ray_uid"
-  # shellcheck disable=SC2016 # expanded by the shell inside the root filesystem
-  in_rootfs "$rootfs" --userspec="$ray_uid:$ray_gid" -- PATH="$path" \
-    PYTHONPATH="$standin_dir" HOME=/home/ray bash -c '
-      set -e
-      for tool in bash wget grep ps ray serve; do command -v "$tool" >/dev/null; done
-      python -c "import ray, ray.serve, llm_standin.app; print(\"ray\", ray.__version__)"
-      env -i HOME=/home/ray bash -lc "command -v ray"' >&2
-
-  local config
-  config=$(cat <<EOF
-{"User": "$ray_uid",
- "Env": ["PATH=$path", "PYTHONPATH=$standin_dir", "VIRTUAL_ENV=/opt/ray", "LANG=C.UTF-8"],
- "Cmd": ["/bin/bash"],
- "WorkingDir": "/home/ray",
- "Labels": {"org.opencontainers.image.title": "ray-local",
-            "org.opencontainers.image.version": "$version",
-            "org.opencontainers.image.description": "Ray $version with the llm_standin Serve app, for the local cluster"}}
-EOF
-)
-  publish "$name" "$ref" "$rootfs" "$config" "$started"
+  publish "$name" "$ref" "$rootfs" \
+    "$(ray_image_config "$title" "$version" "$description" "${env[@]}")" "$started" \
+    "${pack_options[@]}"
 }
 
 # --- the Redis image -----------------------------------------------------------------
@@ -342,14 +440,17 @@ build_pause() { # name ref k8s-version rootfs
 # --- main ----------------------------------------------------------------------------
 
 [ $# -eq 1 ] || usage
+builder=$1 build_args=()
 case $1 in
-  ray)
+  ray | ray-llm)
     version=$(ray_version)
-    mapfile -t app_files < <(standin_files)
-    [ "${#app_files[@]}" -gt 0 ] || die "no stand-in app under images/ray-local/standin"
-    hash=$(inputs_hash "ray $version $suite" build.sh ocipack.py "${app_files[@]}")
-    name=ray-local-$version-$hash
-    ref=localhost/llmop/ray-local:$version-$hash ;;
+    ray_flavour "$1"
+    mapfile -t app_files < <(list_app_files "$app_src")
+    [ "${#app_files[@]}" -gt 0 ] || die "nothing under images/ray-local/$app_src"
+    hash=$(inputs_hash "$1 $version $suite" build.sh ocipack.py "${app_files[@]}")
+    name=$title-$version-$hash
+    ref=localhost/llmop/$title:$version-$hash
+    builder=ray build_args=("$1") ;;
   pause)
     version=$(k8s_version)
     hash=$(inputs_hash "pause $version" build.sh ocipack.py)
@@ -371,7 +472,7 @@ if [ ! -f "$archive" ]; then
   if [ ! -f "$archive" ]; then # nobody built it while we waited
     remove_tree "$cache/$name.partial"
     mkdir -p "$cache/$name.partial"
-    "build_$1" "$name" "$ref" "$version" "$cache/$name.partial/rootfs"
+    "build_$builder" "$name" "$ref" "$version" "$cache/$name.partial/rootfs" "${build_args[@]}"
   fi
 fi
 
