@@ -51,3 +51,14 @@ def test_ray_check_catches_a_bad_deployment_config() -> None:
     llm = broken["applications"][0]["args"]["llm_configs"][0]
     llm["deployment_config"] = {"num_replicas": -3}
     assert any("DeploymentSchema" in e for e in raycheck.serve_config_errors(broken))
+
+
+def test_ray_check_catches_a_router_kwarg_the_router_does_not_take() -> None:
+    config = next(cfg for c, cfg in SERVE_CONFIGS if c == "prefix-cache-routing")
+    broken = copy.deepcopy(config)
+    router = broken["applications"][0]["args"]["llm_configs"][0]["deployment_config"][
+        "request_router_config"
+    ]
+    router["request_router_kwargs"]["imbalance_threshold"] = 3
+    errors = raycheck.serve_config_errors(broken)
+    assert any("imbalance_threshold" in e for e in errors), errors

@@ -135,7 +135,20 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"  GPUs at max:        {plan.gpus_at_max}",
         f"  worker pods at max: {layout.hosts_per_replica * spec.max_replicas}",
         f"  memory fit:         {verdict}: {fit.message}",
+        *pattern_lines(plan),
     ]
+
+
+def pattern_lines(plan: Plan) -> list[str]:
+    """The serving patterns the plan uses, one line each; none for Ray's defaults."""
+    lines: list[str] = []
+    if plan.router is not None:
+        kwargs = ", ".join(f"{k}={v:g}" for k, v in plan.router.kwargs.items())
+        lines.append(
+            f"  routing:            {plan.router.class_path}"
+            + (f" ({kwargs})" if kwargs else " (Ray's defaults)")
+        )
+    return lines
 
 
 def cmd_plan(args: argparse.Namespace, settings: OperatorSettings) -> int:

@@ -903,6 +903,59 @@ class IncrementalUpgradeSpec(ApiModel):
     )
 
 
+RoutingPolicy = Literal["PowerOfTwoChoices", "PrefixCacheAffinity"]
+
+
+class PrefixCacheAffinitySpec(ApiModel):
+    """Options of Ray Serve LLM's PrefixCacheAffinityRouter; unset keeps Ray's default."""
+
+    imbalanced_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Queue-length difference between replicas above which the load counts as "
+            "imbalanced and the router falls back to power of two choices (Ray's default: "
+            "never)."
+        ),
+    )
+    match_rate_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Smallest prefix match rate (0-1) for which the router prefers the replica "
+            "holding the prefix (Ray's default: 0.1)."
+        ),
+    )
+
+
+class RoutingSpec(ApiModel):
+    """How Serve picks the replica for each request."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.PREFIX_OPTIONS_NEED_POLICY))
+
+    policy: RoutingPolicy = Field(
+        default="PowerOfTwoChoices",
+        description=(
+            "PowerOfTwoChoices (Serve's default router: the shorter queue of two random "
+            "replicas) or PrefixCacheAffinity (requests sharing a prompt prefix go to the "
+            "replica that likely holds its KV cache)."
+        ),
+    )
+    prefix_cache_affinity: PrefixCacheAffinitySpec | None = Field(
+        default=None, description="Options for policy PrefixCacheAffinity."
+    )
+
+    @model_validator(mode="after")
+    def _options_match_policy(self) -> RoutingSpec:
+        _check(
+            self.prefix_cache_affinity is None or self.policy == "PrefixCacheAffinity",
+            rules.PREFIX_OPTIONS_NEED_POLICY,
+        )
+        return self
+
+
 class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLMDeployment."""
 
@@ -915,6 +968,7 @@ class LLMDeploymentSpec(ApiModel):
             rules.RAY_ACCELERATOR_TYPE,
             rules.WORKER_SELECTOR_APART,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
+            rules.ROUTING_ONLY_SERVE_LLM,
         )
     )
 
@@ -955,6 +1009,10 @@ class LLMDeploymentSpec(ApiModel):
         default=None,
         description="Options for upgradeStrategy NewClusterWithIncrementalUpgrade.",
     )
+    routing: RoutingSpec | None = Field(
+        default=None,
+        description="Request routing among replicas (mode Service, engine vllm).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LLMDeploymentSpec:
@@ -986,7 +1044,14 @@ class LLMDeploymentSpec(ApiModel):
             self.mode == "Cluster" or gcs is None or gcs.external_storage_namespace is None,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
         )
+        _check(self.routing is None or self.serves_llm, rules.ROUTING_ONLY_SERVE_LLM)
         return self
+
+    @property
+    def serves_llm(self) -> bool:
+        """Whether Ray Serve LLM's own application serves the model (the only place the
+        routing, LoRA and GPU-sharing sections can go)."""
+        return self.mode == "Service" and self.engine.type == "vllm"
 
     @property
     def min_replicas(self) -> int:

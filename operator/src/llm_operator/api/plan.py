@@ -7,14 +7,46 @@ layout, the memory fit, the accelerator or the mode's choice of child.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from llm_operator.api.models import LLMDeployment
+from llm_operator.api.models import LLMDeployment, RoutingSpec
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 
 # spec.mode -> the KubeRay kind it becomes: the one place the mode is read.
 RAY_KIND_OF_MODE = {"Service": RayKind.RAY_SERVICE, "Cluster": RayKind.RAY_CLUSTER}
+
+# Ray Serve LLM's prefix-aware router (ray/serve/llm/request_router.py in Ray 2.60), and
+# the names of its `initialize_state` keyword arguments, per field of the spec.
+PREFIX_CACHE_AFFINITY_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
+PREFIX_CACHE_AFFINITY_KWARGS = {
+    "imbalanced_threshold": "imbalancedThreshold",
+    "match_rate_threshold": "matchRateThreshold",
+}
+
+
+@dataclass(frozen=True)
+class RequestRouter:
+    """A Serve request router in place of Serve's default (power of two choices)."""
+
+    class_path: str
+    kwargs: Mapping[str, float] = field(default_factory=dict)
+
+
+def request_router(routing: RoutingSpec | None) -> RequestRouter | None:
+    """The router a routing policy asks for; None keeps Serve's default router, so a
+    spec without routing (or with PowerOfTwoChoices) renders no router at all."""
+    if routing is None or routing.policy == "PowerOfTwoChoices":
+        return None
+    options = routing.prefix_cache_affinity
+    kwargs: dict[str, float] = {}
+    if options is not None:
+        for kwarg in PREFIX_CACHE_AFFINITY_KWARGS:
+            value = getattr(options, kwarg)
+            if value is not None:
+                kwargs[kwarg] = value
+    return RequestRouter(PREFIX_CACHE_AFFINITY_ROUTER, kwargs)
 
 
 @dataclass(frozen=True)
@@ -27,6 +59,8 @@ class Plan:
     accelerator: Accelerator
     # The mode's strategy: render builds this kind of Ray child, status observes it.
     ray_kind: RayKind
+    # The serving patterns, each resolved once: None where the spec leaves Ray's default.
+    router: RequestRouter | None = None
 
     @property
     def serves(self) -> bool:

@@ -716,3 +716,30 @@ STORAGE_NAMESPACE_ONLY_CLUSTER = CelRule(
     ),
     field_path=".rayCluster.gcsFaultTolerance.externalStorageNamespace",
 )
+
+# --- serving patterns: request routing, LoRA adapters, shared GPUs ----------------------
+# Each section configures Ray Serve LLM's own application, so it needs one: mode Service
+# with engine vllm (a custom application or a bare RayCluster has nowhere to put it).
+_SERVE_LLM_ONLY = "self.mode == 'Service' && self.engine.type == 'vllm'"
+
+
+def _serve_llm_only(field: str, what: str) -> CelRule:
+    return CelRule(
+        rule=f"!has(self.{field}) || ({_SERVE_LLM_ONLY})",
+        message=(
+            f"spec.{field} is only for mode Service with engine.type vllm: it configures "
+            f"{what} of Ray Serve LLM; remove it or serve the model with engine vllm"
+        ),
+        field_path=f".{field}",
+    )
+
+
+ROUTING_ONLY_SERVE_LLM = _serve_llm_only("routing", "the request router")
+PREFIX_OPTIONS_NEED_POLICY = CelRule(
+    rule="!has(self.prefixCacheAffinity) || self.policy == 'PrefixCacheAffinity'",
+    message=(
+        "spec.routing.prefixCacheAffinity is only used with policy PrefixCacheAffinity; set "
+        "policy: PrefixCacheAffinity or remove it"
+    ),
+    field_path=".prefixCacheAffinity",
+)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
-from llm_operator.api.plan import RAY_KIND_OF_MODE, Plan
+from llm_operator.api.plan import RAY_KIND_OF_MODE, Plan, request_router
 from llm_operator.sizing import (
     DEFAULT_GPU_MEMORY_GIB,
     Accelerator,
@@ -210,7 +210,14 @@ def _resolved(
         fit = _fit(llmd, layout, accelerator)
         if fit.fits is False:
             errors.append(FieldError("spec.engine.tensorParallelSize", fit.message))
-        plan = Plan(llmd, layout, fit, accelerator, RAY_KIND_OF_MODE[spec.mode])
+        plan = Plan(
+            llmd,
+            layout,
+            fit,
+            accelerator,
+            RAY_KIND_OF_MODE[spec.mode],
+            router=request_router(spec.routing),
+        )
     errors.extend(_other_errors(llmd))
     return (None if errors else plan), errors
 

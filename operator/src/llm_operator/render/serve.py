@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec
-from llm_operator.api.plan import Plan
+from llm_operator.api.plan import Plan, RequestRouter
 from llm_operator.render import names
 from llm_operator.render.sources import model_source
 from llm_operator.sizing import GpuLayout
@@ -38,7 +38,7 @@ def placement_group_config(layout: GpuLayout) -> Manifest:
     }
 
 
-def deployment_config(spec: LLMDeploymentSpec) -> Manifest:
+def replica_config(spec: LLMDeploymentSpec) -> Manifest:
     autoscaling = spec.autoscaling
     if autoscaling is None:
         return {"num_replicas": spec.min_replicas}
@@ -50,6 +50,24 @@ def deployment_config(spec: LLMDeploymentSpec) -> Manifest:
         },
         "max_ongoing_requests": autoscaling.max_ongoing_requests,
     }
+
+
+def request_router_config(router: RequestRouter) -> Manifest:
+    """Serve's `RequestRouterConfig`: the class by import path, its `initialize_state`
+    keyword arguments."""
+    config: Manifest = {"request_router_class": router.class_path}
+    if router.kwargs:
+        config["request_router_kwargs"] = dict(router.kwargs)
+    return config
+
+
+def deployment_config(plan: Plan) -> Manifest:
+    """The LLM server deployment's options: replicas, then the router when not Serve's
+    default."""
+    config = replica_config(plan.llmd.spec)
+    if plan.router is not None:
+        config["request_router_config"] = request_router_config(plan.router)
+    return config
 
 
 def llm_config(plan: Plan) -> Manifest:
@@ -64,7 +82,7 @@ def llm_config(plan: Plan) -> Manifest:
         "accelerator_type": plan.accelerator.type,
         "engine_kwargs": engine_kwargs(llmd),
         "placement_group_config": placement_group_config(plan.layout),
-        "deployment_config": deployment_config(spec),
+        "deployment_config": deployment_config(plan),
         "log_engine_metrics": spec.monitoring.prometheus,
     }
 

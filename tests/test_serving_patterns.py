@@ -1,0 +1,129 @@
+"""Serving patterns of a plan: request routing, LoRA adapters, shared GPUs.
+
+Each pattern is a field of the resolved plan; render reads it from there. Without the
+spec section the plan holds Ray's default and the render is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import SAMPLES, load_one
+from llm_operator.api.plan import PREFIX_CACHE_AFFINITY_ROUTER
+from llm_operator.api.validation import SpecError, names_field, resolve
+from llm_operator.render import render
+from llm_operator.render.serve import serve_config
+
+
+def quickstart(**spec: Any) -> dict[str, Any]:
+    body = load_one(SAMPLES / "quickstart.yaml")
+    body["spec"].update(spec)
+    return body
+
+
+def llm_config(body: dict[str, Any]) -> dict[str, Any]:
+    config = serve_config(resolve(body))
+    llm: dict[str, Any] = config["applications"][0]["args"]["llm_configs"][0]
+    return llm
+
+
+def refusals(body: dict[str, Any]) -> list[str]:
+    """What validation says, one message per problem (each names its field)."""
+    with pytest.raises(SpecError) as caught:
+        resolve(body)
+    return [str(e) for e in caught.value.errors]
+
+
+# --- routing ----------------------------------------------------------------------------
+
+
+def test_no_routing_keeps_serves_default_router() -> None:
+    assert resolve(quickstart()).router is None
+    assert "request_router_config" not in llm_config(quickstart())["deployment_config"]
+
+
+def test_power_of_two_choices_renders_nothing_new() -> None:
+    """Serve's default router is power of two choices: naming it changes no byte."""
+    explicit = quickstart(routing={"policy": "PowerOfTwoChoices"})
+    assert render(resolve(explicit)) == render(resolve(quickstart()))
+
+
+def test_prefix_cache_affinity_with_its_kwargs() -> None:
+    body = quickstart(
+        routing={
+            "policy": "PrefixCacheAffinity",
+            "prefixCacheAffinity": {"imbalancedThreshold": 8, "matchRateThreshold": 0.25},
+        }
+    )
+    deployment = llm_config(body)["deployment_config"]
+    assert deployment["num_replicas"] == 1
+    assert deployment["request_router_config"] == {
+        "request_router_class": PREFIX_CACHE_AFFINITY_ROUTER,
+        "request_router_kwargs": {"imbalanced_threshold": 8, "match_rate_threshold": 0.25},
+    }
+
+
+def test_prefix_cache_affinity_without_options_leaves_rays_defaults() -> None:
+    config = llm_config(quickstart(routing={"policy": "PrefixCacheAffinity"}))
+    assert config["deployment_config"]["request_router_config"] == {
+        "request_router_class": PREFIX_CACHE_AFFINITY_ROUTER
+    }
+
+
+def test_router_rides_with_autoscaling() -> None:
+    body = quickstart(routing={"policy": "PrefixCacheAffinity"})
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
+    deployment = llm_config(body)["deployment_config"]
+    assert deployment["autoscaling_config"]["max_replicas"] == 3
+    assert "request_router_config" in deployment
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"routing": {"policy": "Random"}}, "spec.routing.policy"),
+        (
+            {"routing": {"prefixCacheAffinity": {"matchRateThreshold": 0.5}}},
+            "spec.routing.prefixCacheAffinity",
+        ),
+        (
+            {
+                "routing": {
+                    "policy": "PrefixCacheAffinity",
+                    "prefixCacheAffinity": {"matchRateThreshold": 2},
+                }
+            },
+            "spec.routing.prefixCacheAffinity.matchRateThreshold",
+        ),
+        ({"mode": "Cluster", "routing": {"policy": "PrefixCacheAffinity"}}, "spec.routing"),
+        (
+            {
+                "engine": {"type": "custom", "importPath": "app.main:app"},
+                "routing": {"policy": "PrefixCacheAffinity"},
+            },
+            "spec.routing",
+        ),
+    ],
+)
+def test_routing_refusals_name_the_field(spec: dict[str, Any], field: str) -> None:
+    messages = refusals(quickstart(**spec))
+    assert any(names_field(m, field) for m in messages), messages
+
+
+def test_plan_command_names_the_router(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_operator.cli import main
+
+    assert main(["plan", "-f", str(SAMPLES / "prefix-cache-routing.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"routing:            {PREFIX_CACHE_AFFINITY_ROUTER}" in out
+    assert "imbalanced_threshold=8, match_rate_threshold=0.2" in out
+
+
+def test_serve_config_is_yaml_safe() -> None:
+    body = quickstart(routing={"policy": "PrefixCacheAffinity"})
+    text = yaml.safe_dump(serve_config(resolve(body)))
+    assert "PrefixCacheAffinityRouter" in text
