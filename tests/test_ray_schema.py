@@ -62,3 +62,15 @@ def test_ray_check_catches_a_router_kwarg_the_router_does_not_take() -> None:
     router["request_router_kwargs"]["imbalance_threshold"] = 3
     errors = raycheck.serve_config_errors(broken)
     assert any("imbalance_threshold" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("path", ["/models/adapters", "pvc://adapters/x", "hf://org/name"])
+def test_ray_loads_lora_adapters_from_object_storage_only(path: str) -> None:
+    """Why spec.lora.source takes s3:// and gs:// only: Ray's LoraConfig refuses the rest."""
+    config = next(cfg for c, cfg in SERVE_CONFIGS if c == "lora-adapters")
+    broken = copy.deepcopy(config)
+    broken["applications"][0]["args"]["llm_configs"][0]["lora_config"][
+        "dynamic_lora_loading_path"
+    ] = path
+    errors = raycheck.serve_config_errors(broken)
+    assert errors and "LLMConfig" in errors[0]

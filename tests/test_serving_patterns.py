@@ -127,3 +127,65 @@ def test_serve_config_is_yaml_safe() -> None:
     body = quickstart(routing={"policy": "PrefixCacheAffinity"})
     text = yaml.safe_dump(serve_config(resolve(body)))
     assert "PrefixCacheAffinityRouter" in text
+
+
+# --- LoRA -------------------------------------------------------------------------------
+
+LORA = {"source": "gs://acme-adapters/qwen"}
+
+
+def test_lora_defaults_render_lora_config_and_engine_switches() -> None:
+    config = llm_config(quickstart(lora=LORA))
+    assert config["lora_config"] == {
+        "dynamic_lora_loading_path": "gs://acme-adapters/qwen",
+        "max_num_adapters_per_replica": 16,
+    }
+    assert config["engine_kwargs"]["enable_lora"] is True
+    assert config["engine_kwargs"]["max_lora_rank"] == 64
+
+
+def test_no_lora_renders_no_lora() -> None:
+    config = llm_config(quickstart())
+    assert "lora_config" not in config
+    assert "enable_lora" not in config["engine_kwargs"]
+
+
+def test_lora_engine_args_are_free_without_spec_lora() -> None:
+    """Only spec.lora owns the LoRA switches; without it they stay plain engine args."""
+    body = quickstart(engine={"args": {"enable_lora": True}})
+    assert llm_config(body)["engine_kwargs"]["enable_lora"] is True
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"lora": {"source": "pvc://adapters/qwen"}}, "spec.lora.source"),
+        ({"lora": {"source": "hf://acme/adapters"}}, "spec.lora.source"),
+        ({"lora": {"source": "s3://ab"}}, "spec.lora.source"),
+        ({"lora": {**LORA, "maxRank": 1024}}, "spec.lora.maxRank"),
+        ({"lora": {**LORA, "maxAdaptersPerReplica": 0}}, "spec.lora.maxAdaptersPerReplica"),
+        ({"mode": "Cluster", "lora": LORA}, "spec.lora"),
+        (
+            {"lora": LORA, "engine": {"args": {"enable_lora": False}}},
+            "spec.engine.args.enable_lora",
+        ),
+    ],
+)
+def test_lora_refusals_name_the_field(spec: dict[str, Any], field: str) -> None:
+    messages = refusals(quickstart(**spec))
+    assert any(names_field(m, field) for m in messages), messages
+
+
+def test_lora_refuses_a_base_model_id_with_a_colon() -> None:
+    body = quickstart(lora=LORA)
+    body["spec"]["model"]["name"] = "qwen:small"
+    messages = refusals(body)
+    assert any(names_field(m, "spec.model.name") for m in messages), messages
+
+
+def test_plan_command_explains_adapter_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_operator.cli import main
+
+    assert main(["plan", "-f", str(SAMPLES / "lora-adapters.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "as model llama-3.1-8b-instruct:<adapter>; up to 8 per replica, rank <= 32" in out

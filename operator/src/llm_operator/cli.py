@@ -148,6 +148,13 @@ def pattern_lines(plan: Plan) -> list[str]:
             f"  routing:            {plan.router.class_path}"
             + (f" ({kwargs})" if kwargs else " (Ray's defaults)")
         )
+    if plan.lora is not None:
+        lora = plan.lora
+        lines.append(
+            f"  LoRA adapters:      {lora.path}/<adapter> as model "
+            f"{plan.llmd.served_model_id}:<adapter>; up to {lora.max_per_replica} per "
+            f"replica, rank <= {lora.max_rank}"
+        )
     return lines
 
 

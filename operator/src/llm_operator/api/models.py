@@ -956,6 +956,38 @@ class RoutingSpec(ApiModel):
         return self
 
 
+class LoraSpec(ApiModel):
+    """LoRA adapters of the base model, loaded on demand from object storage."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(*rules.LORA_SOURCE_RULES))
+
+    source: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description=(
+            "Object storage prefix holding one directory per adapter: s3://<bucket>/<path> "
+            "or gs://<bucket>/<path>. Adapter x (<source>/x) is requested as model "
+            "<model.name>:x."
+        )
+    )
+    max_adapters_per_replica: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Adapters each replica keeps loaded; the least recently used is evicted.",
+    )
+    max_rank: int = Field(
+        default=64,
+        ge=1,
+        le=512,
+        description="Largest LoRA rank served (the engine's max_lora_rank).",
+    )
+
+    @model_validator(mode="after")
+    def _source_grammar(self) -> LoraSpec:
+        for rule in rules.LORA_SOURCE_RULES:
+            _check(rule.holds(self.source), rule)
+        return self
+
+
 class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLMDeployment."""
 
@@ -969,6 +1001,8 @@ class LLMDeploymentSpec(ApiModel):
             rules.WORKER_SELECTOR_APART,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
             rules.ROUTING_ONLY_SERVE_LLM,
+            rules.LORA_ONLY_SERVE_LLM,
+            rules.LORA_MODEL_NAME_NO_COLON,
         )
     )
 
@@ -1013,6 +1047,10 @@ class LLMDeploymentSpec(ApiModel):
         default=None,
         description="Request routing among replicas (mode Service, engine vllm).",
     )
+    lora: LoraSpec | None = Field(
+        default=None,
+        description="LoRA adapters served on top of the model (mode Service, engine vllm).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LLMDeploymentSpec:
@@ -1045,6 +1083,11 @@ class LLMDeploymentSpec(ApiModel):
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
         )
         _check(self.routing is None or self.serves_llm, rules.ROUTING_ONLY_SERVE_LLM)
+        _check(self.lora is None or self.serves_llm, rules.LORA_ONLY_SERVE_LLM)
+        _check(
+            self.lora is None or self.model.name is None or ":" not in self.model.name,
+            rules.LORA_MODEL_NAME_NO_COLON,
+        )
         return self
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llm_operator.api.models import LLMDeployment, RoutingSpec
+from llm_operator.api.models import LLMDeployment, LoraSpec, RoutingSpec
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 
@@ -50,6 +50,22 @@ def request_router(routing: RoutingSpec | None) -> RequestRouter | None:
 
 
 @dataclass(frozen=True)
+class LoraAdapters:
+    """LoRA adapters loaded on demand: Ray's `LLMConfig.lora_config` and the engine's LoRA
+    switches."""
+
+    path: str  # object storage prefix, one directory per adapter
+    max_per_replica: int
+    max_rank: int
+
+
+def lora_adapters(lora: LoraSpec | None) -> LoraAdapters | None:
+    if lora is None:
+        return None
+    return LoraAdapters(lora.source, lora.max_adapters_per_replica, lora.max_rank)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A valid LLMDeployment, resolved. Immutable: every consumer sees the same answers."""
 
@@ -61,6 +77,7 @@ class Plan:
     ray_kind: RayKind
     # The serving patterns, each resolved once: None where the spec leaves Ray's default.
     router: RequestRouter | None = None
+    lora: LoraAdapters | None = None
 
     @property
     def serves(self) -> bool:

@@ -743,3 +743,43 @@ PREFIX_OPTIONS_NEED_POLICY = CelRule(
     ),
     field_path=".prefixCacheAffinity",
 )
+LORA_ONLY_SERVE_LLM = _serve_llm_only("lora", "the LoRA adapters")
+# Ray Serve LLM 2.60 downloads adapters from object storage only: LoraConfig refuses a
+# dynamic_lora_loading_path that is not remote (common/utils/cloud_utils.is_remote_path);
+# of its schemes the API offers the two model sources already use.
+LORA_SOURCE_SCHEME = string_rule(
+    Matches(r"^(?:s3|gs)://"),
+    "spec.lora.source must be s3://<bucket>/<path> or gs://<bucket>/<path>: Ray Serve LLM "
+    "loads adapters from object storage only, not from hf:// or a local (pvc://) path",
+    target="self.source",
+    field_path=".source",
+)
+
+
+def _as_lora_source(rule: CelRule) -> CelRule:
+    """A bucket or path rule of spec.model.source, for spec.lora.source."""
+    if rule.check is None:
+        raise TypeError(f"{rule.rule!r} has no offline check")
+    return string_rule(
+        rule.check,
+        rule.message.replace("spec.model.source", "spec.lora.source"),
+        target="self.source",
+        field_path=".source",
+    )
+
+
+# In the order the offline check reports the first that fails.
+LORA_SOURCE_RULES = (
+    LORA_SOURCE_SCHEME,
+    *(_as_lora_source(r) for r in (SOURCE_S3_BUCKET, SOURCE_GS_BUCKET, SOURCE_PATH)),
+)
+# Ray Serve LLM reads a requested model `<base>:<adapter>` by splitting at the first ':'
+# (common/utils/lora_utils.get_base_model_id): a base model id with ':' never matches.
+LORA_MODEL_NAME_NO_COLON = CelRule(
+    rule="!has(self.lora) || !has(self.model.name) || !self.model.name.contains(':')",
+    message=(
+        "spec.model.name must not contain ':' with spec.lora: adapters are requested as "
+        "'<model.name>:<adapter>', split at the first ':'; rename the model"
+    ),
+    field_path=".model.name",
+)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
-from llm_operator.api.plan import RAY_KIND_OF_MODE, Plan, request_router
+from llm_operator.api.plan import RAY_KIND_OF_MODE, Plan, lora_adapters, request_router
 from llm_operator.sizing import (
     DEFAULT_GPU_MEMORY_GIB,
     Accelerator,
@@ -37,6 +37,11 @@ TYPED_ENGINE_ARGS = {
     "dtype": "spec.engine.dtype",
     "gpu_memory_utilization": "spec.engine.gpuMemoryUtilization",
     "revision": "spec.model.revision",
+}
+# Engine kwargs spec.lora sets; with it, an engine arg would silently fight the field.
+LORA_ENGINE_ARGS = {
+    "enable_lora": "spec.lora",
+    "max_lora_rank": "spec.lora.maxRank",
 }
 
 
@@ -217,6 +222,7 @@ def _resolved(
             accelerator,
             RAY_KIND_OF_MODE[spec.mode],
             router=request_router(spec.routing),
+            lora=lora_adapters(spec.lora),
         )
     errors.extend(_other_errors(llmd))
     return (None if errors else plan), errors
@@ -234,7 +240,8 @@ def _other_errors(llmd: LLMDeployment) -> list[FieldError]:
     spec = llmd.spec
     errors: list[FieldError] = []
     if spec.engine.type == "vllm":
-        for key, field in TYPED_ENGINE_ARGS.items():
+        typed = TYPED_ENGINE_ARGS | (LORA_ENGINE_ARGS if spec.lora is not None else {})
+        for key, field in typed.items():
             if key in spec.engine.args:
                 errors.append(
                     FieldError(f"spec.engine.args.{key}", f"set {field} instead of engine args")

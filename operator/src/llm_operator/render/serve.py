@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec
-from llm_operator.api.plan import Plan, RequestRouter
+from llm_operator.api.models import LLMDeploymentSpec
+from llm_operator.api.plan import LoraAdapters, Plan, RequestRouter
 from llm_operator.render import names
 from llm_operator.render.sources import model_source
 from llm_operator.sizing import GpuLayout
@@ -14,7 +14,8 @@ from llm_operator.yamlio import Manifest
 OPENAI_APP = "ray.serve.llm:build_openai_app"
 
 
-def engine_kwargs(llmd: LLMDeployment) -> Manifest:
+def engine_kwargs(plan: Plan) -> Manifest:
+    llmd = plan.llmd
     engine = llmd.spec.engine
     kwargs: Manifest = {
         "tensor_parallel_size": engine.tensor_parallel_size,
@@ -26,6 +27,10 @@ def engine_kwargs(llmd: LLMDeployment) -> Manifest:
         kwargs["max_model_len"] = engine.max_model_len
     if llmd.spec.model.revision is not None and model_source(llmd).scheme == "hf":
         kwargs["revision"] = llmd.spec.model.revision
+    if plan.lora is not None:
+        # Ray downloads adapters and hands them to vLLM, which serves them only when on.
+        kwargs["enable_lora"] = True
+        kwargs["max_lora_rank"] = plan.lora.max_rank
     kwargs.update(engine.args)
     return kwargs
 
@@ -80,10 +85,24 @@ def llm_config(plan: Plan) -> Manifest:
             "model_source": model_source(llmd).model_source,
         },
         "accelerator_type": plan.accelerator.type,
-        "engine_kwargs": engine_kwargs(llmd),
+        "engine_kwargs": engine_kwargs(plan),
         "placement_group_config": placement_group_config(plan.layout),
         "deployment_config": deployment_config(plan),
         "log_engine_metrics": spec.monitoring.prometheus,
+        **lora_config(plan.lora),
+    }
+
+
+def lora_config(lora: LoraAdapters | None) -> Manifest:
+    """`lora_config` of the LLMConfig, when adapters are served: Ray multiplexes them,
+    each replica holding at most `max_num_adapters_per_replica`."""
+    if lora is None:
+        return {}
+    return {
+        "lora_config": {
+            "dynamic_lora_loading_path": lora.path,
+            "max_num_adapters_per_replica": lora.max_per_replica,
+        }
     }
 
 
