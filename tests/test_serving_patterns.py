@@ -189,3 +189,98 @@ def test_plan_command_explains_adapter_ids(capsys: pytest.CaptureFixture[str]) -
     assert main(["plan", "-f", str(SAMPLES / "lora-adapters.yaml")]) == 0
     out = capsys.readouterr().out
     assert "as model llama-3.1-8b-instruct:<adapter>; up to 8 per replica, rank <= 32" in out
+
+
+# --- shared GPUs ------------------------------------------------------------------------
+
+
+def shared(fraction: float, utilization: float, **spec: Any) -> dict[str, Any]:
+    body = quickstart(**spec)
+    body["spec"]["accelerator"]["gpuFraction"] = fraction
+    body["spec"].setdefault("engine", {})["gpuMemoryUtilization"] = utilization
+    return body
+
+
+def worker_group(body: dict[str, Any]) -> dict[str, Any]:
+    (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
+    group: dict[str, Any] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    return group
+
+
+@pytest.mark.parametrize(
+    ("fraction", "min_replicas", "max_replicas", "pods"),
+    [(0.5, 1, 3, (1, 2)), (0.25, 2, 6, (1, 2)), (0.3, 0, 7, (0, 3)), (0.1, 10, 10, (1, 1))],
+)
+def test_shared_gpu_bundles_and_worker_bounds(
+    fraction: float, min_replicas: int, max_replicas: int, pods: tuple[int, int]
+) -> None:
+    body = shared(fraction, fraction)
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    config = llm_config(body)
+    assert config["placement_group_config"]["bundles"] == [{"GPU": fraction}]
+    group = worker_group(body)
+    assert (group["minReplicas"], group["maxReplicas"]) == pods
+    assert group["replicas"] == pods[0]
+    # Worker pods keep whole GPUs: Ray packs the fractional bundles onto them.
+    assert group["resources"]["GPU"] == "1"
+    assert group["numOfHosts"] == 1
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+    plan = resolve(body)
+    assert (plan.gpus_at_min, plan.gpus_at_max) == pods
+
+
+def test_shared_gpu_memory_fit_uses_the_share() -> None:
+    body = shared(0.25, 0.25)
+    body["spec"]["model"]["parametersBillions"] = 8  # 14.9 GiB of weights > 1/4 of an L4
+    messages = refusals(body)
+    assert any("0.25 share of the GPU" in m for m in messages), messages
+    assert resolve(shared(0.5, 0.5)).fit.fits is True
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (shared(0.25, 0.9), "spec.engine.gpuMemoryUtilization"),
+        (shared(0.5, 0.5, engine={"tensorParallelSize": 2}), "spec.accelerator.gpuFraction"),
+        (shared(0.5, 0.5, engine={"pipelineParallelSize": 2}), "spec.accelerator.gpuFraction"),
+        (shared(0.5, 0.5, mode="Cluster"), "spec.accelerator.gpuFraction"),
+        (shared(1.0, 0.5), "spec.accelerator.gpuFraction"),
+        (shared(0.001, 0.001), "spec.accelerator.gpuFraction"),
+    ],
+)
+def test_shared_gpu_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    messages = refusals(body)
+    assert any(names_field(m, field) for m in messages), messages
+
+
+def test_plan_command_shows_the_share(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_operator.cli import main
+
+    assert main(["plan", "-f", str(SAMPLES / "shared-gpu.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "GPUs per replica:   0.25 (shared: 4 replicas per GPU worker pod)" in out
+    assert "GPUs at max:        2" in out
+    assert "worker pods at max: 2" in out
+
+
+def test_status_counts_up_to_the_shared_replicas_of_ready_pods() -> None:
+    from llm_operator.controller import status
+
+    body = shared(0.25, 0.25)
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 6}
+    plan = resolve(body)
+    workers = {"availableWorkerReplicas": 2, "readyWorkerReplicas": 2}
+    live = {
+        "kind": "RayService",
+        "metadata": {"name": "qwen-small", "generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+            "activeServiceStatus": {"rayClusterName": "c", "rayClusterStatus": workers},
+        },
+    }
+    # Two Ready pods hold up to eight quarter-GPU replicas; the spec allows six.
+    assert status.observe(plan, live).ready_replicas == 6

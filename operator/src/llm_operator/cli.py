@@ -23,6 +23,7 @@ from llm_operator.listen import listen_address
 from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 from llm_operator.settings import OperatorSettings
+from llm_operator.sizing import GpuLayout
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -127,16 +128,24 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
         f"  parallelism:        tensor {layout.tensor_parallel_size}"
         f" x pipeline {layout.pipeline_parallel_size}",
-        f"  GPUs per replica:   {layout.gpus_per_replica}",
+        f"  GPUs per replica:   {_gpus_per_replica(layout)}",
         f"  hosts per replica:  {layout.hosts_per_replica}"
         f" (GPUs per worker pod: {layout.gpus_per_host})",
         f"  replicas ({scaling}): min {spec.min_replicas}, max {spec.max_replicas}",
         f"  GPUs at min:        {plan.gpus_at_min}",
         f"  GPUs at max:        {plan.gpus_at_max}",
-        f"  worker pods at max: {layout.hosts_per_replica * spec.max_replicas}",
+        f"  worker pods at max: {layout.worker_pods(spec.max_replicas)}",
         f"  memory fit:         {verdict}: {fit.message}",
         *pattern_lines(plan),
     ]
+
+
+def _gpus_per_replica(layout: GpuLayout) -> str:
+    if layout.gpu_fraction is None:
+        return str(layout.gpus_per_replica)
+    return (
+        f"{layout.gpu_fraction:g} (shared: {layout.replicas_per_pod} replicas per GPU worker pod)"
+    )
 
 
 def pattern_lines(plan: Plan) -> list[str]:

@@ -555,6 +555,17 @@ class AcceleratorSpec(ApiModel):
             pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
         ),
     ] = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
+    gpu_fraction: float | None = Field(
+        default=None,
+        ge=0.01,
+        lt=1,
+        description=(
+            "Share of one GPU each replica takes, so that small models share GPUs: "
+            "floor(1 / gpuFraction) replicas per GPU worker pod, which still holds a whole "
+            "GPU. Needs tensor and pipeline parallel size 1 and gpuMemoryUtilization at "
+            "most gpuFraction."
+        ),
+    )
     node_selector: dict[MapKey, LabelValue] = Field(
         default_factory=dict,
         max_length=32,
@@ -1003,6 +1014,9 @@ class LLMDeploymentSpec(ApiModel):
             rules.ROUTING_ONLY_SERVE_LLM,
             rules.LORA_ONLY_SERVE_LLM,
             rules.LORA_MODEL_NAME_NO_COLON,
+            rules.GPU_FRACTION_ONLY_SERVE_LLM,
+            rules.GPU_FRACTION_ONE_WORKER,
+            rules.GPU_FRACTION_MEMORY,
         )
     )
 
@@ -1087,6 +1101,13 @@ class LLMDeploymentSpec(ApiModel):
         _check(
             self.lora is None or self.model.name is None or ":" not in self.model.name,
             rules.LORA_MODEL_NAME_NO_COLON,
+        )
+        fraction = self.accelerator.gpu_fraction
+        _check(fraction is None or self.serves_llm, rules.GPU_FRACTION_ONLY_SERVE_LLM)
+        _check(fraction is None or self.engine.gpus_per_replica == 1, rules.GPU_FRACTION_ONE_WORKER)
+        _check(
+            fraction is None or self.engine.gpu_memory_utilization <= fraction,
+            rules.GPU_FRACTION_MEMORY,
         )
         return self
 

@@ -95,8 +95,8 @@ class Plan:
 
     @property
     def gpus_at_min(self) -> int:
-        return self.layout.gpus_per_replica * self.llmd.spec.min_replicas
+        return self.layout.gpus(self.llmd.spec.min_replicas)
 
     @property
     def gpus_at_max(self) -> int:
-        return self.layout.gpus_per_replica * self.llmd.spec.max_replicas
+        return self.layout.gpus(self.llmd.spec.max_replicas)

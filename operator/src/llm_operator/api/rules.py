@@ -783,3 +783,35 @@ LORA_MODEL_NAME_NO_COLON = CelRule(
     ),
     field_path=".model.name",
 )
+_HAS_GPU_FRACTION = "has(self.accelerator.gpuFraction)"
+GPU_FRACTION_ONLY_SERVE_LLM = CelRule(
+    rule=f"!{_HAS_GPU_FRACTION} || ({_SERVE_LLM_ONLY})",
+    message=(
+        "spec.accelerator.gpuFraction is only for mode Service with engine.type vllm: it "
+        "sizes the GPU bundle of a Ray Serve LLM replica; remove it"
+    ),
+    field_path=".accelerator.gpuFraction",
+)
+GPU_FRACTION_ONE_WORKER = CelRule(
+    rule=(
+        f"!{_HAS_GPU_FRACTION} || "
+        "(self.engine.tensorParallelSize == 1 && self.engine.pipelineParallelSize == 1)"
+    ),
+    message=(
+        "spec.accelerator.gpuFraction needs tensorParallelSize and pipelineParallelSize 1: "
+        "only a replica with a single engine worker can share a GPU; remove gpuFraction "
+        "or the parallelism"
+    ),
+    field_path=".accelerator.gpuFraction",
+)
+GPU_FRACTION_MEMORY = CelRule(
+    rule=f"!{_HAS_GPU_FRACTION} || "
+    "self.engine.gpuMemoryUtilization <= self.accelerator.gpuFraction",
+    message=(
+        "spec.engine.gpuMemoryUtilization must not exceed spec.accelerator.gpuFraction: "
+        "replicas sharing a GPU each get at most their fraction of its memory (vLLM's "
+        "gpu_memory_utilization is a fraction of the whole GPU); set gpuMemoryUtilization "
+        "to gpuFraction or less"
+    ),
+    field_path=".engine.gpuMemoryUtilization",
+)

@@ -186,6 +186,7 @@ def _fit(llmd: LLMDeployment, layout: GpuLayout, accelerator: Accelerator) -> Me
         dtype=spec.engine.dtype,
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         engine_args=spec.engine.args,
+        gpu_fraction=layout.gpu_fraction,
     )
 
 
@@ -208,6 +209,7 @@ def _resolved(
             spec.engine.tensor_parallel_size,
             spec.engine.pipeline_parallel_size,
             spec.accelerator.gpus_per_node,
+            spec.accelerator.gpu_fraction,
         )
     except LayoutError as exc:
         errors.append(FieldError(exc.field, exc.message))

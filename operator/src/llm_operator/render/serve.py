@@ -36,9 +36,10 @@ def engine_kwargs(plan: Plan) -> Manifest:
 
 
 def placement_group_config(layout: GpuLayout) -> Manifest:
-    """One GPU bundle per engine worker; one replica packs onto one pod unless multi-host."""
+    """One GPU bundle per engine worker (a fraction of a GPU when replicas share one); one
+    replica packs onto one pod unless multi-host."""
     return {
-        "bundles": [{"GPU": 1} for _ in range(layout.gpus_per_replica)],
+        "bundles": [{"GPU": layout.gpus_per_bundle} for _ in range(layout.gpus_per_replica)],
         "strategy": "PACK" if layout.multi_host else "STRICT_PACK",
     }
 
