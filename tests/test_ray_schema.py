@@ -74,3 +74,13 @@ def test_ray_loads_lora_adapters_from_object_storage_only(path: str) -> None:
     ] = path
     errors = raycheck.serve_config_errors(broken)
     assert errors and "LLMConfig" in errors[0]
+
+
+def test_ray_check_reads_the_dp_builders_args_model() -> None:
+    config = next(cfg for c, cfg in SERVE_CONFIGS if c == "data-parallel")
+    assert list(config["applications"][0]["args"]) == ["llm_config"]
+    broken = copy.deepcopy(config)
+    app = broken["applications"][0]
+    app["args"]["llm_configs"] = [app["args"].pop("llm_config")]
+    errors = raycheck.serve_config_errors(broken)
+    assert any("DPOpenAiServingArgs" in e and "llm_configs" in e for e in errors), errors

@@ -284,3 +284,112 @@ def test_status_counts_up_to_the_shared_replicas_of_ready_pods() -> None:
     }
     # Two Ready pods hold up to eight quarter-GPU replicas; the spec allows six.
     assert status.observe(plan, live).ready_replicas == 6
+
+
+# --- data parallel ----------------------------------------------------------------------
+
+
+def data_parallel(dp: int, tp: int = 1, per_node: int = 4, **spec: Any) -> dict[str, Any]:
+    body = quickstart(**spec)
+    body["spec"]["engine"] = {"tensorParallelSize": tp, "dataParallelSize": dp}
+    body["spec"]["accelerator"]["gpusPerNode"] = per_node
+    return body
+
+
+def test_data_parallel_renders_rays_dp_builder() -> None:
+    body = data_parallel(4, tp=2, per_node=8)
+    app = serve_config(resolve(body))["applications"][0]
+    assert app["import_path"] == "ray.serve.llm:build_dp_openai_app"
+    assert list(app["args"]) == ["llm_config"]
+    config = app["args"]["llm_config"]
+    assert config["engine_kwargs"]["data_parallel_size"] == 4
+    # Placement is per rank (one Serve replica): its TP x PP bundles.
+    assert config["placement_group_config"]["bundles"] == [{"GPU": 1}, {"GPU": 1}]
+    # Serve's replicas are data-parallel groups; Ray multiplies them by the DP size.
+    assert config["deployment_config"] == {"num_replicas": 1}
+
+
+@pytest.mark.parametrize(
+    ("engine", "per_node", "expected"),
+    [
+        # (hosts per replica, GPUs per pod, per-rank strategy)
+        ({"tensorParallelSize": 2, "dataParallelSize": 4}, 8, (1, 8, "STRICT_PACK")),
+        ({"tensorParallelSize": 2, "dataParallelSize": 4}, 4, (2, 4, "STRICT_PACK")),
+        ({"dataParallelSize": 2}, 1, (2, 1, "STRICT_PACK")),
+        # A rank of TP 2 x PP 2 spans two 2-GPU pods.
+        (
+            {"tensorParallelSize": 2, "pipelineParallelSize": 2, "dataParallelSize": 2},
+            2,
+            (4, 2, "PACK"),
+        ),
+    ],
+)
+def test_data_parallel_worker_pods_hold_whole_tensor_groups(
+    engine: dict[str, int], per_node: int, expected: tuple[int, int, str]
+) -> None:
+    body = quickstart(engine=engine)
+    body["spec"]["accelerator"]["gpusPerNode"] = per_node
+    group = worker_group(body)
+    config = llm_config_of_dp(body)
+    got = (
+        group["numOfHosts"],
+        int(group["resources"]["GPU"]),
+        config["placement_group_config"]["strategy"],
+    )
+    assert got == expected
+    gpus = engine.get("tensorParallelSize", 1) * engine.get("pipelineParallelSize", 1)
+    assert len(config["placement_group_config"]["bundles"]) == gpus
+    assert resolve(body).gpus_at_max == gpus * engine["dataParallelSize"]
+
+
+def llm_config_of_dp(body: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = serve_config(resolve(body))["applications"][0]["args"]["llm_config"]
+    return config
+
+
+def test_data_parallel_autoscaling_bounds_count_groups() -> None:
+    body = data_parallel(2, tp=2, per_node=4)
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
+    group = worker_group(body)
+    assert (group["minReplicas"], group["maxReplicas"], group["numOfHosts"]) == (1, 3, 1)
+    autoscaling = llm_config_of_dp(body)["deployment_config"]["autoscaling_config"]
+    assert (autoscaling["min_replicas"], autoscaling["max_replicas"]) == (1, 3)
+
+
+def test_data_parallel_one_renders_the_plain_openai_app() -> None:
+    body = data_parallel(1)
+    app = serve_config(resolve(body))["applications"][0]
+    assert app["import_path"] == "ray.serve.llm:build_openai_app"
+    assert "data_parallel_size" not in app["args"]["llm_configs"][0]["engine_kwargs"]
+
+
+def test_data_parallel_fit_is_per_rank() -> None:
+    """Every rank holds the whole model over its TP x PP GPUs."""
+    body = data_parallel(4, tp=1, per_node=4)
+    body["spec"]["model"]["parametersBillions"] = 8
+    fit = resolve(body).fit
+    assert fit.weights_gib_per_gpu is not None and fit.weights_gib_per_gpu > 14
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (data_parallel(3, tp=2, per_node=4), "spec.engine.dataParallelSize"),
+        (data_parallel(0), "spec.engine.dataParallelSize"),
+        (data_parallel(2, mode="Cluster"), "spec.engine.dataParallelSize"),
+        (data_parallel(2, tp=4, per_node=2), "spec.engine.tensorParallelSize"),
+    ],
+)
+def test_data_parallel_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    messages = refusals(body)
+    assert any(names_field(m, field) for m in messages), messages
+
+
+def test_plan_command_explains_the_ranks(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_operator.cli import main
+
+    assert main(["plan", "-f", str(SAMPLES / "data-parallel.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "parallelism:        tensor 2 x pipeline 1 x data 4" in out
+    assert "each replica is 4 gang-scheduled ranks of 2 GPU(s)" in out

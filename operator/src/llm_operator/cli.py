@@ -127,7 +127,8 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"{doc_label}",
         f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
         f"  parallelism:        tensor {layout.tensor_parallel_size}"
-        f" x pipeline {layout.pipeline_parallel_size}",
+        f" x pipeline {layout.pipeline_parallel_size}"
+        + (f" x data {layout.data_parallel_size}" if layout.data_parallel_size > 1 else ""),
         f"  GPUs per replica:   {_gpus_per_replica(layout)}",
         f"  hosts per replica:  {layout.hosts_per_replica}"
         f" (GPUs per worker pod: {layout.gpus_per_host})",
@@ -151,6 +152,13 @@ def _gpus_per_replica(layout: GpuLayout) -> str:
 def pattern_lines(plan: Plan) -> list[str]:
     """The serving patterns the plan uses, one line each; none for Ray's defaults."""
     lines: list[str] = []
+    if plan.layout.data_parallel_size > 1:
+        layout = plan.layout
+        lines.append(
+            f"  data parallel:      {plan.serve_app}; each replica is "
+            f"{layout.data_parallel_size} gang-scheduled ranks of {layout.gpus_per_rank} "
+            f"GPU(s) (Serve runs replicas x {layout.data_parallel_size} LLM servers)"
+        )
     if plan.router is not None:
         kwargs = ", ".join(f"{k}={v:g}" for k, v in plan.router.kwargs.items())
         lines.append(

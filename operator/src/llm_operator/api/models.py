@@ -496,6 +496,16 @@ class EngineSpec(ApiModel):
     pipeline_parallel_size: int = Field(
         default=1, ge=1, le=64, description="Pipeline stages; stages may span nodes."
     )
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Data-parallel ranks per replica (data-parallel attention, e.g. for MoE "
+            "models): above 1 Ray Serve LLM's build_dp_openai_app runs each replica as this "
+            "many engine instances of tensor x pipeline GPUs, scheduled together."
+        ),
+    )
     max_model_len: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Maximum context length in tokens."
     )
@@ -530,7 +540,7 @@ class EngineSpec(ApiModel):
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.tensor_parallel_size * self.pipeline_parallel_size
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
 
 
 class AcceleratorSpec(ApiModel):
@@ -1017,6 +1027,7 @@ class LLMDeploymentSpec(ApiModel):
             rules.GPU_FRACTION_ONLY_SERVE_LLM,
             rules.GPU_FRACTION_ONE_WORKER,
             rules.GPU_FRACTION_MEMORY,
+            rules.DATA_PARALLEL_ONLY_SERVE_LLM,
         )
     )
 
@@ -1108,6 +1119,10 @@ class LLMDeploymentSpec(ApiModel):
         _check(
             fraction is None or self.engine.gpu_memory_utilization <= fraction,
             rules.GPU_FRACTION_MEMORY,
+        )
+        _check(
+            self.engine.data_parallel_size == 1 or self.serves_llm,
+            rules.DATA_PARALLEL_ONLY_SERVE_LLM,
         )
         return self
 

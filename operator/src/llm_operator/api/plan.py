@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llm_operator.api.models import LLMDeployment, LoraSpec, RoutingSpec
+from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec, LoraSpec, RoutingSpec
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 
@@ -24,6 +24,18 @@ PREFIX_CACHE_AFFINITY_KWARGS = {
     "imbalanced_threshold": "imbalancedThreshold",
     "match_rate_threshold": "matchRateThreshold",
 }
+
+# Ray Serve LLM's application builders (ray/serve/llm/__init__.py in Ray 2.60).
+OPENAI_APP = "ray.serve.llm:build_openai_app"
+DATA_PARALLEL_APP = "ray.serve.llm:build_dp_openai_app"
+
+
+def serve_app(spec: LLMDeploymentSpec) -> str | None:
+    """The Ray Serve LLM builder that serves the spec; None for a custom application
+    (or none at all, mode Cluster)."""
+    if not spec.serves_llm:
+        return None
+    return DATA_PARALLEL_APP if spec.engine.data_parallel_size > 1 else OPENAI_APP
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,9 @@ class Plan:
     # The serving patterns, each resolved once: None where the spec leaves Ray's default.
     router: RequestRouter | None = None
     lora: LoraAdapters | None = None
+    # Which Ray Serve LLM builder runs the model: the plain OpenAI app or the
+    # data-parallel one; None for a custom Serve application.
+    serve_app: str | None = None
 
     @property
     def serves(self) -> bool:

@@ -795,12 +795,13 @@ GPU_FRACTION_ONLY_SERVE_LLM = CelRule(
 GPU_FRACTION_ONE_WORKER = CelRule(
     rule=(
         f"!{_HAS_GPU_FRACTION} || "
-        "(self.engine.tensorParallelSize == 1 && self.engine.pipelineParallelSize == 1)"
+        "(self.engine.tensorParallelSize == 1 && self.engine.pipelineParallelSize == 1 "
+        "&& self.engine.dataParallelSize == 1)"
     ),
     message=(
-        "spec.accelerator.gpuFraction needs tensorParallelSize and pipelineParallelSize 1: "
-        "only a replica with a single engine worker can share a GPU; remove gpuFraction "
-        "or the parallelism"
+        "spec.accelerator.gpuFraction needs tensorParallelSize, pipelineParallelSize and "
+        "dataParallelSize 1: only a replica with a single engine worker can share a GPU; "
+        "remove gpuFraction or the parallelism"
     ),
     field_path=".accelerator.gpuFraction",
 )
@@ -814,4 +815,12 @@ GPU_FRACTION_MEMORY = CelRule(
         "to gpuFraction or less"
     ),
     field_path=".engine.gpuMemoryUtilization",
+)
+DATA_PARALLEL_ONLY_SERVE_LLM = CelRule(
+    rule=f"self.engine.dataParallelSize == 1 || ({_SERVE_LLM_ONLY})",
+    message=(
+        "spec.engine.dataParallelSize above 1 is only for mode Service with engine.type "
+        "vllm: Ray Serve LLM's data-parallel builder runs the ranks; remove it"
+    ),
+    field_path=".engine.dataParallelSize",
 )

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import yaml
 
 from llm_operator.api.models import LLMDeploymentSpec
-from llm_operator.api.plan import LoraAdapters, Plan, RequestRouter
+from llm_operator.api.plan import (
+    DATA_PARALLEL_APP,
+    OPENAI_APP,
+    LoraAdapters,
+    Plan,
+    RequestRouter,
+)
 from llm_operator.render import names
 from llm_operator.render.sources import model_source
 from llm_operator.sizing import GpuLayout
 from llm_operator.yamlio import Manifest
 
-OPENAI_APP = "ray.serve.llm:build_openai_app"
+
+def _openai_args(config: Manifest) -> Manifest:
+    return {"llm_configs": [config]}
+
+
+def _data_parallel_args(config: Manifest) -> Manifest:
+    return {"llm_config": config}
+
+
+# The builder's argument holding the LLMConfig: a list for the OpenAI app, the one
+# config for the data-parallel app (Ray's LLMServingArgs and DPOpenAiServingArgs).
+BUILDER_ARGS: dict[str, Callable[[Manifest], Manifest]] = {
+    OPENAI_APP: _openai_args,
+    DATA_PARALLEL_APP: _data_parallel_args,
+}
 
 
 def engine_kwargs(plan: Plan) -> Manifest:
@@ -23,6 +45,8 @@ def engine_kwargs(plan: Plan) -> Manifest:
         "dtype": engine.dtype,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
     }
+    if plan.layout.data_parallel_size > 1:
+        kwargs["data_parallel_size"] = plan.layout.data_parallel_size
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
     if llmd.spec.model.revision is not None and model_source(llmd).scheme == "hf":
@@ -37,10 +61,11 @@ def engine_kwargs(plan: Plan) -> Manifest:
 
 def placement_group_config(layout: GpuLayout) -> Manifest:
     """One GPU bundle per engine worker (a fraction of a GPU when replicas share one); one
-    replica packs onto one pod unless multi-host."""
+    engine instance packs onto one pod unless it spans pods. Ray's DP builder gang-places
+    the ranks of a data-parallel replica itself (PACK), dropping this strategy."""
     return {
-        "bundles": [{"GPU": layout.gpus_per_bundle} for _ in range(layout.gpus_per_replica)],
-        "strategy": "PACK" if layout.multi_host else "STRICT_PACK",
+        "bundles": [{"GPU": layout.gpus_per_bundle} for _ in range(layout.gpus_per_rank)],
+        "strategy": "PACK" if layout.rank_multi_host else "STRICT_PACK",
     }
 
 
@@ -110,12 +135,12 @@ def lora_config(lora: LoraAdapters | None) -> Manifest:
 def serve_application(plan: Plan) -> Manifest:
     engine = plan.llmd.spec.engine
     app: Manifest = {"name": names.SERVE_APP, "route_prefix": "/"}
-    if engine.type == "custom":
+    if plan.serve_app is None:
         app["import_path"] = engine.import_path
         app["args"] = dict(engine.args)
     else:
-        app["import_path"] = OPENAI_APP
-        app["args"] = {"llm_configs": [llm_config(plan)]}
+        app["import_path"] = plan.serve_app
+        app["args"] = BUILDER_ARGS[plan.serve_app](llm_config(plan))
     return app
 
 

@@ -77,11 +77,25 @@ class GpuLayout:
     # Share of one GPU each replica's single engine worker takes (replicas sharing a GPU);
     # None: whole GPUs.
     gpu_fraction: float | None = None
+    # Data-parallel ranks of one replica: Ray's DP builder runs each rank as a Serve
+    # replica of TP x PP bundles and gang-schedules the ranks of a replica together.
+    data_parallel_size: int = 1
+
+    @property
+    def gpus_per_rank(self) -> int:
+        """GPU bundles of one engine instance (one Serve replica): TP x PP."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
     @property
     def gpus_per_replica(self) -> int:
-        """Whole GPUs a replica's pods hold; a sharing replica's pod still holds one."""
-        return self.tensor_parallel_size * self.pipeline_parallel_size
+        """Whole GPUs a replica's pods hold (all its data-parallel ranks); a sharing
+        replica's pod still holds one."""
+        return self.gpus_per_rank * self.data_parallel_size
+
+    @property
+    def rank_multi_host(self) -> bool:
+        """Whether one engine instance's bundles span worker pods."""
+        return self.gpus_per_rank > self.gpus_per_host
 
     @property
     def gpus_per_bundle(self) -> float:
@@ -134,8 +148,9 @@ def gpu_layout(
     pipeline_parallel_size: int,
     gpus_per_node: int,
     gpu_fraction: float | None = None,
+    data_parallel_size: int = 1,
 ) -> GpuLayout:
-    """Split TP x PP GPUs into identical pods of whole tensor-parallel groups.
+    """Split TP x PP (x DP) GPUs into identical pods of whole tensor-parallel groups.
 
     Hosts per replica = ceil(GPUs per replica / gpusPerNode); each pod then holds
     GPUs per replica / hosts GPUs, which must be whole tensor-parallel groups.
@@ -147,9 +162,19 @@ def gpu_layout(
             "tensor-parallel group never spans nodes; lower tensorParallelSize and raise "
             "pipelineParallelSize instead",
         )
-    gpus = tensor_parallel_size * pipeline_parallel_size
+    gpus = tensor_parallel_size * pipeline_parallel_size * data_parallel_size
     hosts = math.ceil(gpus / gpus_per_node)
-    if gpus % hosts or (gpus // hosts) % tensor_parallel_size:
+    uneven = bool(gpus % hosts or (gpus // hosts) % tensor_parallel_size)
+    if uneven and data_parallel_size > 1:
+        raise LayoutError(
+            "spec.engine.dataParallelSize",
+            f"{gpus} GPUs per replica (tensorParallelSize {tensor_parallel_size} x "
+            f"pipelineParallelSize {pipeline_parallel_size} x dataParallelSize "
+            f"{data_parallel_size}) cannot be split into {hosts} identical worker pods of "
+            f"whole tensor-parallel groups on {gpus_per_node}-GPU nodes; choose a "
+            "dataParallelSize whose GPUs fill whole nodes",
+        )
+    if uneven:
         suggestion = _suggest_pipeline(tensor_parallel_size, pipeline_parallel_size, gpus_per_node)
         raise LayoutError(
             "spec.engine.pipelineParallelSize",
@@ -159,7 +184,12 @@ def gpu_layout(
             f"nodes; use pipelineParallelSize {suggestion}",
         )
     return GpuLayout(
-        tensor_parallel_size, pipeline_parallel_size, gpus_per_node, hosts, gpu_fraction
+        tensor_parallel_size,
+        pipeline_parallel_size,
+        gpus_per_node,
+        hosts,
+        gpu_fraction,
+        data_parallel_size,
     )
 
 
