@@ -18,12 +18,10 @@ from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 RAY_KIND_OF_MODE = {"Service": RayKind.RAY_SERVICE, "Cluster": RayKind.RAY_CLUSTER}
 
 # Ray Serve LLM's prefix-aware router (ray/serve/llm/request_router.py in Ray 2.60), and
-# the names of its `initialize_state` keyword arguments, per field of the spec.
+# the `initialize_state` keyword arguments the spec exposes: PrefixCacheAffinitySpec's
+# fields carry the same names (camelCase on the wire).
 PREFIX_CACHE_AFFINITY_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
-PREFIX_CACHE_AFFINITY_KWARGS = {
-    "imbalanced_threshold": "imbalancedThreshold",
-    "match_rate_threshold": "matchRateThreshold",
-}
+PREFIX_CACHE_AFFINITY_KWARGS = ("imbalanced_threshold", "match_rate_threshold")
 
 # Ray Serve LLM's application builders (ray/serve/llm/__init__.py in Ray 2.60).
 OPENAI_APP = "ray.serve.llm:build_openai_app"
