@@ -51,3 +51,36 @@ def test_ray_check_catches_a_bad_deployment_config() -> None:
     llm = broken["applications"][0]["args"]["llm_configs"][0]
     llm["deployment_config"] = {"num_replicas": -3}
     assert any("DeploymentSchema" in e for e in raycheck.serve_config_errors(broken))
+
+
+def test_ray_check_catches_a_router_kwarg_the_router_does_not_take() -> None:
+    config = next(cfg for c, cfg in SERVE_CONFIGS if c == "prefix-cache-routing")
+    broken = copy.deepcopy(config)
+    router = broken["applications"][0]["args"]["llm_configs"][0]["deployment_config"][
+        "request_router_config"
+    ]
+    router["request_router_kwargs"]["imbalance_threshold"] = 3
+    errors = raycheck.serve_config_errors(broken)
+    assert any("imbalance_threshold" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("path", ["/models/adapters", "pvc://adapters/x", "hf://org/name"])
+def test_ray_loads_lora_adapters_from_object_storage_only(path: str) -> None:
+    """Why spec.lora.source takes s3:// and gs:// only: Ray's LoraConfig refuses the rest."""
+    config = next(cfg for c, cfg in SERVE_CONFIGS if c == "lora-adapters")
+    broken = copy.deepcopy(config)
+    broken["applications"][0]["args"]["llm_configs"][0]["lora_config"][
+        "dynamic_lora_loading_path"
+    ] = path
+    errors = raycheck.serve_config_errors(broken)
+    assert errors and "LLMConfig" in errors[0]
+
+
+def test_ray_check_reads_the_dp_builders_args_model() -> None:
+    config = next(cfg for c, cfg in SERVE_CONFIGS if c == "data-parallel")
+    assert list(config["applications"][0]["args"]) == ["llm_config"]
+    broken = copy.deepcopy(config)
+    app = broken["applications"][0]
+    app["args"]["llm_configs"] = [app["args"].pop("llm_config")]
+    errors = raycheck.serve_config_errors(broken)
+    assert any("DPOpenAiServingArgs" in e and "llm_configs" in e for e in errors), errors

@@ -23,6 +23,7 @@ from llm_operator.listen import listen_address
 from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 from llm_operator.settings import OperatorSettings
+from llm_operator.sizing import GpuLayout
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -126,16 +127,52 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"{doc_label}",
         f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
         f"  parallelism:        tensor {layout.tensor_parallel_size}"
-        f" x pipeline {layout.pipeline_parallel_size}",
-        f"  GPUs per replica:   {layout.gpus_per_replica}",
+        f" x pipeline {layout.pipeline_parallel_size}"
+        + (f" x data {layout.data_parallel_size}" if layout.data_parallel_size > 1 else ""),
+        f"  GPUs per replica:   {_gpus_per_replica(layout)}",
         f"  hosts per replica:  {layout.hosts_per_replica}"
         f" (GPUs per worker pod: {layout.gpus_per_host})",
         f"  replicas ({scaling}): min {spec.min_replicas}, max {spec.max_replicas}",
         f"  GPUs at min:        {plan.gpus_at_min}",
         f"  GPUs at max:        {plan.gpus_at_max}",
-        f"  worker pods at max: {layout.hosts_per_replica * spec.max_replicas}",
+        f"  worker pods at max: {layout.worker_pods(spec.max_replicas)}",
         f"  memory fit:         {verdict}: {fit.message}",
+        *pattern_lines(plan),
     ]
+
+
+def _gpus_per_replica(layout: GpuLayout) -> str:
+    if layout.gpu_fraction is None:
+        return str(layout.gpus_per_replica)
+    return (
+        f"{layout.gpu_fraction:g} (shared: {layout.replicas_per_pod} replicas per GPU worker pod)"
+    )
+
+
+def pattern_lines(plan: Plan) -> list[str]:
+    """The serving patterns the plan uses, one line each; none for Ray's defaults."""
+    lines: list[str] = []
+    if plan.layout.data_parallel_size > 1:
+        layout = plan.layout
+        lines.append(
+            f"  data parallel:      {plan.serve_app}; each replica is "
+            f"{layout.data_parallel_size} gang-scheduled ranks of {layout.gpus_per_rank} "
+            f"GPU(s) (Serve runs replicas x {layout.data_parallel_size} LLM servers)"
+        )
+    if plan.router is not None:
+        kwargs = ", ".join(f"{k}={v:g}" for k, v in plan.router.kwargs.items())
+        lines.append(
+            f"  routing:            {plan.router.class_path}"
+            + (f" ({kwargs})" if kwargs else " (Ray's defaults)")
+        )
+    if plan.lora is not None:
+        lora = plan.lora
+        lines.append(
+            f"  LoRA adapters:      {lora.path}/<adapter> as model "
+            f"{plan.llmd.served_model_id}:<adapter>; up to {lora.max_per_replica} per "
+            f"replica, rank <= {lora.max_rank}"
+        )
+    return lines
 
 
 def cmd_plan(args: argparse.Namespace, settings: OperatorSettings) -> int:

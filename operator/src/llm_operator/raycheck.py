@@ -6,10 +6,24 @@ the project tests with (see pyproject's `ray` extra).
 
 from __future__ import annotations
 
+import ast
+import copy
+import importlib.util
+import inspect
 import logging
 from typing import Any
 
-from llm_operator.render.serve import OPENAI_APP
+from llm_operator.api.plan import DATA_PARALLEL_APP, OPENAI_APP, PREFIX_CACHE_AFFINITY_ROUTER
+
+# Public router path -> the internal class it re-exports (ray/serve/llm/request_router.py,
+# Ray 2.60). The public package refuses to import without vLLM, which this check does not
+# need; the internal module imports without it, so Ray's models check that one instead.
+ROUTER_IMPLEMENTATIONS = {
+    PREFIX_CACHE_AFFINITY_ROUTER: (
+        "ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router"
+        ":PrefixCacheAffinityRouter"
+    ),
+}
 
 
 class RayUnavailableError(RuntimeError):
@@ -48,20 +62,107 @@ def serve_config_errors(serve_config: dict[str, Any]) -> list[str]:
     except Exception as exc:  # pydantic's ValidationError, from Ray's own pydantic
         errors.append(f"serveConfigV2 rejected by Ray ServeDeploySchema: {exc}")
     for app in serve_config.get("applications", []):
-        if app.get("import_path") != OPENAI_APP:
-            continue
-        for index, config in enumerate(app.get("args", {}).get("llm_configs", [])):
+        args = app.get("args", {})
+        errors.extend(_builder_args_errors(app.get("import_path"), args))
+        for label, rendered in _llm_configs(app.get("import_path"), args):
+            config = _with_router_implementation(rendered)
+            errors.extend(
+                f"{label}.deployment_config.request_router_config: {problem}"
+                for problem in _router_kwargs_errors(config)
+            )
             try:
                 llm_config_model.model_validate(config)
             except Exception as exc:
-                errors.append(f"llm_configs[{index}] rejected by Ray LLMConfig: {exc}")
+                errors.append(f"{label} rejected by Ray LLMConfig: {exc}")
             # LLMConfig keeps deployment_config as a plain dict; Serve checks it at deploy.
             options = {"name": "LLMServer", **config.get("deployment_config", {})}
             try:
                 deployment_schema.model_validate(options)
             except Exception as exc:
-                errors.append(
-                    f"llm_configs[{index}].deployment_config rejected by Ray "
-                    f"DeploymentSchema: {exc}"
-                )
+                errors.append(f"{label}.deployment_config rejected by Ray DeploymentSchema: {exc}")
     return errors
+
+
+def _llm_configs(import_path: str | None, args: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The LLMConfigs a Ray Serve LLM builder's args hold, each with its path in args."""
+    if import_path == OPENAI_APP:
+        return [(f"llm_configs[{i}]", c) for i, c in enumerate(args.get("llm_configs", []))]
+    if import_path == DATA_PARALLEL_APP:
+        return [("llm_config", args.get("llm_config", {}))]
+    return []
+
+
+# Builder -> (module, class) of the pydantic model its args must fit. The data-parallel
+# one imports vLLM at module level, so its fields are read from its source instead.
+BUILDER_ARGS_MODELS = {
+    DATA_PARALLEL_APP: (
+        "ray.llm._internal.serve.serving_patterns.data_parallel.builder",
+        "DPOpenAiServingArgs",
+    ),
+}
+
+
+def _model_fields_in_source(module: str, class_name: str) -> set[str]:
+    """The annotated fields of a class, read from its module's source, not imported."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise RayUnavailableError(f"Ray has no module {module}")
+    with open(spec.origin, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    raise RayUnavailableError(f"{module} defines no {class_name}")
+
+
+def _builder_args_errors(import_path: str | None, args: dict[str, Any]) -> list[str]:
+    if import_path not in BUILDER_ARGS_MODELS:
+        return []
+    module, class_name = BUILDER_ARGS_MODELS[import_path]
+    fields = _model_fields_in_source(module, class_name)
+    return [
+        f"args.{key} rejected by Ray {class_name}: not one of its fields {sorted(fields)}"
+        for key in args
+        if key not in fields
+    ]
+
+
+def _router_config(config: dict[str, Any]) -> dict[str, Any] | None:
+    router = config.get("deployment_config", {}).get("request_router_config")
+    return router if isinstance(router, dict) else None
+
+
+def _with_router_implementation(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with a public router path swapped for the class it re-exports."""
+    router = _router_config(config)
+    if router is None or router.get("request_router_class") not in ROUTER_IMPLEMENTATIONS:
+        return config
+    swapped = copy.deepcopy(config)
+    swapped["deployment_config"]["request_router_config"]["request_router_class"] = (
+        ROUTER_IMPLEMENTATIONS[router["request_router_class"]]
+    )
+    return swapped
+
+
+def _router_kwargs_errors(config: dict[str, Any]) -> list[str]:
+    """Keyword arguments the router's `initialize_state` does not take: Serve passes them
+    only when a replica starts routing, so its config models cannot catch them."""
+    router = _router_config(config)
+    if router is None or "request_router_class" not in router:
+        return []
+    from ray._common.utils import import_attr
+
+    try:
+        cls = import_attr(router["request_router_class"])
+    except Exception as exc:
+        return [f"{router['request_router_class']} cannot be imported: {exc}"]
+    accepted = inspect.signature(cls.initialize_state).parameters
+    return [
+        f"{cls.__name__}.initialize_state takes no argument {name!r}"
+        for name in router.get("request_router_kwargs", {})
+        if name not in accepted
+    ]

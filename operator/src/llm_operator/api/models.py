@@ -496,6 +496,16 @@ class EngineSpec(ApiModel):
     pipeline_parallel_size: int = Field(
         default=1, ge=1, le=64, description="Pipeline stages; stages may span nodes."
     )
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Data-parallel ranks per replica (data-parallel attention, e.g. for MoE "
+            "models): above 1 Ray Serve LLM's build_dp_openai_app runs each replica as this "
+            "many engine instances of tensor x pipeline GPUs, scheduled together."
+        ),
+    )
     max_model_len: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Maximum context length in tokens."
     )
@@ -530,7 +540,7 @@ class EngineSpec(ApiModel):
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.tensor_parallel_size * self.pipeline_parallel_size
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
 
 
 class AcceleratorSpec(ApiModel):
@@ -555,6 +565,17 @@ class AcceleratorSpec(ApiModel):
             pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
         ),
     ] = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
+    gpu_fraction: float | None = Field(
+        default=None,
+        ge=0.01,
+        lt=1,
+        description=(
+            "Share of one GPU each replica takes, so that small models share GPUs: "
+            "floor(1 / gpuFraction) replicas per GPU worker pod, which still holds a whole "
+            "GPU. Needs tensor and pipeline parallel size 1 and gpuMemoryUtilization at "
+            "most gpuFraction."
+        ),
+    )
     node_selector: dict[MapKey, LabelValue] = Field(
         default_factory=dict,
         max_length=32,
@@ -903,6 +924,91 @@ class IncrementalUpgradeSpec(ApiModel):
     )
 
 
+RoutingPolicy = Literal["PowerOfTwoChoices", "PrefixCacheAffinity"]
+
+
+class PrefixCacheAffinitySpec(ApiModel):
+    """Options of Ray Serve LLM's PrefixCacheAffinityRouter; unset keeps Ray's default."""
+
+    imbalanced_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Queue-length difference between replicas above which the load counts as "
+            "imbalanced and the router falls back to power of two choices (Ray's default: "
+            "never)."
+        ),
+    )
+    match_rate_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Smallest prefix match rate (0-1) for which the router prefers the replica "
+            "holding the prefix (Ray's default: 0.1)."
+        ),
+    )
+
+
+class RoutingSpec(ApiModel):
+    """How Serve picks the replica for each request."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.PREFIX_OPTIONS_NEED_POLICY))
+
+    policy: RoutingPolicy = Field(
+        default="PowerOfTwoChoices",
+        description=(
+            "PowerOfTwoChoices (Serve's default router: the shorter queue of two random "
+            "replicas) or PrefixCacheAffinity (requests sharing a prompt prefix go to the "
+            "replica that likely holds its KV cache)."
+        ),
+    )
+    prefix_cache_affinity: PrefixCacheAffinitySpec | None = Field(
+        default=None, description="Options for policy PrefixCacheAffinity."
+    )
+
+    @model_validator(mode="after")
+    def _options_match_policy(self) -> RoutingSpec:
+        _check(
+            self.prefix_cache_affinity is None or self.policy == "PrefixCacheAffinity",
+            rules.PREFIX_OPTIONS_NEED_POLICY,
+        )
+        return self
+
+
+class LoraSpec(ApiModel):
+    """LoRA adapters of the base model, loaded on demand from object storage."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(*rules.LORA_SOURCE_RULES))
+
+    source: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description=(
+            "Object storage prefix holding one directory per adapter: s3://<bucket>/<path> "
+            "or gs://<bucket>/<path>. Adapter x (<source>/x) is requested as model "
+            "<model.name>:x."
+        )
+    )
+    max_adapters_per_replica: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Adapters each replica keeps loaded; the least recently used is evicted.",
+    )
+    max_rank: int = Field(
+        default=64,
+        ge=1,
+        le=512,
+        description="Largest LoRA rank served (the engine's max_lora_rank).",
+    )
+
+    @model_validator(mode="after")
+    def _source_grammar(self) -> LoraSpec:
+        for rule in rules.LORA_SOURCE_RULES:
+            _check(rule.holds(self.source), rule)
+        return self
+
+
 class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLMDeployment."""
 
@@ -915,6 +1021,13 @@ class LLMDeploymentSpec(ApiModel):
             rules.RAY_ACCELERATOR_TYPE,
             rules.WORKER_SELECTOR_APART,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
+            rules.ROUTING_ONLY_SERVE_LLM,
+            rules.LORA_ONLY_SERVE_LLM,
+            rules.LORA_MODEL_NAME_NO_COLON,
+            rules.GPU_FRACTION_ONLY_SERVE_LLM,
+            rules.GPU_FRACTION_ONE_WORKER,
+            rules.GPU_FRACTION_MEMORY,
+            rules.DATA_PARALLEL_ONLY_SERVE_LLM,
         )
     )
 
@@ -955,6 +1068,14 @@ class LLMDeploymentSpec(ApiModel):
         default=None,
         description="Options for upgradeStrategy NewClusterWithIncrementalUpgrade.",
     )
+    routing: RoutingSpec | None = Field(
+        default=None,
+        description="Request routing among replicas (mode Service, engine vllm).",
+    )
+    lora: LoraSpec | None = Field(
+        default=None,
+        description="LoRA adapters served on top of the model (mode Service, engine vllm).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LLMDeploymentSpec:
@@ -986,7 +1107,30 @@ class LLMDeploymentSpec(ApiModel):
             self.mode == "Cluster" or gcs is None or gcs.external_storage_namespace is None,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
         )
+        _check(self.routing is None or self.serves_llm, rules.ROUTING_ONLY_SERVE_LLM)
+        _check(self.lora is None or self.serves_llm, rules.LORA_ONLY_SERVE_LLM)
+        _check(
+            self.lora is None or self.model.name is None or ":" not in self.model.name,
+            rules.LORA_MODEL_NAME_NO_COLON,
+        )
+        fraction = self.accelerator.gpu_fraction
+        _check(fraction is None or self.serves_llm, rules.GPU_FRACTION_ONLY_SERVE_LLM)
+        _check(fraction is None or self.engine.gpus_per_replica == 1, rules.GPU_FRACTION_ONE_WORKER)
+        _check(
+            fraction is None or self.engine.gpu_memory_utilization <= fraction,
+            rules.GPU_FRACTION_MEMORY,
+        )
+        _check(
+            self.engine.data_parallel_size == 1 or self.serves_llm,
+            rules.DATA_PARALLEL_ONLY_SERVE_LLM,
+        )
         return self
+
+    @property
+    def serves_llm(self) -> bool:
+        """Whether Ray Serve LLM's own application serves the model (the only place the
+        routing, LoRA and GPU-sharing sections can go)."""
+        return self.mode == "Service" and self.engine.type == "vllm"
 
     @property
     def min_replicas(self) -> int:

@@ -7,14 +7,72 @@ layout, the memory fit, the accelerator or the mode's choice of child.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from llm_operator.api.models import LLMDeployment
+from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec, LoraSpec, RoutingSpec
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 
 # spec.mode -> the KubeRay kind it becomes: the one place the mode is read.
 RAY_KIND_OF_MODE = {"Service": RayKind.RAY_SERVICE, "Cluster": RayKind.RAY_CLUSTER}
+
+# Ray Serve LLM's prefix-aware router (ray/serve/llm/request_router.py in Ray 2.60), and
+# the `initialize_state` keyword arguments the spec exposes: PrefixCacheAffinitySpec's
+# fields carry the same names (camelCase on the wire).
+PREFIX_CACHE_AFFINITY_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
+PREFIX_CACHE_AFFINITY_KWARGS = ("imbalanced_threshold", "match_rate_threshold")
+
+# Ray Serve LLM's application builders (ray/serve/llm/__init__.py in Ray 2.60).
+OPENAI_APP = "ray.serve.llm:build_openai_app"
+DATA_PARALLEL_APP = "ray.serve.llm:build_dp_openai_app"
+
+
+def serve_app(spec: LLMDeploymentSpec) -> str | None:
+    """The Ray Serve LLM builder that serves the spec; None for a custom application
+    (or none at all, mode Cluster)."""
+    if not spec.serves_llm:
+        return None
+    return DATA_PARALLEL_APP if spec.engine.data_parallel_size > 1 else OPENAI_APP
+
+
+@dataclass(frozen=True)
+class RequestRouter:
+    """A Serve request router in place of Serve's default (power of two choices)."""
+
+    class_path: str
+    kwargs: Mapping[str, float] = field(default_factory=dict)
+
+
+def request_router(routing: RoutingSpec | None) -> RequestRouter | None:
+    """The router a routing policy asks for; None keeps Serve's default router, so a
+    spec without routing (or with PowerOfTwoChoices) renders no router at all."""
+    if routing is None or routing.policy == "PowerOfTwoChoices":
+        return None
+    options = routing.prefix_cache_affinity
+    kwargs: dict[str, float] = {}
+    if options is not None:
+        for kwarg in PREFIX_CACHE_AFFINITY_KWARGS:
+            value = getattr(options, kwarg)
+            if value is not None:
+                kwargs[kwarg] = value
+    return RequestRouter(PREFIX_CACHE_AFFINITY_ROUTER, kwargs)
+
+
+@dataclass(frozen=True)
+class LoraAdapters:
+    """LoRA adapters loaded on demand: Ray's `LLMConfig.lora_config` and the engine's LoRA
+    switches."""
+
+    path: str  # object storage prefix, one directory per adapter
+    max_per_replica: int
+    max_rank: int
+
+
+def lora_adapters(lora: LoraSpec | None) -> LoraAdapters | None:
+    if lora is None:
+        return None
+    return LoraAdapters(lora.source, lora.max_adapters_per_replica, lora.max_rank)
 
 
 @dataclass(frozen=True)
@@ -27,6 +85,12 @@ class Plan:
     accelerator: Accelerator
     # The mode's strategy: render builds this kind of Ray child, status observes it.
     ray_kind: RayKind
+    # The serving patterns, each resolved once: None where the spec leaves Ray's default.
+    router: RequestRouter | None = None
+    lora: LoraAdapters | None = None
+    # Which Ray Serve LLM builder runs the model: the plain OpenAI app or the
+    # data-parallel one; None for a custom Serve application.
+    serve_app: str | None = None
 
     @property
     def serves(self) -> bool:
@@ -44,8 +108,8 @@ class Plan:
 
     @property
     def gpus_at_min(self) -> int:
-        return self.layout.gpus_per_replica * self.llmd.spec.min_replicas
+        return self.layout.gpus(self.llmd.spec.min_replicas)
 
     @property
     def gpus_at_max(self) -> int:
-        return self.layout.gpus_per_replica * self.llmd.spec.max_replicas
+        return self.layout.gpus(self.llmd.spec.max_replicas)

@@ -716,3 +716,111 @@ STORAGE_NAMESPACE_ONLY_CLUSTER = CelRule(
     ),
     field_path=".rayCluster.gcsFaultTolerance.externalStorageNamespace",
 )
+
+# --- serving patterns: request routing, LoRA adapters, shared GPUs ----------------------
+# Each section configures Ray Serve LLM's own application, so it needs one: mode Service
+# with engine vllm (a custom application or a bare RayCluster has nowhere to put it).
+_SERVE_LLM_ONLY = "self.mode == 'Service' && self.engine.type == 'vllm'"
+
+
+def _serve_llm_only(field: str, what: str) -> CelRule:
+    return CelRule(
+        rule=f"!has(self.{field}) || ({_SERVE_LLM_ONLY})",
+        message=(
+            f"spec.{field} is only for mode Service with engine.type vllm: it configures "
+            f"{what} of Ray Serve LLM; remove it or serve the model with engine vllm"
+        ),
+        field_path=f".{field}",
+    )
+
+
+ROUTING_ONLY_SERVE_LLM = _serve_llm_only("routing", "the request router")
+PREFIX_OPTIONS_NEED_POLICY = CelRule(
+    rule="!has(self.prefixCacheAffinity) || self.policy == 'PrefixCacheAffinity'",
+    message=(
+        "spec.routing.prefixCacheAffinity is only used with policy PrefixCacheAffinity; set "
+        "policy: PrefixCacheAffinity or remove it"
+    ),
+    field_path=".prefixCacheAffinity",
+)
+LORA_ONLY_SERVE_LLM = _serve_llm_only("lora", "the LoRA adapters")
+# Ray Serve LLM 2.60 downloads adapters from object storage only: LoraConfig refuses a
+# dynamic_lora_loading_path that is not remote (common/utils/cloud_utils.is_remote_path);
+# of its schemes the API offers the two model sources already use.
+LORA_SOURCE_SCHEME = string_rule(
+    Matches(r"^(?:s3|gs)://"),
+    "spec.lora.source must be s3://<bucket>/<path> or gs://<bucket>/<path>: Ray Serve LLM "
+    "loads adapters from object storage only, not from hf:// or a local (pvc://) path",
+    target="self.source",
+    field_path=".source",
+)
+
+
+def _as_lora_source(rule: CelRule) -> CelRule:
+    """A bucket or path rule of spec.model.source, for spec.lora.source."""
+    if rule.check is None:
+        raise TypeError(f"{rule.rule!r} has no offline check")
+    return string_rule(
+        rule.check,
+        rule.message.replace("spec.model.source", "spec.lora.source"),
+        target="self.source",
+        field_path=".source",
+    )
+
+
+# In the order the offline check reports the first that fails.
+LORA_SOURCE_RULES = (
+    LORA_SOURCE_SCHEME,
+    *(_as_lora_source(r) for r in (SOURCE_S3_BUCKET, SOURCE_GS_BUCKET, SOURCE_PATH)),
+)
+# Ray Serve LLM reads a requested model `<base>:<adapter>` by splitting at the first ':'
+# (common/utils/lora_utils.get_base_model_id): a base model id with ':' never matches.
+LORA_MODEL_NAME_NO_COLON = CelRule(
+    rule="!has(self.lora) || !has(self.model.name) || !self.model.name.contains(':')",
+    message=(
+        "spec.model.name must not contain ':' with spec.lora: adapters are requested as "
+        "'<model.name>:<adapter>', split at the first ':'; rename the model"
+    ),
+    field_path=".model.name",
+)
+_HAS_GPU_FRACTION = "has(self.accelerator.gpuFraction)"
+GPU_FRACTION_ONLY_SERVE_LLM = CelRule(
+    rule=f"!{_HAS_GPU_FRACTION} || ({_SERVE_LLM_ONLY})",
+    message=(
+        "spec.accelerator.gpuFraction is only for mode Service with engine.type vllm: it "
+        "sizes the GPU bundle of a Ray Serve LLM replica; remove it"
+    ),
+    field_path=".accelerator.gpuFraction",
+)
+GPU_FRACTION_ONE_WORKER = CelRule(
+    rule=(
+        f"!{_HAS_GPU_FRACTION} || "
+        "(self.engine.tensorParallelSize == 1 && self.engine.pipelineParallelSize == 1 "
+        "&& self.engine.dataParallelSize == 1)"
+    ),
+    message=(
+        "spec.accelerator.gpuFraction needs tensorParallelSize, pipelineParallelSize and "
+        "dataParallelSize 1: only a replica with a single engine worker can share a GPU; "
+        "remove gpuFraction or the parallelism"
+    ),
+    field_path=".accelerator.gpuFraction",
+)
+GPU_FRACTION_MEMORY = CelRule(
+    rule=f"!{_HAS_GPU_FRACTION} || "
+    "self.engine.gpuMemoryUtilization <= self.accelerator.gpuFraction",
+    message=(
+        "spec.engine.gpuMemoryUtilization must not exceed spec.accelerator.gpuFraction: "
+        "replicas sharing a GPU each get at most their fraction of its memory (vLLM's "
+        "gpu_memory_utilization is a fraction of the whole GPU); set gpuMemoryUtilization "
+        "to gpuFraction or less"
+    ),
+    field_path=".engine.gpuMemoryUtilization",
+)
+DATA_PARALLEL_ONLY_SERVE_LLM = CelRule(
+    rule=f"self.engine.dataParallelSize == 1 || ({_SERVE_LLM_ONLY})",
+    message=(
+        "spec.engine.dataParallelSize above 1 is only for mode Service with engine.type "
+        "vllm: Ray Serve LLM's data-parallel builder runs the ranks; remove it"
+    ),
+    field_path=".engine.dataParallelSize",
+)

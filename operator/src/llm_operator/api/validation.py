@@ -17,7 +17,13 @@ from pydantic import ValidationError
 
 from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
-from llm_operator.api.plan import RAY_KIND_OF_MODE, Plan
+from llm_operator.api.plan import (
+    RAY_KIND_OF_MODE,
+    Plan,
+    lora_adapters,
+    request_router,
+    serve_app,
+)
 from llm_operator.sizing import (
     DEFAULT_GPU_MEMORY_GIB,
     Accelerator,
@@ -37,6 +43,12 @@ TYPED_ENGINE_ARGS = {
     "dtype": "spec.engine.dtype",
     "gpu_memory_utilization": "spec.engine.gpuMemoryUtilization",
     "revision": "spec.model.revision",
+    "data_parallel_size": "spec.engine.dataParallelSize",
+}
+# Engine kwargs spec.lora sets; with it, an engine arg would silently fight the field.
+LORA_ENGINE_ARGS = {
+    "enable_lora": "spec.lora",
+    "max_lora_rank": "spec.lora.maxRank",
 }
 
 
@@ -177,10 +189,12 @@ def _fit(llmd: LLMDeployment, layout: GpuLayout, accelerator: Accelerator) -> Me
     return memory_fit(
         parameters_billions=spec.model.parameters_billions,
         accelerator=accelerator,
-        gpus_per_replica=layout.gpus_per_replica,
+        # Each data-parallel rank holds a whole copy of the weights over TP x PP GPUs.
+        gpus_per_replica=layout.gpus_per_rank,
         dtype=spec.engine.dtype,
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         engine_args=spec.engine.args,
+        gpu_fraction=layout.gpu_fraction,
     )
 
 
@@ -203,6 +217,8 @@ def _resolved(
             spec.engine.tensor_parallel_size,
             spec.engine.pipeline_parallel_size,
             spec.accelerator.gpus_per_node,
+            spec.accelerator.gpu_fraction,
+            spec.engine.data_parallel_size,
         )
     except LayoutError as exc:
         errors.append(FieldError(exc.field, exc.message))
@@ -210,7 +226,16 @@ def _resolved(
         fit = _fit(llmd, layout, accelerator)
         if fit.fits is False:
             errors.append(FieldError("spec.engine.tensorParallelSize", fit.message))
-        plan = Plan(llmd, layout, fit, accelerator, RAY_KIND_OF_MODE[spec.mode])
+        plan = Plan(
+            llmd,
+            layout,
+            fit,
+            accelerator,
+            RAY_KIND_OF_MODE[spec.mode],
+            router=request_router(spec.routing),
+            lora=lora_adapters(spec.lora),
+            serve_app=serve_app(spec),
+        )
     errors.extend(_other_errors(llmd))
     return (None if errors else plan), errors
 
@@ -227,7 +252,8 @@ def _other_errors(llmd: LLMDeployment) -> list[FieldError]:
     spec = llmd.spec
     errors: list[FieldError] = []
     if spec.engine.type == "vllm":
-        for key, field in TYPED_ENGINE_ARGS.items():
+        typed = TYPED_ENGINE_ARGS | (LORA_ENGINE_ARGS if spec.lora is not None else {})
+        for key, field in typed.items():
             if key in spec.engine.args:
                 errors.append(
                     FieldError(f"spec.engine.args.{key}", f"set {field} instead of engine args")

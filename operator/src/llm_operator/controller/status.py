@@ -287,7 +287,14 @@ def observe(plan: Plan, live: Body | None) -> Observed:
     """What the plan's live Ray child (None: not there) says, in our terms."""
     if live is None:
         return observe_missing(plan.ray_kind)
-    return OBSERVERS[plan.ray_kind](live, plan.layout.hosts_per_replica)
+    observed = OBSERVERS[plan.ray_kind](live, plan.layout.hosts_per_replica)
+    sharing = plan.layout.replicas_per_pod
+    if sharing == 1:
+        return observed
+    # Replicas sharing a GPU: a Ready pod holds up to `sharing` of them. KubeRay counts
+    # pods only, so this is an upper bound, capped by the most replicas the spec allows.
+    ready = min(observed.ready_replicas * sharing, plan.llmd.spec.max_replicas)
+    return replace(observed, ready_replicas=ready)
 
 
 def reconciled_status(plan: Plan, observed: Observed, previous: Body, now: str) -> dict[str, Any]:

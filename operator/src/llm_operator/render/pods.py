@@ -318,9 +318,9 @@ def worker_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     )
     return {
         "groupName": names.WORKER_GROUP,
-        "replicas": spec.min_replicas,
-        "minReplicas": spec.min_replicas,
-        "maxReplicas": spec.max_replicas,
+        "replicas": layout.worker_group_replicas(spec.min_replicas),
+        "minReplicas": layout.worker_group_replicas(spec.min_replicas),
+        "maxReplicas": layout.worker_group_replicas(spec.max_replicas),
         "numOfHosts": layout.hosts_per_replica,
         "rayStartParams": ray_start_params(llmd, head=False),
         # Ray resources the autoscaler plans with, matching the Serve placement group.

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import yaml
 
-from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec
-from llm_operator.api.plan import Plan
+from llm_operator.api.models import LLMDeploymentSpec
+from llm_operator.api.plan import (
+    DATA_PARALLEL_APP,
+    OPENAI_APP,
+    LoraAdapters,
+    Plan,
+    RequestRouter,
+)
 from llm_operator.render import names
 from llm_operator.render.sources import model_source
 from llm_operator.sizing import GpuLayout
 from llm_operator.yamlio import Manifest
 
-OPENAI_APP = "ray.serve.llm:build_openai_app"
+
+def _openai_args(config: Manifest) -> Manifest:
+    return {"llm_configs": [config]}
 
 
-def engine_kwargs(llmd: LLMDeployment) -> Manifest:
+def _data_parallel_args(config: Manifest) -> Manifest:
+    return {"llm_config": config}
+
+
+# The builder's argument holding the LLMConfig: a list for the OpenAI app, the one
+# config for the data-parallel app (Ray's LLMServingArgs and DPOpenAiServingArgs).
+BUILDER_ARGS: dict[str, Callable[[Manifest], Manifest]] = {
+    OPENAI_APP: _openai_args,
+    DATA_PARALLEL_APP: _data_parallel_args,
+}
+
+
+def engine_kwargs(plan: Plan) -> Manifest:
+    llmd = plan.llmd
     engine = llmd.spec.engine
     kwargs: Manifest = {
         "tensor_parallel_size": engine.tensor_parallel_size,
@@ -22,23 +45,31 @@ def engine_kwargs(llmd: LLMDeployment) -> Manifest:
         "dtype": engine.dtype,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
     }
+    if plan.layout.data_parallel_size > 1:
+        kwargs["data_parallel_size"] = plan.layout.data_parallel_size
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
     if llmd.spec.model.revision is not None and model_source(llmd).scheme == "hf":
         kwargs["revision"] = llmd.spec.model.revision
+    if plan.lora is not None:
+        # Ray downloads adapters and hands them to vLLM, which serves them only when on.
+        kwargs["enable_lora"] = True
+        kwargs["max_lora_rank"] = plan.lora.max_rank
     kwargs.update(engine.args)
     return kwargs
 
 
 def placement_group_config(layout: GpuLayout) -> Manifest:
-    """One GPU bundle per engine worker; one replica packs onto one pod unless multi-host."""
+    """One GPU bundle per engine worker (a fraction of a GPU when replicas share one); one
+    engine instance packs onto one pod unless it spans pods. Ray's DP builder gang-places
+    the ranks of a data-parallel replica itself (PACK), dropping this strategy."""
     return {
-        "bundles": [{"GPU": 1} for _ in range(layout.gpus_per_replica)],
-        "strategy": "PACK" if layout.multi_host else "STRICT_PACK",
+        "bundles": [{"GPU": layout.gpus_per_bundle} for _ in range(layout.gpus_per_rank)],
+        "strategy": "PACK" if layout.rank_multi_host else "STRICT_PACK",
     }
 
 
-def deployment_config(spec: LLMDeploymentSpec) -> Manifest:
+def replica_config(spec: LLMDeploymentSpec) -> Manifest:
     autoscaling = spec.autoscaling
     if autoscaling is None:
         return {"num_replicas": spec.min_replicas}
@@ -52,6 +83,24 @@ def deployment_config(spec: LLMDeploymentSpec) -> Manifest:
     }
 
 
+def request_router_config(router: RequestRouter) -> Manifest:
+    """Serve's `RequestRouterConfig`: the class by import path, its `initialize_state`
+    keyword arguments."""
+    config: Manifest = {"request_router_class": router.class_path}
+    if router.kwargs:
+        config["request_router_kwargs"] = dict(router.kwargs)
+    return config
+
+
+def deployment_config(plan: Plan) -> Manifest:
+    """The LLM server deployment's options: replicas, then the router when not Serve's
+    default."""
+    config = replica_config(plan.llmd.spec)
+    if plan.router is not None:
+        config["request_router_config"] = request_router_config(plan.router)
+    return config
+
+
 def llm_config(plan: Plan) -> Manifest:
     """One Ray Serve LLM `LLMConfig` whose placement matches the worker pods."""
     llmd = plan.llmd
@@ -62,22 +111,36 @@ def llm_config(plan: Plan) -> Manifest:
             "model_source": model_source(llmd).model_source,
         },
         "accelerator_type": plan.accelerator.type,
-        "engine_kwargs": engine_kwargs(llmd),
+        "engine_kwargs": engine_kwargs(plan),
         "placement_group_config": placement_group_config(plan.layout),
-        "deployment_config": deployment_config(spec),
+        "deployment_config": deployment_config(plan),
         "log_engine_metrics": spec.monitoring.prometheus,
+        **lora_config(plan.lora),
+    }
+
+
+def lora_config(lora: LoraAdapters | None) -> Manifest:
+    """`lora_config` of the LLMConfig, when adapters are served: Ray multiplexes them,
+    each replica holding at most `max_num_adapters_per_replica`."""
+    if lora is None:
+        return {}
+    return {
+        "lora_config": {
+            "dynamic_lora_loading_path": lora.path,
+            "max_num_adapters_per_replica": lora.max_per_replica,
+        }
     }
 
 
 def serve_application(plan: Plan) -> Manifest:
     engine = plan.llmd.spec.engine
     app: Manifest = {"name": names.SERVE_APP, "route_prefix": "/"}
-    if engine.type == "custom":
+    if plan.serve_app is None:
         app["import_path"] = engine.import_path
         app["args"] = dict(engine.args)
     else:
-        app["import_path"] = OPENAI_APP
-        app["args"] = {"llm_configs": [llm_config(plan)]}
+        app["import_path"] = plan.serve_app
+        app["args"] = BUILDER_ARGS[plan.serve_app](llm_config(plan))
     return app
 
 

@@ -74,10 +74,51 @@ class GpuLayout:
     pipeline_parallel_size: int
     gpus_per_node: int
     hosts_per_replica: int
+    # Share of one GPU each replica's single engine worker takes (replicas sharing a GPU);
+    # None: whole GPUs.
+    gpu_fraction: float | None = None
+    # Data-parallel ranks of one replica: Ray's DP builder runs each rank as a Serve
+    # replica of TP x PP bundles and gang-schedules the ranks of a replica together.
+    data_parallel_size: int = 1
+
+    @property
+    def gpus_per_rank(self) -> int:
+        """GPU bundles of one engine instance (one Serve replica): TP x PP."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.tensor_parallel_size * self.pipeline_parallel_size
+        """Whole GPUs a replica's pods hold (all its data-parallel ranks); a sharing
+        replica's pod still holds one."""
+        return self.gpus_per_rank * self.data_parallel_size
+
+    @property
+    def rank_multi_host(self) -> bool:
+        """Whether one engine instance's bundles span worker pods."""
+        return self.gpus_per_rank > self.gpus_per_host
+
+    @property
+    def gpus_per_bundle(self) -> float:
+        """GPUs in each of the replica's placement-group bundles, one per engine worker."""
+        return 1 if self.gpu_fraction is None else self.gpu_fraction
+
+    @property
+    def replicas_per_pod(self) -> int:
+        """Replicas one worker pod holds: how many fractional bundles its GPU fits."""
+        if self.gpu_fraction is None:
+            return 1
+        return replicas_per_gpu(self.gpu_fraction)
+
+    def worker_group_replicas(self, replicas: int) -> int:
+        """Worker group replicas (each `hosts_per_replica` pods) that hold `replicas`."""
+        return math.ceil(replicas / self.replicas_per_pod)
+
+    def worker_pods(self, replicas: int) -> int:
+        return self.worker_group_replicas(replicas) * self.hosts_per_replica
+
+    def gpus(self, replicas: int) -> int:
+        """Whole GPUs the worker pods of `replicas` replicas hold."""
+        return self.worker_pods(replicas) * self.gpus_per_host
 
     @property
     def gpus_per_host(self) -> int:
@@ -92,10 +133,24 @@ class GpuLayout:
         return self.hosts_per_replica > 1
 
 
+# Ray keeps resource amounts in fixed point, 1/10000 of a unit (kResourceUnitScaling in
+# ray/common/constants.h): bundles of `f` GPUs fit one GPU floor(1 / f) times, counted in
+# those units so that 0.1 fits ten times, not nine as floats would have it.
+RAY_RESOURCE_UNITS = 10_000
+
+
+def replicas_per_gpu(gpu_fraction: float) -> int:
+    return RAY_RESOURCE_UNITS // round(gpu_fraction * RAY_RESOURCE_UNITS)
+
+
 def gpu_layout(
-    tensor_parallel_size: int, pipeline_parallel_size: int, gpus_per_node: int
+    tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    gpus_per_node: int,
+    gpu_fraction: float | None = None,
+    data_parallel_size: int = 1,
 ) -> GpuLayout:
-    """Split TP x PP GPUs into identical pods of whole tensor-parallel groups.
+    """Split TP x PP (x DP) GPUs into identical pods of whole tensor-parallel groups.
 
     Hosts per replica = ceil(GPUs per replica / gpusPerNode); each pod then holds
     GPUs per replica / hosts GPUs, which must be whole tensor-parallel groups.
@@ -107,9 +162,19 @@ def gpu_layout(
             "tensor-parallel group never spans nodes; lower tensorParallelSize and raise "
             "pipelineParallelSize instead",
         )
-    gpus = tensor_parallel_size * pipeline_parallel_size
+    gpus = tensor_parallel_size * pipeline_parallel_size * data_parallel_size
     hosts = math.ceil(gpus / gpus_per_node)
-    if gpus % hosts or (gpus // hosts) % tensor_parallel_size:
+    uneven = bool(gpus % hosts or (gpus // hosts) % tensor_parallel_size)
+    if uneven and data_parallel_size > 1:
+        raise LayoutError(
+            "spec.engine.dataParallelSize",
+            f"{gpus} GPUs per replica (tensorParallelSize {tensor_parallel_size} x "
+            f"pipelineParallelSize {pipeline_parallel_size} x dataParallelSize "
+            f"{data_parallel_size}) cannot be split into {hosts} identical worker pods of "
+            f"whole tensor-parallel groups on {gpus_per_node}-GPU nodes; choose a "
+            "dataParallelSize whose GPUs fill whole nodes",
+        )
+    if uneven:
         suggestion = _suggest_pipeline(tensor_parallel_size, pipeline_parallel_size, gpus_per_node)
         raise LayoutError(
             "spec.engine.pipelineParallelSize",
@@ -118,7 +183,14 @@ def gpu_layout(
             f"identical worker pods of whole tensor-parallel groups on {gpus_per_node}-GPU "
             f"nodes; use pipelineParallelSize {suggestion}",
         )
-    return GpuLayout(tensor_parallel_size, pipeline_parallel_size, gpus_per_node, hosts)
+    return GpuLayout(
+        tensor_parallel_size,
+        pipeline_parallel_size,
+        gpus_per_node,
+        hosts,
+        gpu_fraction,
+        data_parallel_size,
+    )
 
 
 def _suggest_pipeline(tp: int, pp: int, gpus_per_node: int) -> str:
@@ -157,6 +229,7 @@ def memory_fit(
     dtype: str,
     gpu_memory_utilization: float,
     engine_args: Mapping[str, Any],
+    gpu_fraction: float | None = None,
 ) -> MemoryFit:
     """Weights per GPU against the engine's share of GPU memory, minus KV-cache headroom."""
     if parameters_billions is None:
@@ -181,13 +254,22 @@ def memory_fit(
         )
     weights_gib = parameters_billions * 1e9 * per_param / GIB
     per_gpu = weights_gib / gpus_per_replica
-    usable = memory * gpu_memory_utilization
+    # A replica sharing a GPU gets at most its fraction of the memory (validation already
+    # keeps gpuMemoryUtilization within it).
+    share = (
+        gpu_memory_utilization
+        if gpu_fraction is None
+        else min(gpu_memory_utilization, gpu_fraction)
+    )
+    usable = memory * share
     budget = usable * (1 - KV_CACHE_HEADROOM)
     min_gpus = max(1, math.ceil(weights_gib / budget))
     detail = (
         f"{parameters_billions:g}B parameters at {per_param:g} bytes = {weights_gib:.1f} GiB of "
         f"weights, {per_gpu:.1f} GiB per GPU over {gpus_per_replica} GPU(s); {accelerator_type} "
-        f"gives {usable:.1f} GiB per GPU at gpuMemoryUtilization {gpu_memory_utilization:g}, "
+        f"gives {usable:.1f} GiB per GPU at gpuMemoryUtilization {gpu_memory_utilization:g}"
+        + ("" if gpu_fraction is None else f" (a {gpu_fraction:g} share of the GPU)")
+        + ", "
         f"{budget:.1f} GiB after {KV_CACHE_HEADROOM:.0%} KV-cache headroom"
     )
     if per_gpu <= budget:
