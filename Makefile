@@ -103,7 +103,7 @@ image-push:
 ## manifests: manifests/install.yaml from the chart's defaults; with IMAGE=<your image>,
 ## dist/install.yaml naming that image instead of the placeholder
 manifests: $(STAMP) helm
-	$(BIN)/python manifests/generate.py $(if $(IMAGE),--image "$(IMAGE)" --out dist/install.yaml,--out manifests/install.yaml)
+	$(BIN)/python -m manifests.generate $(if $(IMAGE),--image "$(IMAGE)" --out dist/install.yaml,--out manifests/install.yaml)
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .e2e

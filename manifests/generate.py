@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tools.chart_values import CHART_NAME, IMAGE_REPOSITORY
 
 from llm_operator import __version__, yamlio
-from llm_operator.chart_values import CHART_NAME, IMAGE_REPOSITORY
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / CHART_NAME

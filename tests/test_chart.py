@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 from manifests import generate as install_generator
+from tools.chart_values import (
+    CHART_NAME,
+)
 
 from conftest import ROOT
 from llm_operator import __version__
-from llm_operator.chart_values import (
-    CHART_NAME,
-)
 from llm_operator.cli import build_parser
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 from manifests import generate as install_generator
+from tools.chart_values import CHART_NAME, IMAGE_REPOSITORY
 
 from conftest import ROOT
 from llm_operator import __version__
-from llm_operator.chart_values import CHART_NAME, IMAGE_REPOSITORY
 
 CHART = ROOT / "charts" / CHART_NAME
 NOTES = CHART / "templates" / "NOTES.txt"

@@ -96,3 +96,10 @@ def test_layout_and_fit_are_called_only_by_validation() -> None:
         )
     }
     assert callers == {"api/validation.py"}
+
+
+def test_build_time_tools_are_not_in_the_operator_package() -> None:
+    """The chart's values model only generates files: the operator image does not ship it."""
+    shipped = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    assert "chart_values.py" not in shipped
+    assert not [p for p in shipped if "chart_values" in (PACKAGE / p).read_text(encoding="utf-8")]

@@ -19,11 +19,11 @@ from functools import partial
 from pathlib import Path
 
 from manifests import generate as install_manifest
+from tools.chart_values import CHART_NAME, values_schema_json, values_table, values_yaml
 
 from llm_operator import yamlio
 from llm_operator.api.crd import build_crd
 from llm_operator.api.validation import resolve
-from llm_operator.chart_values import CHART_NAME, values_schema_json, values_table, values_yaml
 from llm_operator.render import render
 from llm_operator.settings import OperatorSettings
 

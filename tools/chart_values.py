@@ -261,7 +261,7 @@ def values_yaml() -> str:
     """values.yaml with a `# --` comment over every key (helm-docs' convention)."""
     header = [
         "# Default values of the llm-operator chart.",
-        "# Generated from llm_operator/chart_values.py: edit that, then run `make generate`.",
+        "# Generated from tools/chart_values.py: edit that, then run `make generate`.",
         "",
     ]
     return "\n".join(header + _model_lines(ChartValues(), "")) + "\n"
