@@ -54,8 +54,8 @@ from testkit.edits import both, ray_cluster_of
 from testkit.edits import set_cache as cache
 from testkit.edits import set_cluster as field
 from testkit.edits import set_env as env
-from testkit.edits import set_name as renamed
 from testkit.edits import set_source as source
+from testkit.hostile import INJECTION, JSON_INJECTION, REFUSED
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import names_field
@@ -68,8 +68,6 @@ LOGS = ROOT / ".e2e" / "logs"
 # No node carries this label: worker pods exist but never take a GPU.
 NOWHERE = {"llmops.dev/e2e-security": "no-such-node"}
 SMALL_HEAD = {"requests": {"cpu": "100m", "memory": "256Mi"}}
-INJECTION = "a\nhostNetwork: true\nprivileged: true"
-JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
 # A test's own LLMDeployments carry this in their names, so a search of the whole cluster
 # finds theirs and nobody else's.
 RUN = uuid.uuid4().hex[:5]
@@ -101,127 +99,6 @@ def hostile(namespace: str, name: str, edit: Callable[[Body], None]) -> Body:
 
 # Refused at admission, by the CRD's schema (strict field validation, as kubectl sends)
 # and CEL rules; the message names the field.
-REFUSED: dict[str, tuple[Callable[[Body], None], str]] = {
-    "hf-token-literal": (env({"name": "HF_TOKEN", "value": "hf_x"}), "spec.rayCluster.env"),
-    "hf-token-from-other-secret": (
-        env({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
-        "spec.rayCluster.env",
-    ),
-    "hf-home": (env({"name": "HF_HOME", "value": "/"}), "spec.rayCluster.env"),
-    "env-secret-in-other-namespace": (
-        env(
-            {
-                "name": "STOLEN",
-                "valueFrom": {
-                    "secretKeyRef": {"name": "admin", "key": "token", "namespace": "kube-system"}
-                },
-            }
-        ),
-        "spec.rayCluster.env[0].valueFrom.secretKeyRef.namespace",
-    ),
-    "env-name-injection": (env({"name": INJECTION, "value": "v"}), "spec.rayCluster.env[0].name"),
-    "env-name-unicode": (env({"name": "TÖKEN", "value": "v"}), "spec.rayCluster.env[0].name"),
-    "env-value-too-long": (
-        env({"name": "BIG", "value": "x" * 32769}),
-        "spec.rayCluster.env[0].value",
-    ),
-    "ray-pod-label": (
-        field("podLabels", {"ray.io/cluster": "victim"}),
-        "spec.rayCluster.podLabels",
-    ),
-    "label-value-too-long": (
-        field("podLabels", {"team": "x" * 64}),
-        "spec.rayCluster.podLabels.team",
-    ),
-    # Formats the Pod API checks, refused before any pod is tried: every pod would fail.
-    "label-injection": (
-        field("podLabels", {"team": "a\nhostNetwork: true"}),
-        "spec.rayCluster.podLabels.team",
-    ),
-    "secret-path": (
-        env({"name": "S", "valueFrom": {"secretKeyRef": {"name": "kube-system/a", "key": "b"}}}),
-        "spec.rayCluster.env[0].valueFrom.secretKeyRef.name",
-    ),
-    "service-account-other-namespace": (
-        field("serviceAccountName", "system:serviceaccount:kube-system:admin"),
-        "spec.rayCluster.serviceAccountName",
-    ),
-    "claim-other-namespace": (
-        cache(existingClaim="kube-system/etcd-data"),
-        "spec.storage.modelCache.existingClaim",
-    ),
-    "claim-traversal": (
-        lambda b: (
-            b["spec"].setdefault("storage", {}).update(checkpoints={"existingClaim": "../../etc"})
-        ),
-        "spec.storage.checkpoints.existingClaim",
-    ),
-    "apparmor-unconfined": (
-        field(
-            "podAnnotations",
-            {"container.apparmor.security.beta.kubernetes.io/ray-worker": "unconfined"},
-        ),
-        "spec.rayCluster.podAnnotations",
-    ),
-    "seccomp-unconfined": (
-        field("podAnnotations", {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}),
-        "spec.rayCluster.podAnnotations",
-    ),
-    "pvc-source-parent": (source("pvc://../etc"), "spec.model.source"),
-    "pvc-source-no-claim": (source("pvc:///etc/shadow"), "spec.model.source"),
-    # pvc://<claim>/<path>: a path that climbs out of the claim's mount.
-    "pvc-source-other-namespace-traversal": (
-        source("pvc://other-ns/../../claim"),
-        "spec.model.source",
-    ),
-    "pvc-source-traversal": (source("pvc://models/../../etc/passwd"), "spec.model.source"),
-    "pvc-source-to-token": (
-        source("pvc://models/../../var/run/secrets/kubernetes.io/serviceaccount"),
-        "spec.model.source",
-    ),
-    "pvc-source-absolute-path": (source("pvc://models//etc/shadow"), "spec.model.source"),
-    "pvc-source-backslashes": (source("pvc://models/..\\..\\etc"), "spec.model.source"),
-    "pvc-source-percent-encoded": (source("pvc://models/%2e%2e/%2e%2e/etc"), "spec.model.source"),
-    "hf-source-traversal": (source("hf://../../"), "spec.model.source"),
-    "hf-source-path-after-id": (source("hf://org/repo/../../etc"), "spec.model.source"),
-    "hf-source-three-names": (source("hf://a/b/c"), "spec.model.source"),
-    "s3-source-key-traversal": (source("s3://bucket/models/../../x"), "spec.model.source"),
-    "gs-source-key-traversal": (source("gs://bucket/../other"), "spec.model.source"),
-    "revision-traversal": (
-        lambda body: body["spec"]["model"].update(revision="../../../../tmp/x"),
-        "spec.model.revision",
-    ),
-    "file-source": (source("file:///etc/passwd"), "spec.model.source"),
-    "hostpath-source": (source("hostpath:///var/lib/kubelet"), "spec.model.source"),
-    "source-injection": (source("hf://org/model\nhostNetwork: true"), "spec.model.source"),
-    "relative-mount-path": (cache(mountPath="../../etc"), "spec.storage.modelCache.mountPath"),
-    "mount-path-with-colon": (cache(mountPath="/models:/h"), "spec.storage.modelCache.mountPath"),
-    "mount-at-root": (cache(mountPath="/.."), "spec.storage.modelCache.mountPath"),
-    "mount-path-traversal": (
-        cache(mountPath="/models/../var/run/secrets/kubernetes.io/serviceaccount"),
-        "spec.storage.modelCache.mountPath",
-    ),
-    "checkpoints-mount-traversal": (
-        lambda b: (
-            b["spec"].setdefault("storage", {}).update(checkpoints={"mountPath": "/ckpt/../.."})
-        ),
-        "spec.storage.checkpoints.mountPath",
-    ),
-    "host-network-field": (field("hostNetwork", True), "spec.rayCluster.hostNetwork"),
-    "volumes-field": (
-        field("volumes", [{"name": "host", "hostPath": {"path": "/"}}]),
-        "spec.rayCluster.volumes",
-    ),
-    "security-context-field": (
-        field("head", {"securityContext": {"privileged": True}}),
-        "spec.rayCluster.head.securityContext",
-    ),
-    "pod-template-field": (
-        field("worker", {"template": {"spec": {"hostPID": True}}}),
-        "spec.rayCluster.worker.template",
-    ),
-    "name-unicode": (renamed("llm-ünïcode"), "metadata.name"),
-}
 
 
 def create_strict(kube: Kube, body: Body) -> Body:

@@ -44,6 +44,13 @@ def set_cache(**fields: Any) -> Edit:
     return edit
 
 
+def set_checkpoints(**fields: Any) -> Edit:
+    def edit(body: Body) -> None:
+        body["spec"].setdefault("storage", {}).setdefault("checkpoints", {}).update(fields)
+
+    return edit
+
+
 def set_name(name: str) -> Edit:
     def edit(body: Body) -> None:
         body["metadata"]["name"] = name

@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 import yaml
 from testkit.confinement import CONFINEMENT_ANNOTATIONS, escapes, foreign_namespaces
-from testkit.edits import set_cache, set_cluster, set_env, set_name, set_source
+from testkit.edits import set_cache, set_cluster, set_env, set_source
+from testkit.hostile import INJECTION, JSON_INJECTION, REFUSED
 
 from conftest import SAMPLES, load_one
 from llm_operator.api.validation import SpecError, names_field, resolve, validate
@@ -54,8 +55,6 @@ POD_SPEC_KEYS = {
 CONTAINER_KEYS = {"name", "image", "resources", "ports", "securityContext", "env", "volumeMounts"}
 CLAIM_SPEC_KEYS = {"accessModes", "resources", "storageClassName"}
 SERVE_APP_KEYS = {"name", "route_prefix", "import_path", "args"}
-INJECTION = "a\nhostNetwork: true\nprivileged: true"
-JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
 
 
 def hostile(edit: Callable[[Body], None]) -> Body:
@@ -68,184 +67,6 @@ def hostile(edit: Callable[[Body], None]) -> Body:
 
 
 # --- refused ---------------------------------------------------------------------------
-
-REFUSED: dict[str, tuple[Callable[[Body], None], str]] = {
-    "hf-token-literal": (set_env({"name": "HF_TOKEN", "value": "hf_x"}), "spec.rayCluster.env"),
-    "hf-home": (set_env({"name": "HF_HOME", "value": "/"}), "spec.rayCluster.env"),
-    "env-secret-in-other-namespace": (
-        set_env(
-            {
-                "name": "STOLEN",
-                "valueFrom": {
-                    "secretKeyRef": {"name": "admin", "key": "token", "namespace": "kube-system"}
-                },
-            }
-        ),
-        "spec.rayCluster.env[0].valueFrom.secretKeyRef.namespace",
-    ),
-    "env-value-and-secret": (
-        set_env({"name": "X", "value": "v", "valueFrom": {"fieldRef": {"fieldPath": "spec"}}}),
-        "spec.rayCluster.env[0]",
-    ),
-    "env-two-sources": (
-        set_env(
-            {
-                "name": "X",
-                "valueFrom": {
-                    "secretKeyRef": {"name": "s", "key": "k"},
-                    "fieldRef": {"fieldPath": "metadata.namespace"},
-                },
-            }
-        ),
-        "spec.rayCluster.env[0].valueFrom",
-    ),
-    "env-name-injection": (
-        set_env({"name": INJECTION, "value": "v"}),
-        "spec.rayCluster.env[0].name",
-    ),
-    "env-name-unicode": (set_env({"name": "TÖKEN", "value": "v"}), "spec.rayCluster.env[0].name"),
-    "env-value-too-long": (
-        set_env({"name": "BIG", "value": "x" * 32769}),
-        "spec.rayCluster.env[0].value",
-    ),
-    # A Secret's name or key is never a path or namespace/name: secretKeyRef has no
-    # namespace to aim at, and the Pod API would refuse every pod.
-    "env-secret-name-with-slash": (
-        set_env(
-            {"name": "S", "valueFrom": {"secretKeyRef": {"name": "kube-system/admin", "key": "k"}}}
-        ),
-        "spec.rayCluster.env[0].valueFrom.secretKeyRef.name",
-    ),
-    "env-secret-key-traversal": (
-        set_env({"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "../token"}}}),
-        "spec.rayCluster.env[0].valueFrom.secretKeyRef.key",
-    ),
-    "ray-pod-label": (
-        set_cluster("podLabels", {"ray.io/cluster": "victim"}),
-        "spec.rayCluster.podLabels",
-    ),
-    "label-value-too-long": (
-        set_cluster("podLabels", {"team": "x" * 64}),
-        "spec.rayCluster.podLabels.team",
-    ),
-    "label-value-injection": (
-        set_cluster("podLabels", {"team": "a\nhostNetwork: true"}),
-        "spec.rayCluster.podLabels.team",
-    ),
-    "label-key-injection": (
-        set_cluster("podLabels", {"a\nhostNetwork": "true"}),
-        "spec.rayCluster.podLabels",
-    ),
-    "annotation-key-injection": (
-        set_cluster("podAnnotations", {"a\nhostNetwork": "true"}),
-        "spec.rayCluster.podAnnotations",
-    ),
-    "node-selector-injection": (
-        lambda body: body["spec"]["accelerator"].update(nodeSelector={"gpu": "L4\nx: y"}),
-        "spec.accelerator.nodeSelector.gpu",
-    ),
-    "service-account-of-another-namespace": (
-        set_cluster("serviceAccountName", "system:serviceaccount:kube-system:admin"),
-        "spec.rayCluster.serviceAccountName",
-    ),
-    "existing-claim-other-namespace": (
-        set_cache(existingClaim="kube-system/etcd-data"),
-        "spec.storage.modelCache.existingClaim",
-    ),
-    "existing-claim-traversal": (
-        lambda body: body["spec"]["storage"].update(checkpoints={"existingClaim": "../../etc"}),
-        "spec.storage.checkpoints.existingClaim",
-    ),
-    "negative-memory": (
-        set_cluster("head", {"resources": {"limits": {"memory": "-1Gi"}}}),
-        "spec.rayCluster.head.resources.limits.memory",
-    ),
-    "apparmor-unconfined": (
-        set_cluster(
-            "podAnnotations",
-            {"container.apparmor.security.beta.kubernetes.io/ray-worker": "unconfined"},
-        ),
-        "spec.rayCluster.podAnnotations",
-    ),
-    "seccomp-unconfined-pod": (
-        set_cluster("podAnnotations", {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}),
-        "spec.rayCluster.podAnnotations",
-    ),
-    "seccomp-unconfined-container": (
-        set_cluster(
-            "podAnnotations",
-            {"container.seccomp.security.alpha.kubernetes.io/autoscaler": "unconfined"},
-        ),
-        "spec.rayCluster.podAnnotations",
-    ),
-    "pvc-source-parent": (set_source("pvc://../etc"), "spec.model.source"),
-    "pvc-source-no-claim": (set_source("pvc:///etc/shadow"), "spec.model.source"),
-    "pvc-source-namespaced-claim": (set_source("pvc://kube-system:claim/x"), "spec.model.source"),
-    # pvc://<claim>/<path>: a path that climbs out of the claim's mount is refused, whatever
-    # the claim's name suggests.
-    "pvc-source-other-namespace-traversal": (
-        set_source("pvc://other-ns/../../claim"),
-        "spec.model.source",
-    ),
-    "pvc-source-path-traversal": (set_source("pvc://models/../../etc/shadow"), "spec.model.source"),
-    "pvc-source-to-service-account-token": (
-        set_source("pvc://models/../../var/run/secrets/kubernetes.io/serviceaccount"),
-        "spec.model.source",
-    ),
-    "pvc-source-parent-at-end": (set_source("pvc://models/qwen/.."), "spec.model.source"),
-    "pvc-source-dot-segments": (set_source("pvc://models/./././qwen"), "spec.model.source"),
-    "pvc-source-absolute-path": (set_source("pvc://models//etc/shadow"), "spec.model.source"),
-    "pvc-source-backslashes": (set_source("pvc://models/..\\..\\etc"), "spec.model.source"),
-    "pvc-source-percent-encoded": (
-        set_source("pvc://models/%2e%2e/%2e%2e/etc"),
-        "spec.model.source",
-    ),
-    "pvc-source-injection": (
-        set_source("pvc://models/qwen\nhostNetwork: true"),
-        "spec.model.source",
-    ),
-    "hf-source-traversal": (set_source("hf://../../"), "spec.model.source"),
-    "hf-source-path-after-id": (set_source("hf://org/repo/../../etc"), "spec.model.source"),
-    "hf-source-three-names": (set_source("hf://a/b/c"), "spec.model.source"),
-    "s3-source-key-traversal": (set_source("s3://bucket/models/../../x"), "spec.model.source"),
-    "gs-source-key-traversal": (set_source("gs://bucket/../other"), "spec.model.source"),
-    "revision-traversal": (
-        lambda body: body["spec"]["model"].update(revision="../../../../tmp/x"),
-        "spec.model.revision",
-    ),
-    "file-source": (set_source("file:///etc/passwd"), "spec.model.source"),
-    "hostpath-source": (set_source("hostpath:///var/lib/kubelet"), "spec.model.source"),
-    "source-injection": (set_source("hf://org/model\nhostNetwork: true"), "spec.model.source"),
-    "relative-mount-path": (set_cache(mountPath="../../etc"), "spec.storage.modelCache.mountPath"),
-    "mount-path-with-colon": (
-        set_cache(mountPath="/models:/host"),
-        "spec.storage.modelCache.mountPath",
-    ),
-    "mount-at-root": (set_cache(mountPath="/.."), "spec.storage.modelCache.mountPath"),
-    "mount-path-traversal": (
-        set_cache(mountPath="/models/../var/run/secrets/kubernetes.io/serviceaccount"),
-        "spec.storage.modelCache.mountPath",
-    ),
-    "checkpoints-mount-traversal": (
-        lambda body: body["spec"]["storage"].update(checkpoints={"mountPath": "/ckpt/../.."}),
-        "spec.storage.checkpoints.mountPath",
-    ),
-    "host-network-field": (set_cluster("hostNetwork", True), "spec.rayCluster.hostNetwork"),
-    "volumes-field": (
-        set_cluster("volumes", [{"name": "host", "hostPath": {"path": "/"}}]),
-        "spec.rayCluster.volumes",
-    ),
-    "security-context-field": (
-        set_cluster("head", {"securityContext": {"privileged": True}}),
-        "spec.rayCluster.head.securityContext",
-    ),
-    "pod-template-field": (
-        set_cluster("worker", {"template": {"spec": {"hostPID": True}}}),
-        "spec.rayCluster.worker.template",
-    ),
-    "name-unicode": (set_name("llm-ünïcode"), "metadata.name"),
-    "name-with-namespace": (set_name("kube-system/llm"), "metadata.name"),
-}
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED), ids=str)
