@@ -392,6 +392,47 @@ def test_metrics_and_health_through_the_charts_service(
             assert response.status == 200
 
 
+def test_in_cluster_operator_reports_status_repairs_drift_and_deletes(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    """What the host operator's suites check, once against the operator pod: status in
+    condition form, a deleted RayService recreated, and the LLMDeployment's deletion
+    taking its RayService with it (owner reference, the garbage collector)."""
+    with installed(kube, settings) as release, pool_namespace(kube) as work:
+        release.wait_ready(1)
+        llmd = quick_start_converges(kube, work, release)
+        status = llmd["status"]
+        assert status["observedGeneration"] == llmd["metadata"]["generation"], status
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["SpecValid"]["status"] == "True", conditions
+        assert all(
+            c["observedGeneration"] == llmd["metadata"]["generation"] for c in conditions.values()
+        ), conditions
+        service_name = names.ray_service_name(QUICKSTART)
+        first = kube.ray("rayservices", work, service_name)
+        assert first is not None
+        started = time.monotonic()
+        kube.custom.delete_namespaced_custom_object(
+            names.RAY_GROUP, names.RAY_VERSION, work, "rayservices", service_name
+        )
+        wait_for(
+            lambda: (
+                (again := kube.ray("rayservices", work, service_name))
+                and again["metadata"]["uid"] != first["metadata"]["uid"]
+            ),
+            "the operator pod to recreate the deleted RayService",
+            READY_SECONDS,
+        )
+        recreated_s = time.monotonic() - started
+        kube.delete_llmd(work, QUICKSTART)
+        wait_for(
+            lambda: kube.ray("rayservices", work, service_name) is None,
+            "the garbage collector to delete the RayService",
+            READY_SECONDS,
+        )
+        record("drift and deletion", recreated_s=round(recreated_s, 1))
+
+
 def test_liveness_probe_restarts_a_wedged_operator(
     kube: Kube, settings: dict[str, str], host_operator_stopped: None
 ) -> None:
