@@ -45,6 +45,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "claims": ["finetune-8b-model-cache", "finetune-8b-checkpoints"],
     },
     "pvc-source": {"workers": 2, "gpus": 1, "existing": ["model-store"]},
+    # Serving patterns: one replica of 4 data-parallel ranks x TP 2 fills an 8-GPU H100
+    # node; LoRA and prefix-aware routing change nothing in placement; four replicas of a
+    # quarter GPU share one whole-GPU pod (autoscaling minReplicas 2 -> one pod).
+    "data-parallel": {"workers": 1, "gpus": 8},
+    "lora-adapters": {"workers": 2, "gpus": 1},
+    "prefix-cache-routing": {"workers": 2, "gpus": 1},
+    "shared-gpu": {"workers": 1, "gpus": 1},
 }
 
 
