@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -70,7 +71,13 @@ def cluster(*args: str) -> None:
 
 
 def cluster_settings() -> dict[str, str]:
-    """The key=value lines shared with e2e/cluster.sh."""
+    """The key=value lines shared with e2e/cluster.sh (a copy: callers may change it)."""
+    return dict(_read_settings())
+
+
+@cache
+def _read_settings() -> dict[str, str]:
+    """settings.env, read once per run: every endpoint lookup and fixture asks for it."""
     pairs = {}
     for line in SETTINGS.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
