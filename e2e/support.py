@@ -207,7 +207,16 @@ class Kube:
         )
         return list(listing["items"])
 
-    # Pods, nodes, claims ------------------------------------------------------------
+    # Namespaces, pods, nodes, claims -------------------------------------------------
+    def namespace_exists(self, name: str) -> bool:
+        try:
+            self.core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
 
