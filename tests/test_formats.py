@@ -223,7 +223,20 @@ def _upgrade(body: Body, value: Any) -> None:
 
 # (schema path, field the error names, how to set it, the verdicts). Schema paths follow
 # the node: `{}` is a map's values, `[]` a list's items; a key rule sits on its map.
-CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list[Value]]]] = [
+Case = tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list[Value]]]
+
+
+def _label_map(path: list[str | int], key: str) -> tuple[Case, Case]:
+    """A map of label keys to label values (a node selector, pod labels): its keys' rule
+    on the map, its values' rule on the value at `key`."""
+    dotted = ".".join(str(part) for part in path)
+    return (
+        (dotted, dotted, _key(path), QUALIFIED_NAMES),
+        (f"{dotted}{{}}", f"{dotted}.{key}", _set([*path, key]), LABEL_VALUES),
+    )
+
+
+CASES: list[Case] = [
     (
         "spec.model.tokenSecretRef.name",
         "spec.model.tokenSecretRef.name",
@@ -300,30 +313,8 @@ CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list
         _toleration("value"),
         LABEL_VALUES,
     ),
-    (
-        "spec.accelerator.nodeSelector",
-        "spec.accelerator.nodeSelector",
-        _key(["spec", "accelerator", "nodeSelector"]),
-        QUALIFIED_NAMES,
-    ),
-    (
-        "spec.accelerator.nodeSelector{}",
-        "spec.accelerator.nodeSelector.gpu",
-        _set(["spec", "accelerator", "nodeSelector", "gpu"]),
-        LABEL_VALUES,
-    ),
-    (
-        "spec.rayCluster.podLabels",
-        "spec.rayCluster.podLabels",
-        _key(["spec", "rayCluster", "podLabels"]),
-        QUALIFIED_NAMES,
-    ),
-    (
-        "spec.rayCluster.podLabels{}",
-        "spec.rayCluster.podLabels.team",
-        _set(["spec", "rayCluster", "podLabels", "team"]),
-        LABEL_VALUES,
-    ),
+    *_label_map(["spec", "accelerator", "nodeSelector"], "gpu"),
+    *_label_map(["spec", "rayCluster", "podLabels"], "team"),
     (
         "spec.rayCluster.podAnnotations",
         "spec.rayCluster.podAnnotations",
@@ -370,18 +361,7 @@ CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list
         case
         for pod in ("head", "worker")
         for case in (
-            (
-                f"spec.rayCluster.{pod}.nodeSelector",
-                f"spec.rayCluster.{pod}.nodeSelector",
-                _key(["spec", "rayCluster", pod, "nodeSelector"]),
-                QUALIFIED_NAMES,
-            ),
-            (
-                f"spec.rayCluster.{pod}.nodeSelector{{}}",
-                f"spec.rayCluster.{pod}.nodeSelector.pool",
-                _set(["spec", "rayCluster", pod, "nodeSelector", "pool"]),
-                LABEL_VALUES,
-            ),
+            *_label_map(["spec", "rayCluster", pod, "nodeSelector"], "pool"),
             (
                 f"spec.rayCluster.{pod}.tolerations[].key",
                 f"spec.rayCluster.{pod}.tolerations[0].key",
