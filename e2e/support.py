@@ -256,6 +256,22 @@ def converged(body: Body) -> bool:
     return status.get("observedGeneration") == body["metadata"]["generation"]
 
 
+def spec_valid_false(kube: Kube, namespace: str, name: str) -> Body | None:
+    """The LLMDeployment once the operator has handled its latest spec and reports
+    SpecValid=False; None until then."""
+    found = kube.get_llmd(namespace, name)
+    valid = condition(found, "SpecValid")
+    return found if converged(found) and valid and valid["status"] == "False" else None
+
+
+def wait_spec_invalid(kube: Kube, namespace: str, name: str, what: str) -> tuple[Body, str]:
+    """Waits for `spec_valid_false`: the LLMDeployment then, and the condition's message."""
+    found = wait_for(lambda: spec_valid_false(kube, namespace, name), what)
+    valid = condition(found, "SpecValid")
+    assert valid is not None
+    return found, valid["message"]
+
+
 def gpu_request(pod: client.V1Pod) -> int:
     total = 0
     for container in pod.spec.containers:
