@@ -490,17 +490,12 @@ def _crd_admits(node: dict[str, Any], value: Value, *, as_key: bool) -> bool:
     return all(rule.holds(value) for rule in checks)
 
 
-@pytest.mark.parametrize(("path", "field", "place", "verdicts"), CASES, ids=IDS)
-def test_the_crd_gives_kubernetes_verdicts(
-    path: str,
-    field: str,
-    place: Callable[[Body, Any], None],
-    verdicts: tuple[list[Value], list[Value]],
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_crd_gives_kubernetes_verdicts(case: Case) -> None:
+    path, _, _, (accepted, refused) = case
     node = _node(path)
     as_key = not path.endswith(("{}", "]")) and node.get("type") == "object"
     assert node.get("pattern") or node.get("x-kubernetes-validations"), "no format at all"
-    accepted, refused = verdicts
     assert [v for v in accepted if not _crd_admits(node, v, as_key=as_key)] == []
     assert [v for v in refused if _crd_admits(node, v, as_key=as_key)] == []
 
@@ -509,14 +504,9 @@ def _quickstart() -> Body:
     return copy.deepcopy(load_one(SAMPLES / "quickstart.yaml"))
 
 
-@pytest.mark.parametrize(("path", "field", "place", "verdicts"), CASES, ids=IDS)
-def test_validation_gives_kubernetes_verdicts_naming_the_field(
-    path: str,
-    field: str,
-    place: Callable[[Body, Any], None],
-    verdicts: tuple[list[Value], list[Value]],
-) -> None:
-    accepted, refused = verdicts
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_validation_gives_kubernetes_verdicts_naming_the_field(case: Case) -> None:
+    _, field, place, (accepted, refused) = case
     for value in accepted:
         body = _quickstart()
         place(body, value)
