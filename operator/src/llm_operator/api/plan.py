@@ -99,14 +99,6 @@ class Plan:
         return self.ray_kind is RayKind.RAY_SERVICE
 
     @property
-    def name(self) -> str:
-        return self.llmd.name
-
-    @property
-    def namespace(self) -> str:
-        return self.llmd.namespace
-
-    @property
     def gpus_at_min(self) -> int:
         return self.layout.gpus(self.llmd.spec.min_replicas)
 

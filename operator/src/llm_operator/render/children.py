@@ -87,18 +87,26 @@ def gcs_fault_tolerance_options(gcs: GcsFaultToleranceSpec) -> Manifest:
     return options
 
 
-def ray_service(plan: Plan, settings: OperatorSettings) -> Manifest:
-    llmd = plan.llmd
+def _ray_object(
+    kind: RayKind, llmd: LLMDeployment, name: str, component: str, spec: Manifest
+) -> Manifest:
     return {
         "apiVersion": names.RAY_API_VERSION,
-        "kind": RayKind.RAY_SERVICE.value,
-        "metadata": _metadata(llmd, names.ray_service_name(llmd.name), "ray-service"),
-        "spec": {
-            "serveConfigV2": serve_config_yaml(plan),
-            "rayClusterConfig": ray_cluster_spec(plan, settings),
-            "upgradeStrategy": upgrade_strategy(llmd),
-        },
+        "kind": kind.value,
+        "metadata": _metadata(llmd, name, component),
+        "spec": spec,
     }
+
+
+def ray_service(plan: Plan, settings: OperatorSettings) -> Manifest:
+    llmd = plan.llmd
+    spec = {
+        "serveConfigV2": serve_config_yaml(plan),
+        "rayClusterConfig": ray_cluster_spec(plan, settings),
+        "upgradeStrategy": upgrade_strategy(llmd),
+    }
+    name = names.ray_service_name(llmd.name)
+    return _ray_object(RayKind.RAY_SERVICE, llmd, name, "ray-service", spec)
 
 
 def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
@@ -116,12 +124,9 @@ def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
 
 def ray_cluster(plan: Plan, settings: OperatorSettings) -> Manifest:
     llmd = plan.llmd
-    return {
-        "apiVersion": names.RAY_API_VERSION,
-        "kind": RayKind.RAY_CLUSTER.value,
-        "metadata": _metadata(llmd, names.ray_cluster_name(llmd.name), "ray-cluster"),
-        "spec": ray_cluster_spec(plan, settings),
-    }
+    name = names.ray_cluster_name(llmd.name)
+    spec = ray_cluster_spec(plan, settings)
+    return _ray_object(RayKind.RAY_CLUSTER, llmd, name, "ray-cluster", spec)
 
 
 # The mode's strategy, by the kind the plan chose: which Ray child to build.

@@ -167,15 +167,27 @@ def _ports(plan: Plan, *, head: bool) -> list[Manifest]:
 
 
 def _pod_spec(
-    llmd: LLMDeployment,
+    plan: Plan,
+    settings: OperatorSettings,
     *,
-    container: Manifest,
-    volumes: list[Manifest],
+    head: bool,
+    resources: Manifest,
     placement: PodResourcesSpec,
     node_selector: dict[str, str],
     tolerations: list[Manifest],
 ) -> Manifest:
-    """The pod: its container and volumes, then the placement fields that are set."""
+    """A Ray pod: its one container and its volumes (shared memory for the workers only),
+    then the placement fields that are set."""
+    llmd = plan.llmd
+    volumes, mounts = _volumes_and_mounts(llmd, model_source(llmd), shm=not head)
+    container = _container(
+        plan,
+        settings,
+        name=names.HEAD_CONTAINER if head else names.WORKER_CONTAINER,
+        resources=resources,
+        mounts=mounts,
+        head=head,
+    )
     cluster = llmd.spec.ray_cluster
     pod: Manifest = {"containers": [container]}
     if volumes:
@@ -238,29 +250,18 @@ def head_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     """The head: the user's resources and placement only (no GPU selector or toleration)."""
     llmd = plan.llmd
     head = llmd.spec.ray_cluster.head
-    source = model_source(llmd)
-    volumes, mounts = _volumes_and_mounts(llmd, source, shm=False)
-    container = _container(
+    pod = _pod_spec(
         plan,
         settings,
-        name=names.HEAD_CONTAINER,
-        resources=head_resources(head.resources, settings),
-        mounts=mounts,
         head=True,
+        resources=head_resources(head.resources, settings),
+        placement=head,
+        node_selector=dict(head.node_selector),
+        tolerations=_tolerations(head.tolerations),
     )
     return {
         "rayStartParams": ray_start_params(llmd, head=True),
-        "template": {
-            "metadata": _pod_metadata(llmd, "ray-head"),
-            "spec": _pod_spec(
-                llmd,
-                container=container,
-                volumes=volumes,
-                placement=head,
-                node_selector=dict(head.node_selector),
-                tolerations=_tolerations(head.tolerations),
-            ),
-        },
+        "template": {"metadata": _pod_metadata(llmd, "ray-head"), "spec": pod},
     }
 
 
@@ -293,25 +294,16 @@ def worker_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     """One GPU worker group; a group replica is one model replica of `numOfHosts` pods."""
     llmd, layout, accelerator = plan.llmd, plan.layout, plan.accelerator
     spec = llmd.spec
-    source = model_source(llmd)
-    volumes, mounts = _volumes_and_mounts(llmd, source, shm=True)
-    container = _container(
+    pod = _pod_spec(
         plan,
         settings,
-        name=names.WORKER_CONTAINER,
+        head=False,
         resources=worker_resources(
             spec.ray_cluster.worker.resources,
             accelerator.resource_name,
             layout.gpus_per_host,
             settings,
         ),
-        mounts=mounts,
-        head=False,
-    )
-    pod = _pod_spec(
-        llmd,
-        container=container,
-        volumes=volumes,
         placement=spec.ray_cluster.worker,
         node_selector=gpu_node_selector(llmd, settings),
         tolerations=gpu_tolerations(llmd),
