@@ -241,7 +241,9 @@ def _disaggregated_roles(llmd: LLMDeployment, accelerator: Accelerator) -> list[
             raise LayoutError(field, f"{name}: {exc.message}") from None
         fit = _fit(llmd, layout, accelerator)
         if fit.fits is False:
-            raise LayoutError(tp_field, f"{name}: {fit.message}")
+            # The fix is the side's own tensor parallelism, not the engine-wide one.
+            advice = fit.message.replace("spec.engine.tensorParallelSize", tp_field)
+            raise LayoutError(tp_field, f"{name}: {advice}")
         roles.append(
             GpuRole(name, layout, fit, role.min_replicas, role.max_replicas, role.autoscaling)
         )
