@@ -319,3 +319,40 @@ def test_the_restated_pd_rules_are_all_of_rays() -> None:
     from llm_operator import raycheck
 
     assert raycheck.pd_validator_names() == raycheck.PD_VALIDATORS
+
+
+# --- admission: the CRD's schema and CEL rules ------------------------------------------
+
+
+def _spec_schema() -> dict[str, Any]:
+    from llm_operator.api.crd import build_crd
+
+    (version,) = build_crd()["spec"]["versions"]
+    spec: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return spec
+
+
+def test_the_crd_carries_the_rules_as_the_api_server_reads_them() -> None:
+    """Written out by hand: what the API server evaluates at `.spec`."""
+    rules_at_spec = {v["rule"] for v in _spec_schema()["x-kubernetes-validations"]}
+    expected = {
+        "!has(self.disaggregation) || (self.mode == 'Service' && self.engine.type == 'vllm')",
+        "!has(self.disaggregation) || !(has(self.replicas) || has(self.autoscaling))",
+        "!has(self.disaggregation) || !has(self.accelerator.gpuFraction)",
+        "!has(self.disaggregation) || self.engine.dataParallelSize == 1",
+        "!has(self.disaggregation) || !(has(self.disaggregation.decode.replicas) && "
+        "has(self.disaggregation.decode.autoscaling))",
+        "!has(self.disaggregation) || !has(self.disaggregation.prefill.tensorParallelSize) || "
+        "self.disaggregation.prefill.tensorParallelSize <= self.accelerator.gpusPerNode",
+    }
+    assert expected <= rules_at_spec, expected - rules_at_spec
+
+
+def test_the_sides_default_to_empty_objects() -> None:
+    """The API server fills in `prefill: {}` and `decode: {}` before the rules run, so a
+    rule reading `self.disaggregation.prefill.replicas` never meets a missing side."""
+    fields = _spec_schema()["properties"]["disaggregation"]["properties"]
+    assert fields["prefill"]["default"] == {} and fields["decode"]["default"] == {}
+    assert fields["kvConnector"]["enum"] == ["NixlConnector", "LMCacheConnectorV1"]
+    assert fields["kvConnector"]["default"] == "NixlConnector"
+    assert fields["prefill"]["properties"]["replicas"]["minimum"] == 1
