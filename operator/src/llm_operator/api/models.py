@@ -1009,6 +1009,71 @@ class LoraSpec(ApiModel):
         return self
 
 
+KvConnector = Literal["NixlConnector", "LMCacheConnectorV1"]
+
+
+class DisaggregationRoleSpec(ApiModel):
+    """One side of prefill/decode disaggregation: its engines' parallelism and count."""
+
+    tensor_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "GPUs per tensor-parallel group of this role's engines (within one node); "
+            "default spec.engine.tensorParallelSize. Pipeline stages come from "
+            "spec.engine.pipelineParallelSize."
+        ),
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Fixed number of this role's engines (default 1); exclusive with autoscaling.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="This role's replica range driven by load; exclusive with replicas.",
+    )
+
+    @property
+    def min_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return self.min_replicas
+
+
+class DisaggregationSpec(ApiModel):
+    """Prefill/decode disaggregation: Ray Serve LLM's build_pd_openai_app runs prompt
+    prefill and token decode on separate engines that hand the KV cache over."""
+
+    prefill: DisaggregationRoleSpec = Field(
+        default_factory=DisaggregationRoleSpec,
+        description="Engines that process prompts (worker group prefill-workers).",
+    )
+    decode: DisaggregationRoleSpec = Field(
+        default_factory=DisaggregationRoleSpec,
+        description="Engines that generate tokens (worker group decode-workers).",
+    )
+    kv_connector: KvConnector = Field(
+        default="NixlConnector",
+        description=(
+            "vLLM KV connector that moves the KV cache from prefill to decode: "
+            "NixlConnector or LMCacheConnectorV1 (the image must carry lmcache)."
+        ),
+    )
+
+    def role(self, name: str) -> DisaggregationRoleSpec:
+        role: DisaggregationRoleSpec = getattr(self, name)
+        return role
+
+
 class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLMDeployment."""
 
@@ -1028,6 +1093,11 @@ class LLMDeploymentSpec(ApiModel):
             rules.GPU_FRACTION_ONE_WORKER,
             rules.GPU_FRACTION_MEMORY,
             rules.DATA_PARALLEL_ONLY_SERVE_LLM,
+            rules.DISAGGREGATION_ONLY_SERVE_LLM,
+            rules.DISAGGREGATION_REPLACES_REPLICAS,
+            rules.DISAGGREGATION_WHOLE_GPUS,
+            rules.DISAGGREGATION_NO_DATA_PARALLEL,
+            *rules.DISAGGREGATION_ROLE_RULES,
         )
     )
 
@@ -1075,6 +1145,14 @@ class LLMDeploymentSpec(ApiModel):
     lora: LoraSpec | None = Field(
         default=None,
         description="LoRA adapters served on top of the model (mode Service, engine vllm).",
+    )
+    disaggregation: DisaggregationSpec | None = Field(
+        default=None,
+        description=(
+            "Prefill/decode disaggregation (mode Service, engine vllm): separate prefill and "
+            "decode engines, each with its own worker group; replaces replicas and "
+            "autoscaling."
+        ),
     )
 
     @model_validator(mode="after")
@@ -1124,7 +1202,30 @@ class LLMDeploymentSpec(ApiModel):
             self.engine.data_parallel_size == 1 or self.serves_llm,
             rules.DATA_PARALLEL_ONLY_SERVE_LLM,
         )
+        self._disaggregation_rules()
         return self
+
+    def _disaggregation_rules(self) -> None:
+        pd = self.disaggregation
+        if pd is None:
+            return
+        _check(self.serves_llm, rules.DISAGGREGATION_ONLY_SERVE_LLM)
+        _check(
+            self.replicas is None and self.autoscaling is None,
+            rules.DISAGGREGATION_REPLACES_REPLICAS,
+        )
+        _check(self.accelerator.gpu_fraction is None, rules.DISAGGREGATION_WHOLE_GPUS)
+        _check(self.engine.data_parallel_size == 1, rules.DISAGGREGATION_NO_DATA_PARALLEL)
+        for name in rules.PD_ROLES:
+            role = pd.role(name)
+            _check(
+                role.replicas is None or role.autoscaling is None,
+                rules.ROLE_REPLICAS_XOR_AUTOSCALING[name],
+            )
+            tp = role.tensor_parallel_size
+            _check(
+                tp is None or tp <= self.accelerator.gpus_per_node, rules.ROLE_TP_WITHIN_NODE[name]
+            )
 
     @property
     def serves_llm(self) -> bool:

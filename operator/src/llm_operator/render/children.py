@@ -9,7 +9,7 @@ from llm_operator.api.models import GcsFaultToleranceSpec, LLMDeployment, Volume
 from llm_operator.api.plan import Plan
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.render import names
-from llm_operator.render.pods import autoscaler_resources, head_group, worker_group
+from llm_operator.render.pods import autoscaler_resources, head_group, worker_groups
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
@@ -68,7 +68,7 @@ def ray_cluster_spec(plan: Plan, settings: OperatorSettings) -> Manifest:
     if cluster.gcs_fault_tolerance is not None:
         spec["gcsFaultToleranceOptions"] = gcs_fault_tolerance_options(cluster.gcs_fault_tolerance)
     spec["headGroupSpec"] = head_group(plan, settings)
-    spec["workerGroupSpecs"] = [worker_group(plan, settings)]
+    spec["workerGroupSpecs"] = worker_groups(plan, settings)
     return spec
 
 

@@ -9,7 +9,7 @@ from llm_operator.api.models import (
     Toleration,
     VolumeSpec,
 )
-from llm_operator.api.plan import Plan
+from llm_operator.api.plan import GpuRole, Plan
 from llm_operator.render import names
 from llm_operator.render.sources import ModelSource, model_source
 from llm_operator.settings import OperatorSettings
@@ -290,9 +290,10 @@ def gpu_node_selector(llmd: LLMDeployment, settings: OperatorSettings) -> dict[s
     return {**llmd.spec.ray_cluster.worker.node_selector, **own}
 
 
-def worker_group(plan: Plan, settings: OperatorSettings) -> Manifest:
-    """One GPU worker group; a group replica is one model replica of `numOfHosts` pods."""
-    llmd, layout, accelerator = plan.llmd, plan.layout, plan.accelerator
+def worker_group(plan: Plan, role: GpuRole, settings: OperatorSettings) -> Manifest:
+    """One GPU worker group, for one role of the plan; a group replica is one model
+    replica (or one engine of a prefill/decode side) of `numOfHosts` pods."""
+    llmd, layout, accelerator = plan.llmd, role.layout, plan.accelerator
     spec = llmd.spec
     pod = _pod_spec(
         plan,
@@ -308,17 +309,26 @@ def worker_group(plan: Plan, settings: OperatorSettings) -> Manifest:
         node_selector=gpu_node_selector(llmd, settings),
         tolerations=gpu_tolerations(llmd),
     )
+    # Ray resources the autoscaler plans with, matching the Serve placement group.
+    resources = {
+        "GPU": str(layout.gpus_per_host),
+        f"accelerator_type:{accelerator.type}": "1",
+    }
+    group_resource = names.role_resource(role.name)
+    if group_resource is not None:
+        resources[group_resource] = str(layout.gpus_per_host)
     return {
-        "groupName": names.WORKER_GROUP,
-        "replicas": layout.worker_group_replicas(spec.min_replicas),
-        "minReplicas": layout.worker_group_replicas(spec.min_replicas),
-        "maxReplicas": layout.worker_group_replicas(spec.max_replicas),
+        "groupName": names.worker_group(role.name),
+        "replicas": layout.worker_group_replicas(role.min_replicas),
+        "minReplicas": layout.worker_group_replicas(role.min_replicas),
+        "maxReplicas": layout.worker_group_replicas(role.max_replicas),
         "numOfHosts": layout.hosts_per_replica,
         "rayStartParams": ray_start_params(llmd, head=False),
-        # Ray resources the autoscaler plans with, matching the Serve placement group.
-        "resources": {
-            "GPU": str(layout.gpus_per_host),
-            f"accelerator_type:{accelerator.type}": "1",
-        },
+        "resources": resources,
         "template": {"metadata": _pod_metadata(llmd, "ray-worker"), "spec": pod},
     }
+
+
+def worker_groups(plan: Plan, settings: OperatorSettings) -> list[Manifest]:
+    """A GPU worker group per role of the plan, in the plan's order."""
+    return [worker_group(plan, role, settings) for role in plan.roles]
