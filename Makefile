@@ -94,10 +94,10 @@ image:
 	bash images/operator/build.sh operator
 
 ## image-push: push it where your cluster can pull it, and print the helm line that uses it:
-## make image-push IMAGE=registry.example.com/team/llm-operator:0.1.0
+## make image-push IMAGE=registry.example.com/team/llm-operator:0.2.0
 image-push:
 	@if [ -z "$(IMAGE)" ]; then \
-		echo "usage: make image-push IMAGE=registry.example.com/team/llm-operator:0.1.0" >&2; exit 2; fi
+		echo "usage: make image-push IMAGE=registry.example.com/team/llm-operator:0.2.0" >&2; exit 2; fi
 	bash images/operator/build.sh push "$(IMAGE)"
 
 ## manifests: manifests/install.yaml from the chart's defaults; with IMAGE=<your image>,

@@ -132,7 +132,7 @@ def test_manifests_for_your_image_change_only_the_image() -> None:
 @pytest.mark.parametrize(
     "image",
     [
-        "llm-operator:0.1.0",  # no registry
+        "llm-operator:0.2.0",  # no registry
         "registry.example.com/team/llm-operator",  # no tag
         "localhost:5000/llm-operator",  # a port is not a tag
         "registry.example.com/team/llm-operator@sha256:" + "a" * 64,
@@ -156,7 +156,7 @@ def test_manifests_split_a_registry_port_from_the_tag() -> None:
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        ("llm-operator:0.1.0", "name a registry and repository"),
+        ("llm-operator:0.2.0", "name a registry and repository"),
         ("registry.example.com/team/llm-operator", "no tag"),
         ("registry.example.com/team/llm-operator@sha256:" + "a" * 64, "not a digest"),
     ],

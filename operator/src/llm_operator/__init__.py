@@ -1,3 +1,3 @@
 """llm-operator: serve large language models on Ray through KubeRay."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
