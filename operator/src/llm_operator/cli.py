@@ -121,7 +121,7 @@ def cmd_render(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[str]:
     plan = resolve(body, settings.gpu_memory_gib)
     fit, accelerator = plan.fit, plan.accelerator
-    verdict = {True: "fits", False: "does not fit", None: "not checked"}[fit.fits]
+    verdict = FIT_VERDICT[fit.fits]
     return [
         f"{doc_label}",
         f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
@@ -130,8 +130,33 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"  GPUs at max:        {plan.gpus_at_max}",
         f"  worker pods at max: {sum(r.layout.worker_pods(r.max_replicas) for r in plan.roles)}",
         f"  memory fit:         {verdict}: {fit.message}",
+        *fallback_lines(plan),
         *pattern_lines(plan),
     ]
+
+
+FIT_VERDICT = {True: "fits", False: "does not fit", None: "not checked"}
+
+
+def fallback_lines(plan: Plan) -> list[str]:
+    """Each fallback type in preference order: its group, pods and memory fit."""
+    lines: list[str] = []
+    for fallback in plan.fallbacks:
+        accelerator, layout = fallback.accelerator, fallback.layout
+        lines.append(
+            f"  fallback {fallback.index + 1}:".ljust(22)
+            + f"{accelerator.type}, {accelerator.gpus_per_node} GPUs per node; worker group "
+            f"{names.fallback_worker_group(accelerator.type)} 0.."
+            f"{layout.worker_group_replicas(fallback.max_replicas)} of "
+            f"{layout.hosts_per_replica} pod(s) x {layout.gpus_per_host} GPU(s); memory fit: "
+            f"{FIT_VERDICT[fallback.fit.fits]}: {fallback.fit.message}"
+        )
+    if plan.fallbacks:
+        lines.append(
+            "  accelerator_type:   not pinned in the Serve config (replicas may run on any "
+            "of the types)"
+        )
+    return lines
 
 
 def _whole_model_lines(plan: Plan) -> list[str]:

@@ -543,12 +543,58 @@ class EngineSpec(ApiModel):
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
 
 
+# The GPU type field's format, for the preferred type and each fallback.
+AcceleratorType = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+]
+GpuResourceName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+    ),
+]
+
+
+class AcceleratorFallback(ApiModel):
+    """Another GPU type the model may run on when the preferred one has no room: its own
+    worker group, sized for the same parallelism."""
+
+    type: AcceleratorType = Field(
+        description=(
+            "Ray accelerator type of this fallback; with engine vllm one of the types Ray "
+            "Serve LLM accepts, and different from the preferred type and other fallbacks."
+        ),
+    )
+    gpus_per_node: int = Field(
+        default=8, ge=1, le=64, description="GPUs on each node of this type."
+    )
+    resource_name: GpuResourceName = Field(
+        default="nvidia.com/gpu", description="Extended resource name of this type's GPU."
+    )
+    node_selector: dict[MapKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Node labels that select nodes of this type; defaults to the operator's "
+            "accelerator label with this type."
+        ),
+        json_schema_extra=rules.cel_extra(rules.QUALIFIED_KEYS),
+    )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_label_keys(cls, node_selector: dict[str, str]) -> dict[str, str]:
+        return _every_key(node_selector, rules.QUALIFIED_KEYS)
+
+
 class AcceleratorSpec(ApiModel):
     """The GPU type and the nodes that carry it."""
 
-    type: Annotated[
-        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
-    ] = Field(
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.FALLBACK_TYPES_DISTINCT))
+
+    type: AcceleratorType = Field(
         description=(
             "Ray accelerator type, e.g. L4, A10G, A100-80G, H100, H200; with engine vllm one "
             "of the types Ray Serve LLM accepts."
@@ -557,14 +603,9 @@ class AcceleratorSpec(ApiModel):
     gpus_per_node: int = Field(
         default=8, ge=1, le=64, description="GPUs on each node of this type."
     )
-    resource_name: Annotated[
-        str,
-        StringConstraints(
-            min_length=1,
-            max_length=253,
-            pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
-        ),
-    ] = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
+    resource_name: GpuResourceName = Field(
+        default="nvidia.com/gpu", description="Extended resource name of the GPU."
+    )
     gpu_fraction: float | None = Field(
         default=None,
         ge=0.01,
@@ -593,11 +634,27 @@ class AcceleratorSpec(ApiModel):
             "NoSchedule taint is always added."
         ),
     )
+    fallbacks: list[AcceleratorFallback] = Field(
+        default_factory=list,
+        max_length=rules.MAX_FALLBACKS,
+        description=(
+            "Other GPU types, in order of preference, for when the preferred type has no "
+            "room: one more worker group each (gpu-workers-<type>), starting at no pods and "
+            "sized for the same tensor x pipeline layout. Serve then does not pin replicas "
+            "to one accelerator type."
+        ),
+    )
 
     @field_validator("node_selector")
     @classmethod
     def _node_label_keys(cls, node_selector: dict[str, str]) -> dict[str, str]:
         return _every_key(node_selector, rules.QUALIFIED_KEYS)
+
+    @model_validator(mode="after")
+    def _distinct_fallbacks(self) -> AcceleratorSpec:
+        types = [self.type, *(f.type for f in self.fallbacks)]
+        _check(len(set(types)) == len(types), rules.FALLBACK_TYPES_DISTINCT)
+        return self
 
 
 class AutoscalingSpec(ApiModel):
@@ -1084,6 +1141,8 @@ class LLMDeploymentSpec(ApiModel):
             rules.SERVICE_NEEDS_REPLICA,
             rules.INCREMENTAL_NEEDS_OPTIONS,
             rules.RAY_ACCELERATOR_TYPE,
+            rules.FALLBACK_RAY_ACCELERATOR_TYPE,
+            rules.FALLBACK_NOT_DISAGGREGATED,
             rules.WORKER_SELECTOR_APART,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
             rules.ROUTING_ONLY_SERVE_LLM,
@@ -1174,6 +1233,15 @@ class LLMDeploymentSpec(ApiModel):
         _check(
             self.engine.type != "vllm" or self.accelerator.type in RAY_GPU_ACCELERATOR_TYPES,
             rules.RAY_ACCELERATOR_TYPE,
+        )
+        _check(
+            self.engine.type != "vllm"
+            or all(f.type in RAY_GPU_ACCELERATOR_TYPES for f in self.accelerator.fallbacks),
+            rules.FALLBACK_RAY_ACCELERATOR_TYPE,
+        )
+        _check(
+            self.disaggregation is None or not self.accelerator.fallbacks,
+            rules.FALLBACK_NOT_DISAGGREGATED,
         )
         _check(
             not self.ray_cluster.worker.node_selector.keys()

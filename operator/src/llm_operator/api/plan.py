@@ -72,6 +72,25 @@ class GpuRole:
 
 
 @dataclass(frozen=True)
+class FallbackGroup:
+    """A worker group on another accelerator type (spec.accelerator.fallbacks[index]):
+    the whole model's layout on that type's nodes, starting at no pods, up to the same
+    maximum as the preferred group."""
+
+    index: int
+    accelerator: Accelerator
+    # The nodes of this type, as spec'd; empty: the operator's accelerator label.
+    node_selector: Mapping[str, str]
+    layout: GpuLayout
+    fit: MemoryFit
+    max_replicas: int
+
+    @property
+    def field(self) -> str:
+        return f"spec.accelerator.fallbacks[{self.index}]"
+
+
+@dataclass(frozen=True)
 class KvTransfer:
     """vLLM's `kv_transfer_config` for both sides of prefill/decode disaggregation."""
 
@@ -139,6 +158,15 @@ class Plan:
     roles: tuple[GpuRole, ...] = ()
     # The KV cache hand-over of prefill/decode disaggregation; None without it.
     kv_transfer: KvTransfer | None = None
+    # Worker groups on other accelerator types, in preference order; the whole model's
+    # role only (the CRD keeps fallbacks apart from disaggregation).
+    fallbacks: tuple[FallbackGroup, ...] = ()
+
+    @property
+    def pinned_accelerator(self) -> str | None:
+        """The accelerator type Serve may pin replicas to: the one type, or None when
+        fallbacks let replicas run on any of several."""
+        return None if self.fallbacks else self.accelerator.type
 
     @property
     def serves(self) -> bool:

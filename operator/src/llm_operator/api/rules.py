@@ -464,6 +464,40 @@ RAY_ACCELERATOR_TYPE = CelRule(
     ),
     field_path=".accelerator.type",
 )
+# --- GPU-type fallbacks --------------------------------------------------------------
+# Few: each is a worker group, and the CEL cost of the rules below grows with the list.
+MAX_FALLBACKS = 4
+FALLBACK_RAY_ACCELERATOR_TYPE = CelRule(
+    rule=(
+        "self.engine.type != 'vllm' || !has(self.accelerator.fallbacks) || "
+        f"self.accelerator.fallbacks.all(f, f.type in {_cel_list(RAY_GPU_ACCELERATOR_TYPES)})"
+    ),
+    message=(
+        "spec.accelerator.fallbacks[].type must be an accelerator type Ray Serve LLM "
+        "accepts: " + ", ".join(RAY_GPU_ACCELERATOR_TYPES)
+    ),
+    field_path=".accelerator.fallbacks",
+)
+FALLBACK_TYPES_DISTINCT = CelRule(
+    rule=(
+        "!has(self.fallbacks) || (self.fallbacks.all(f, f.type != self.type) && "
+        "self.fallbacks.all(f, self.fallbacks.exists_one(g, g.type == f.type)))"
+    ),
+    message=(
+        "spec.accelerator.fallbacks must name each accelerator type once, and not the "
+        "preferred spec.accelerator.type: each type is one worker group; remove the repeat"
+    ),
+    field_path=".fallbacks",
+)
+FALLBACK_NOT_DISAGGREGATED = CelRule(
+    rule="!has(self.disaggregation) || !has(self.accelerator.fallbacks) || "
+    "size(self.accelerator.fallbacks) == 0",
+    message=(
+        "spec.accelerator.fallbacks does not apply with spec.disaggregation: prefill and "
+        "decode each have their own worker group on the preferred type; remove fallbacks"
+    ),
+    field_path=".accelerator.fallbacks",
+)
 NO_RESERVED_ENV = CelRule(
     rule=f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
     message=(

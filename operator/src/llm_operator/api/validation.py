@@ -19,6 +19,7 @@ from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
 from llm_operator.api.plan import (
     RAY_KIND_OF_MODE,
+    FallbackGroup,
     GpuRole,
     KvTransfer,
     Plan,
@@ -37,6 +38,7 @@ from llm_operator.sizing import (
     memory_fit,
     resolve_accelerator,
 )
+from llm_operator.sizing.accelerators import name_part
 
 # Engine kwargs with a typed field of their own.
 TYPED_ENGINE_ARGS = {
@@ -250,6 +252,67 @@ def _disaggregated_roles(llmd: LLMDeployment, accelerator: Accelerator) -> list[
     return roles
 
 
+def _fallback_groups(
+    llmd: LLMDeployment, preferred: GpuRole, gpu_memory_gib: Mapping[str, float]
+) -> list[FallbackGroup]:
+    """Each fallback type's worker group: the preferred layout's pods on that type, or a
+    `LayoutError` naming the entry when the type cannot hold them.
+
+    The pods must match the preferred group's (same GPUs per pod, same pods per replica):
+    one Serve placement group then fits every group, and status counts replicas alike."""
+    spec = llmd.spec
+    groups: list[FallbackGroup] = []
+    taken = {name_part(spec.accelerator.type)}
+    for index, fallback in enumerate(spec.accelerator.fallbacks):
+        at = f"spec.accelerator.fallbacks[{index}]"
+        accelerator = resolve_accelerator(
+            fallback.type, fallback.resource_name, fallback.gpus_per_node, gpu_memory_gib
+        )
+        try:
+            layout = gpu_layout(
+                spec.engine.tensor_parallel_size,
+                spec.engine.pipeline_parallel_size,
+                fallback.gpus_per_node,
+                spec.accelerator.gpu_fraction,
+                spec.engine.data_parallel_size,
+            )
+        except LayoutError as exc:
+            raise LayoutError(f"{at}.gpusPerNode", f"{fallback.type}: {exc.message}") from None
+        if layout.hosts_per_replica != preferred.layout.hosts_per_replica:
+            raise LayoutError(
+                f"{at}.gpusPerNode",
+                f"{fallback.type}: a replica takes {layout.hosts_per_replica} pod(s) of "
+                f"{layout.gpus_per_host} GPU(s) on {fallback.gpus_per_node}-GPU nodes, but "
+                f"{preferred.layout.hosts_per_replica} pod(s) of "
+                f"{preferred.layout.gpus_per_host} on the preferred "
+                f"{spec.accelerator.type}; every group must hold a replica in the same pods "
+                "(one Serve placement group fits them all): choose a type with at least "
+                f"{preferred.layout.gpus_per_host} GPUs per node, or change the parallelism",
+            )
+        fit = _fit(llmd, layout, accelerator)
+        if fit.fits is False:
+            raise LayoutError(f"{at}.type", f"{fallback.type}: {fit.message}")
+        part = name_part(fallback.type)
+        if part in taken:
+            raise LayoutError(
+                f"{at}.type",
+                f"{fallback.type} names the same worker group as another type (gpu-workers-"
+                f"{part}: group names are lower case); name each accelerator type once",
+            )
+        taken.add(part)
+        groups.append(
+            FallbackGroup(
+                index,
+                accelerator,
+                dict(fallback.node_selector),
+                layout,
+                fit,
+                preferred.max_replicas,
+            )
+        )
+    return groups
+
+
 def _tightest_fit(roles: list[GpuRole]) -> MemoryFit:
     """The fit of the role with the most weights per GPU (the one a condition reports)."""
     return max(roles, key=lambda role: role.fit.weights_gib_per_gpu or 0).fit
@@ -275,6 +338,7 @@ def _resolved(
             if spec.disaggregation is None
             else _disaggregated_roles(llmd, accelerator)
         )
+        fallbacks = _fallback_groups(llmd, roles[0], gpu_memory_gib)
     except LayoutError as exc:
         errors.append(FieldError(exc.field, exc.message))
     else:
@@ -294,6 +358,7 @@ def _resolved(
                 if spec.disaggregation is None
                 else KvTransfer(spec.disaggregation.kv_connector)
             ),
+            fallbacks=tuple(fallbacks),
         )
     errors.extend(_other_errors(llmd))
     return (None if errors else plan), errors
@@ -323,11 +388,13 @@ def _other_errors(llmd: LLMDeployment) -> list[FieldError]:
                 )
 
     gpu = spec.accelerator.resource_name
-    errors.extend(
-        _resources_with_gpu(
-            spec.ray_cluster.worker.resources, gpu, "spec.rayCluster.worker.resources"
+    fallback_gpus = [f.resource_name for f in spec.accelerator.fallbacks]
+    for gpu_resource in dict.fromkeys([gpu, *fallback_gpus]):
+        errors.extend(
+            _resources_with_gpu(
+                spec.ray_cluster.worker.resources, gpu_resource, "spec.rayCluster.worker.resources"
+            )
         )
-    )
     errors.extend(
         _resources_with_gpu(spec.ray_cluster.head.resources, gpu, "spec.rayCluster.head.resources")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from llm_operator.api.constants import GROUP
+from llm_operator.sizing.accelerators import name_part
 
 # KubeRay's API, which every Ray child belongs to.
 RAY_GROUP: Final = "ray.io"
@@ -38,6 +39,12 @@ def worker_group(role: str | None) -> str:
     """The GPU worker group of a plan's role: `gpu-workers` for the whole model,
     `prefill-workers` and `decode-workers` for the sides of a disaggregated one."""
     return WORKER_GROUP if role is None else f"{role}-workers"
+
+
+def fallback_worker_group(accelerator_type: str) -> str:
+    """The worker group of a fallback accelerator type: `gpu-workers-<type>`, lowercased,
+    with any character a pod name cannot hold as '-' (KubeRay names pods after groups)."""
+    return f"{WORKER_GROUP}-{name_part(accelerator_type)}"
 
 
 def role_resource(role: str | None) -> str | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from llm_operator.api.models import (
     LLMDeployment,
     PodResourcesSpec,
@@ -9,7 +12,7 @@ from llm_operator.api.models import (
     Toleration,
     VolumeSpec,
 )
-from llm_operator.api.plan import GpuRole, Plan
+from llm_operator.api.plan import FallbackGroup, GpuRole, Plan
 from llm_operator.render import names
 from llm_operator.render.sources import ModelSource, model_source
 from llm_operator.settings import OperatorSettings
@@ -265,12 +268,17 @@ def head_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     }
 
 
-def gpu_tolerations(llmd: LLMDeployment) -> list[Manifest]:
+def gpu_tolerations(llmd: LLMDeployment, resource_name: str | None = None) -> list[Manifest]:
     """The accelerator's tolerations, then the worker's own, then one for the GPU
-    resource's usual NoSchedule taint; each once."""
+    resource's usual NoSchedule taint (the group's own resource: the preferred type's by
+    default); each once."""
     accelerator = llmd.spec.accelerator
     tolerations: list[Manifest] = []
-    gpu_taint = {"key": accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    gpu_taint = {
+        "key": resource_name or accelerator.resource_name,
+        "operator": "Exists",
+        "effect": "NoSchedule",
+    }
     for toleration in [
         *_tolerations(accelerator.tolerations),
         *_tolerations(llmd.spec.ray_cluster.worker.tolerations),
@@ -281,19 +289,64 @@ def gpu_tolerations(llmd: LLMDeployment) -> list[Manifest]:
     return tolerations
 
 
-def gpu_node_selector(llmd: LLMDeployment, settings: OperatorSettings) -> dict[str, str]:
+def gpu_node_selector(
+    llmd: LLMDeployment, settings: OperatorSettings, target: GpuTarget | None = None
+) -> dict[str, str]:
     """The worker's own node labels, then the accelerator's, which win on a shared key
     (the CRD refuses one with spec.accelerator.nodeSelector; the operator's default
-    accelerator label may still meet one)."""
-    accelerator = llmd.spec.accelerator
-    own = dict(accelerator.node_selector) or {settings.accelerator_node_label: accelerator.type}
+    accelerator label may still meet one). `target`: a fallback type's group."""
+    target = target or preferred_target(llmd)
+    own = dict(target.node_selector) or {settings.accelerator_node_label: target.accelerator_type}
     return {**llmd.spec.ray_cluster.worker.node_selector, **own}
 
 
-def worker_group(plan: Plan, role: GpuRole, settings: OperatorSettings) -> Manifest:
-    """One GPU worker group, for one role of the plan; a group replica is one model
-    replica (or one engine of a prefill/decode side) of `numOfHosts` pods."""
-    llmd, layout, accelerator = plan.llmd, role.layout, plan.accelerator
+@dataclass(frozen=True)
+class GpuTarget:
+    """The nodes one GPU worker group runs on: an accelerator type, its GPU resource and
+    node labels, and the group's name and bounds."""
+
+    group_name: str
+    accelerator_type: str
+    resource_name: str
+    node_selector: Mapping[str, str]
+    min_replicas: int
+    max_replicas: int
+
+
+def preferred_target(llmd: LLMDeployment, role: GpuRole | None = None) -> GpuTarget:
+    accelerator = llmd.spec.accelerator
+    return GpuTarget(
+        names.worker_group(None if role is None else role.name),
+        accelerator.type,
+        accelerator.resource_name,
+        accelerator.node_selector,
+        0 if role is None else role.min_replicas,
+        0 if role is None else role.max_replicas,
+    )
+
+
+def fallback_target(fallback: FallbackGroup) -> GpuTarget:
+    """A fallback type's group starts at no pods: the preferred group holds the minimum,
+    the autoscaler adds pods here when it picks this type."""
+    accelerator = fallback.accelerator
+    return GpuTarget(
+        names.fallback_worker_group(accelerator.type),
+        accelerator.type,
+        accelerator.resource_name,
+        fallback.node_selector,
+        0,
+        fallback.max_replicas,
+    )
+
+
+def worker_group(
+    plan: Plan, role: GpuRole, settings: OperatorSettings, target: GpuTarget | None = None
+) -> Manifest:
+    """One GPU worker group, for one role of the plan (on the preferred accelerator, or
+    the `target` fallback type); a group replica is one model replica (or one engine of a
+    prefill/decode side) of `numOfHosts` pods."""
+    llmd, layout = plan.llmd, role.layout
+    target = target or preferred_target(llmd, role)
     spec = llmd.spec
     pod = _pod_spec(
         plan,
@@ -301,27 +354,27 @@ def worker_group(plan: Plan, role: GpuRole, settings: OperatorSettings) -> Manif
         head=False,
         resources=worker_resources(
             spec.ray_cluster.worker.resources,
-            accelerator.resource_name,
+            target.resource_name,
             layout.gpus_per_host,
             settings,
         ),
         placement=spec.ray_cluster.worker,
-        node_selector=gpu_node_selector(llmd, settings),
-        tolerations=gpu_tolerations(llmd),
+        node_selector=gpu_node_selector(llmd, settings, target),
+        tolerations=gpu_tolerations(llmd, target.resource_name),
     )
     # Ray resources the autoscaler plans with, matching the Serve placement group.
     resources = {
         "GPU": str(layout.gpus_per_host),
-        f"accelerator_type:{accelerator.type}": "1",
+        f"accelerator_type:{target.accelerator_type}": "1",
     }
     group_resource = names.role_resource(role.name)
     if group_resource is not None:
         resources[group_resource] = str(layout.gpus_per_host)
     return {
-        "groupName": names.worker_group(role.name),
-        "replicas": layout.worker_group_replicas(role.min_replicas),
-        "minReplicas": layout.worker_group_replicas(role.min_replicas),
-        "maxReplicas": layout.worker_group_replicas(role.max_replicas),
+        "groupName": target.group_name,
+        "replicas": layout.worker_group_replicas(target.min_replicas),
+        "minReplicas": layout.worker_group_replicas(target.min_replicas),
+        "maxReplicas": layout.worker_group_replicas(target.max_replicas),
         "numOfHosts": layout.hosts_per_replica,
         "rayStartParams": ray_start_params(llmd, head=False),
         "resources": resources,
@@ -330,5 +383,15 @@ def worker_group(plan: Plan, role: GpuRole, settings: OperatorSettings) -> Manif
 
 
 def worker_groups(plan: Plan, settings: OperatorSettings) -> list[Manifest]:
-    """A GPU worker group per role of the plan, in the plan's order."""
-    return [worker_group(plan, role, settings) for role in plan.roles]
+    """A GPU worker group per role of the plan, in the plan's order, then one per fallback
+    accelerator type in preference order (after the preferred group: KubeRay keeps a
+    serving cluster when groups are only appended)."""
+    groups = [worker_group(plan, role, settings) for role in plan.roles]
+    if plan.fallbacks:
+        whole = plan.role(None)
+        # Same pods per replica on every type (validation), so the role's layout holds.
+        groups += [
+            worker_group(plan, whole, settings, fallback_target(fallback))
+            for fallback in plan.fallbacks
+        ]
+    return groups

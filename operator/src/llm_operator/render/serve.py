@@ -130,12 +130,17 @@ def llm_config(plan: Plan, role: GpuRole) -> Manifest:
     """One Ray Serve LLM `LLMConfig` whose placement matches its role's worker pods."""
     llmd = plan.llmd
     spec = llmd.spec
-    return {
+    config: Manifest = {
         "model_loading_config": {
             "model_id": llmd.served_model_id,
             "model_source": model_source(llmd).model_source,
         },
-        "accelerator_type": plan.accelerator.type,
+    }
+    # Ray Serve LLM adds an `accelerator_type:<type>` share to every bundle it is given
+    # (vllm_models.placement_bundles): with fallbacks that would keep replicas off them.
+    if plan.pinned_accelerator is not None:
+        config["accelerator_type"] = plan.pinned_accelerator
+    return config | {
         "engine_kwargs": engine_kwargs(plan, role),
         "placement_group_config": placement_group_config(
             role.layout, names.role_resource(role.name)

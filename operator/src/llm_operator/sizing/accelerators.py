@@ -8,6 +8,7 @@ values.yaml); every memory entry names a type of Ray's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -72,3 +73,10 @@ def resolve_accelerator(
         gpus_per_node=gpus_per_node,
         memory_gib=gpu_memory_gib.get(type_),
     )
+
+
+def name_part(accelerator_type: str) -> str:
+    """An accelerator type as part of an object name (a worker group's, which KubeRay puts
+    in pod names): lower case, any character a DNS label cannot hold as '-'. Two types
+    with the same name part could not have a worker group each."""
+    return re.sub(r"[^a-z0-9-]", "-", accelerator_type.lower())
