@@ -473,7 +473,7 @@ FALLBACK_RAY_ACCELERATOR_TYPE = CelRule(
         f"self.accelerator.fallbacks.all(f, f.type in {_cel_list(RAY_GPU_ACCELERATOR_TYPES)})"
     ),
     message=(
-        "spec.accelerator.fallbacks[].type must be an accelerator type Ray Serve LLM "
+        "spec.accelerator.fallbacks: each type must be an accelerator type Ray Serve LLM "
         "accepts: " + ", ".join(RAY_GPU_ACCELERATOR_TYPES)
     ),
     field_path=".accelerator.fallbacks",
