@@ -7,6 +7,8 @@ accelerator with enough GPUs, never GPUs on CPU nodes and none on the head.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -58,6 +60,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "workers": 3,
         "groups": {"prefill-workers": (2, 1), "decode-workers": (1, 2)},
     },
+    # GPU-type fallback: the preferred group (H100) holds the one minimum replica; the L4
+    # fallback group starts with no pods.
+    "gpu-fallback": {"workers": 1, "groups": {"gpu-workers": (1, 1)}},
 }
 
 
@@ -170,3 +175,99 @@ def test_405b_replica_spans_two_h100_nodes(kube: Kube, namespace: str) -> None:
     # Both hosts belong to the same multi-host replica of the one worker group.
     groups = {pod.metadata.labels["ray.io/group"] for pod in workers}
     assert groups == {names.WORKER_GROUP}
+
+
+@contextmanager
+def cordoned(kube: Kube, accelerator: str) -> Iterator[list[str]]:
+    """Every node of `accelerator` cordoned (new pods cannot land there) for the block,
+    as when that GPU type is sold out; uncordoned after, whatever happens."""
+    nodes = kube.core.list_node(label_selector=f"{ACCELERATOR_LABEL}={accelerator}").items
+    found = [node.metadata.name for node in nodes]
+    assert found, f"no {accelerator} nodes in the cluster"
+    try:
+        for name in found:
+            kube.core.patch_node(name, {"spec": {"unschedulable": True}})
+        yield found
+    finally:
+        for name in found:
+            kube.core.patch_node(name, {"spec": {"unschedulable": None}})
+
+
+def _unschedulable(pod: client.V1Pod) -> bool:
+    return any(
+        c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+        for c in (pod.status.conditions or [])
+    )
+
+
+def test_fallback_group_takes_new_replicas_while_preferred_nodes_are_full(
+    kube: Kube, namespace: str
+) -> None:
+    """With every H100 node cordoned, the preferred group's pod stays Pending and a pod
+    added to the L4 fallback group lands on an L4 node.
+
+    What this shows: KubeRay accepts one worker group per type and creates each group's
+    pods; each group's pod template (node selector, GPU resource, tolerations) puts its
+    pods on its own type's nodes only; the scale-up of the fallback group survives the
+    operator's reconciles (it owns bounds, not replicas). What it does not show: no Ray
+    autoscaler runs on fake nodes, so the test writes the fallback group's `replicas` as
+    Ray's autoscaler would when it picks that group (see the README for when it does).
+    """
+    with cordoned(kube, "H100") as h100_nodes:
+        llmd = kube.create_llmd(sample("gpu-fallback", namespace))
+        cluster = serving_cluster_name(kube, namespace, llmd["metadata"]["name"])
+        fallback_group = names.fallback_worker_group("L4")
+        ray_cluster = wait_for(lambda: kube.ray("rayclusters", namespace, cluster), "RayCluster")
+        groups = {g["groupName"]: g for g in ray_cluster["spec"]["workerGroupSpecs"]}
+        assert list(groups) == [names.WORKER_GROUP, fallback_group]
+        assert (groups[fallback_group]["minReplicas"], groups[fallback_group]["maxReplicas"]) == (
+            0,
+            4,
+        )
+
+        def group_pods(group: str) -> list[client.V1Pod]:
+            return [
+                pod
+                for pod in worker_pods(kube, namespace, cluster)
+                if pod.metadata.labels.get("ray.io/group") == group
+            ]
+
+        (preferred,) = wait_for(
+            lambda: (
+                (pods := group_pods(names.WORKER_GROUP)) and all(map(_unschedulable, pods)) and pods
+            ),
+            "the H100 group's pod to be unschedulable while the H100 nodes are cordoned",
+        )
+        assert preferred.spec.node_name is None
+        assert group_pods(fallback_group) == []
+
+        # Play Ray's autoscaler: one more replica, on the fallback group.
+        index = list(groups).index(fallback_group)
+        kube.custom.patch_namespaced_custom_object(
+            names.RAY_GROUP,
+            names.RAY_VERSION,
+            namespace,
+            "rayclusters",
+            cluster,
+            [
+                {
+                    "op": "test",
+                    "path": f"/spec/workerGroupSpecs/{index}/groupName",
+                    "value": fallback_group,
+                },
+                {"op": "replace", "path": f"/spec/workerGroupSpecs/{index}/replicas", "value": 1},
+            ],
+            _content_type="application/json-patch+json",
+        )
+        (fallback,) = wait_for(
+            lambda: scheduled(group_pods(fallback_group), 1), "the L4 group's pod on a node"
+        )
+        (node,) = assert_placement(kube, [fallback], "L4", 1)
+        assert node.metadata.name not in h100_nodes
+        # Still Pending: nothing moved the preferred group's pod elsewhere.
+        (still,) = group_pods(names.WORKER_GROUP)
+        assert still.spec.node_name is None
+        # The operator reconciles on the cluster's change and keeps the autoscaler's count.
+        live = kube.ray("rayclusters", namespace, cluster)
+        assert live is not None
+        assert live["spec"]["workerGroupSpecs"][index]["replicas"] == 1
