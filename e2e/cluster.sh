@@ -103,6 +103,12 @@ install_cluster_content() {
   kubectl apply --server-side --force-conflicts -f "$bin_dir/kuberay-crds/" >&2
   wait_until 60 "KubeRay's CRDs" kubectl wait --for condition=established --timeout 5s \
     crd/rayclusters.ray.io crd/rayservices.ray.io
+  # The Gateway API's standard CRDs at the version KubeRay pins (e2e/tools.sh): the
+  # HTTPRoute of spec.exposure.gateway. No Gateway controller runs; tests write a
+  # Gateway's status as one would.
+  kubectl apply --server-side --force-conflicts -f "$bin_dir/gateway-api-crds/" >&2
+  wait_until 60 "the Gateway API's CRDs" kubectl wait --for condition=established --timeout 5s \
+    crd/httproutes.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io
   helm upgrade --install "$OPERATOR_RELEASE" "${LLM_OPERATOR_CHART:-$root/charts/llm-operator}" \
     --namespace "$OPERATOR_NAMESPACE" --create-namespace \
     --set operator.replicas=0 >&2

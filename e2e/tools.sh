@@ -87,6 +87,27 @@ build_group() { # group module dest version
   echo "built $group in $((SECONDS - started)) s" >&2
 }
 
+# The Gateway API's CRDs (standard channel: GatewayClass, Gateway, HTTPRoute, ...) at the
+# version KubeRay's module requires (its go.mod pins it), copied out of that module's
+# download; linked as gateway-api-crds with KubeRay's. The HTTPRoute of
+# spec.exposure.gateway is checked against them, and the local cluster installs them.
+link_gateway_api_crds() {
+  local module=sigs.k8s.io/gateway-api version dest src
+  version=$(pinned_version "$module" "$modules_dir/kuberay/go.mod")
+  [ -n "$version" ] || { echo "no version of $module in e2e/tools/kuberay/go.mod" >&2; exit 1; }
+  dest=$cache/gateway-api-$version
+  if [ ! -d "$dest" ]; then
+    src=$(cd "$modules_dir/kuberay" && go mod download -json "$module" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+    [ -d "$src/config/crd/standard" ] || { echo "no CRDs in $module $version ($src)" >&2; exit 1; }
+    rm -rf "$dest.partial"
+    cp -r "$src/config/crd/standard" "$dest.partial"
+    chmod -R u+w "$dest.partial"
+    mv "$dest.partial" "$dest"
+  fi
+  ln -sfn "$dest" "$bin_dir/gateway-api-crds"
+}
+
 mkdir -p "$bin_dir"
 wanted=" $* "
 for entry in "${tool_groups[@]}"; do
@@ -100,5 +121,6 @@ for entry in "${tool_groups[@]}"; do
     ln -sfn "$dest/$binary" "$bin_dir/$binary"
   done
   [ "$group" != kuberay ] || ln -sfn "$dest/crds" "$bin_dir/kuberay-crds"
+  [ "$group" != kuberay ] || link_gateway_api_crds
 done
 cd "$bin_dir" && pwd
