@@ -65,6 +65,10 @@ SERVED = {
         ("rayservices", "RayService"),
         ("rayclusters", "RayCluster"),
     ],
+    names.GATEWAY_API_VERSION: [
+        (names.HTTP_ROUTES, "HTTPRoute"),
+        (names.GATEWAYS, "Gateway"),
+    ],
 }
 
 
@@ -205,6 +209,8 @@ class FakeApiServer:
         live = self.objects[target]
         if access.verb == "get":
             return live
+        if access.verb == "delete":
+            return self.objects.pop(target)
         return self.patch(target, live, headers.get("Content-Type", ""), body, query)
 
     def patch(
@@ -291,6 +297,10 @@ def llmd_path(name: str) -> str:
 
 def ray_path(plural: str, name: str) -> str:
     return f"/apis/{names.RAY_GROUP}/{names.RAY_VERSION}/namespaces/{NAMESPACE}/{plural}/{name}"
+
+
+def gateway_path(plural: str, name: str, namespace: str = NAMESPACE) -> str:
+    return f"/apis/{names.GATEWAY_API_VERSION}/namespaces/{namespace}/{plural}/{name}"
 
 
 def claim_path(name: str) -> str:

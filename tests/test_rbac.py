@@ -42,6 +42,7 @@ from fakeapi import (
     RecordingApiClient,
     access_of,
     claim_path,
+    gateway_path,
     llmd_path,
     ray_path,
 )
@@ -123,6 +124,23 @@ def drive(run: Run, *, clusterwide: bool) -> None:
     llmd["metadata"]["generation"] = 2
     llmd["spec"]["engine"]["maxModelLen"] = 4096
     converge(run, memo, batch)
+
+    # A route in: the HTTPRoute is created, its Gateway read; drift on it is restored on
+    # its event; without exposure it is deleted.
+    exposed = stored_llmd(run, "gateway-route")["metadata"]["name"]
+    converge(run, memo, exposed)
+    route_path = gateway_path(names.HTTP_ROUTES, names.http_route_name(exposed))
+    route = run.server.objects[route_path]
+    route["spec"]["hostnames"] = ["edited.example.com"]
+    handlers.on_child_event(
+        event={"type": "MODIFIED", "object": route}, body=kopf.Body(route), memo=memo
+    )
+    llmd = run.server.objects[llmd_path(exposed)]
+    llmd["metadata"]["generation"] = 2
+    del llmd["spec"]["exposure"]
+    assert run.server.objects[route_path]["spec"]["hostnames"] == ["llm.example.com"]
+    converge(run, memo, exposed)
+    assert route_path not in run.server.objects
 
     # The metrics sweep lists what exists.
     metrics = OperatorMetrics(CollectorRegistry())
@@ -296,7 +314,15 @@ def test_namespaced_rbac_is_exactly_what_the_operator_uses(runs: dict[bool, Run]
 def test_the_operator_reads_no_secrets_and_writes_no_pods(runs: dict[bool, Run]) -> None:
     everything = plain(needed(runs[True], clusterwide=True, peering=True))
     assert {resource for _, resource, _ in everything} & {"secrets", "pods", "services"} == set()
-    assert {verb for _, _, verb in everything} <= {"get", "list", "watch", "create", "patch"}
+    assert {verb for _, _, verb in everything} <= {
+        "get", "list", "watch", "create", "patch", "delete"
+    }  # fmt: skip
+    # It deletes only the HTTPRoute a spec no longer asks for (the rest goes by ownerRefs).
+    deleted = {(group, resource) for group, resource, verb in everything if verb == "delete"}
+    assert deleted == {(names.GATEWAY_GROUP, names.HTTP_ROUTES)}
+    # Of Gateways it only reads the one its route attaches to (for the external URL).
+    gateways = {verb for _, resource, verb in everything if resource == names.GATEWAYS}
+    assert gateways == {"get"}
 
 
 def test_the_fake_api_server_sees_the_guarded_update_conflict(

@@ -56,7 +56,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 Rules on LLMDeployments and the children the operator writes; the same for a ClusterRole
 and for each namespace's Role. Exactly what the operator's calls and kopf need
 (tests/test_rbac.py derives them): no update (writes are patches), no Secrets, no Pods,
-no Services (KubeRay makes those).
+no Services (KubeRay makes those), delete only on HTTPRoutes.
 */}}
 {{- define "llm-operator.workloadRules" -}}
 # kopf lists and watches them and patches its annotations; the operator reads one on a
@@ -74,6 +74,15 @@ no Services (KubeRay makes those).
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create", "patch"]
+# spec.exposure.gateway: the operator reads, creates and patches its HTTPRoute and deletes
+# one a spec no longer asks for; kopf watches them. It reads the Gateway the route
+# attaches to, for the external URL in status.endpoint.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways"]
+  verbs: ["get"]
 # kopf posts core Events about the objects it handles.
 - apiGroups: [""]
   resources: ["events"]

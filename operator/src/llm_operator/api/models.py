@@ -963,6 +963,64 @@ class MonitoringSpec(ApiModel):
     )
 
 
+class GatewayParentRef(ApiModel):
+    """A Gateway (Gateway API) the route attaches to."""
+
+    name: Name = Field(description="Name of the Gateway.")
+    namespace: (
+        Annotated[str, StringConstraints(max_length=63), *_pattern(rules.NAMESPACE_NAME)] | None
+    ) = Field(default=None, description="Namespace of the Gateway; default the route's own.")
+    section_name: (
+        Annotated[str, StringConstraints(max_length=253), *_pattern(rules.SECTION_NAME)] | None
+    ) = Field(default=None, description="The Gateway's listener to attach to; default all.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="The Gateway's listener port to attach to."
+    )
+
+
+GatewayHostname = Annotated[
+    str, StringConstraints(min_length=1, max_length=253), *_pattern(rules.GATEWAY_HOSTNAME)
+]
+
+
+class GatewayExposureSpec(ApiModel):
+    """An HTTPRoute (gateway.networking.k8s.io/v1) from Gateways to the Serve service."""
+
+    parent_refs: list[GatewayParentRef] = Field(
+        min_length=1,
+        max_length=8,
+        description="Gateways the route attaches to (their listeners must allow it).",
+    )
+    hostnames: list[GatewayHostname] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Host names the route answers; empty: those of the Gateway's listeners.",
+    )
+    path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
+        default="/",
+        description=(
+            "Path prefix of the route; the Serve service sees requests with it replaced by "
+            "'/', so the API is at <path>/v1."
+        ),
+        json_schema_extra=rules.cel_extra(rules.ROUTE_PATH_FORMAT),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_format(cls, path: str) -> str:
+        _check(rules.ROUTE_PATH_FORMAT.holds(path), rules.ROUTE_PATH_FORMAT)
+        return path
+
+
+class ExposureSpec(ApiModel):
+    """How clients outside the cluster reach the model."""
+
+    gateway: GatewayExposureSpec | None = Field(
+        default=None,
+        description="Route from Gateway API Gateways to the Serve service (mode Service).",
+    )
+
+
 UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 
 
@@ -1143,6 +1201,7 @@ class LLMDeploymentSpec(ApiModel):
             rules.RAY_ACCELERATOR_TYPE,
             rules.FALLBACK_RAY_ACCELERATOR_TYPE,
             rules.FALLBACK_NOT_DISAGGREGATED,
+            rules.EXPOSURE_ONLY_SERVICE,
             rules.WORKER_SELECTOR_APART,
             rules.STORAGE_NAMESPACE_ONLY_CLUSTER,
             rules.ROUTING_ONLY_SERVE_LLM,
@@ -1205,6 +1264,10 @@ class LLMDeploymentSpec(ApiModel):
         default=None,
         description="LoRA adapters served on top of the model (mode Service, engine vllm).",
     )
+    exposure: ExposureSpec | None = Field(
+        default=None,
+        description="Routes into the cluster to the model's endpoint (mode Service).",
+    )
     disaggregation: DisaggregationSpec | None = Field(
         default=None,
         description=(
@@ -1242,6 +1305,10 @@ class LLMDeploymentSpec(ApiModel):
         _check(
             self.disaggregation is None or not self.accelerator.fallbacks,
             rules.FALLBACK_NOT_DISAGGREGATED,
+        )
+        _check(
+            self.exposure is None or self.exposure.gateway is None or self.mode == "Service",
+            rules.EXPOSURE_ONLY_SERVICE,
         )
         _check(
             not self.ray_cluster.worker.node_selector.keys()
@@ -1369,6 +1436,9 @@ class LLMDeploymentStatus(ApiModel):
     ray_cluster: str | None = Field(default=None, description="Name of the serving RayCluster.")
     gpus_per_replica: int | None = Field(default=None, description="GPUs one replica uses.")
     replicas: ReplicaStatus | None = Field(default=None, description="Replica counts.")
+    http_route: str | None = Field(
+        default=None, description="Name of the HTTPRoute child (spec.exposure.gateway)."
+    )
     gcs_fault_tolerance: GcsFaultToleranceState | None = Field(
         default=None,
         description=(

@@ -927,3 +927,31 @@ DISAGGREGATION_ROLE_RULES = tuple(
     for role in PD_ROLES
     for rule in (ROLE_REPLICAS_XOR_AUTOSCALING[role], ROLE_TP_WITHIN_NODE[role])
 )
+
+
+# --- exposure: a Gateway API HTTPRoute to the Serve service -------------------------------
+# The route's path prefix: '/' or a normalised absolute path, which also keeps to what the
+# HTTPRoute CRD's own path rules accept (no '//', '/./', '/../', '%2f', '#').
+ROUTE_PATH = rf"^(?:/|(?:/{PATH_SEGMENT})+)$"
+ROUTE_PATH_FORMAT = string_rule(
+    Matches(ROUTE_PATH),
+    f"spec.exposure.gateway.path must be '/' or an absolute, normalised path: {_PATH_RULES}",
+)
+# Gateway API's Hostname: a DNS name, optionally with a leading '*.' label; no IPs.
+GATEWAY_HOSTNAME = SchemaPattern(
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    "must be a host name of lower-case DNS labels, optionally starting with '*.'; not an IP",
+)
+# Gateway API's SectionName (a listener's name).
+SECTION_NAME = SchemaPattern(
+    rf"^{DNS1123_SUBDOMAIN}$",
+    "must be a listener name: lower-case DNS labels joined by '.'",
+)
+EXPOSURE_ONLY_SERVICE = CelRule(
+    rule="!has(self.exposure) || !has(self.exposure.gateway) || self.mode == 'Service'",
+    message=(
+        "spec.exposure.gateway is only for mode Service: the route leads to the RayService's "
+        "Serve service, which mode Cluster has not; remove it or use mode Service"
+    ),
+    field_path=".exposure.gateway",
+)

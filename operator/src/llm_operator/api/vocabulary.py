@@ -55,6 +55,7 @@ class Reason(StrEnum):
     VALID = "Valid"
     INVALID_SPEC = "InvalidSpec"
     KUBERAY_NOT_INSTALLED = "KubeRayNotInstalled"
+    GATEWAY_API_NOT_INSTALLED = "GatewayAPINotInstalled"
     CHILD_MISSING = "ChildMissing"
     CREATING = "Creating"
     WAITING_FOR_KUBERAY = "WaitingForKubeRay"

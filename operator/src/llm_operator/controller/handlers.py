@@ -142,6 +142,9 @@ async def count_in_metrics(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
+# Without the Gateway API's CRDs kopf only warns that it cannot watch these (and watches
+# them once the CRDs appear): a cluster without a Gateway API is fine.
+@kopf.on.event(names.GATEWAY_GROUP, names.GATEWAY_VERSION, names.HTTP_ROUTES, labels=CHILD_LABELS)
 def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed or went away: restore it if needed and mirror its status."""
     if reconciler.redundant_child_event(event["type"], body.get("kind", "")):
@@ -157,8 +160,8 @@ def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: 
     try:
         with METRICS.reconcile():
             reconciler.reconcile(parent, kube.KubeApi(memo.clients), memo.settings)
-    except SpecError:
-        return  # recorded in status by the converge handler; children stay as they are
+    except (SpecError, kube.RouteNotServed):
+        return  # recorded in status; the converge handler retries (or needs a new spec)
 
 
 def peering_priority() -> int:

@@ -7,8 +7,9 @@ Every write names the field manager `llm-operator`. API failures become kopf's
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -26,7 +27,14 @@ from llm_operator.controller.merge import (
     contains,
     keep_autoscaler_fields,
 )
-from llm_operator.render.names import RAY_GROUP, RAY_VERSION
+from llm_operator.render.names import (
+    GATEWAY_GROUP,
+    GATEWAY_VERSION,
+    GATEWAYS,
+    HTTP_ROUTES,
+    RAY_GROUP,
+    RAY_VERSION,
+)
 from llm_operator.yamlio import Manifest
 
 FIELD_MANAGER: Final = "llm-operator"
@@ -118,17 +126,37 @@ def api_errors(what: str, missing_crd_hint: str | None = None) -> Iterator[None]
         raise kopf.TemporaryError(_explain(exc, what), delay=RETRY_SECONDS) from exc
 
 
+@dataclass(frozen=True)
+class CustomKind:
+    """Where the API server serves a kind of custom object."""
+
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def served_as(self) -> str:
+        return f"{self.plural}.{self.group}/{self.version}"
+
+
+RAY_KINDS: Final = {
+    kind: CustomKind(RAY_GROUP, RAY_VERSION, plural) for kind, plural in RAY_PLURALS.items()
+}
+HTTP_ROUTE: Final = CustomKind(GATEWAY_GROUP, GATEWAY_VERSION, HTTP_ROUTES)
+GATEWAY: Final = CustomKind(GATEWAY_GROUP, GATEWAY_VERSION, GATEWAYS)
+
+
 def _ray_plural(kind: str) -> str:
     """The plural of a Ray kind, as a manifest's `kind` names it."""
     return RAY_PLURALS[RayKind(kind)]
 
 
-def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> Manifest | None:
+def _get(clients: Clients, kind: CustomKind, namespace: str, name: str) -> Manifest | None:
     try:
         found = cast(
             Manifest,
             clients.custom.get_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, namespace, _ray_plural(kind), name
+                kind.group, kind.version, namespace, kind.plural, name
             ),
         )
     except ApiException as exc:
@@ -138,15 +166,19 @@ def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> 
     return found
 
 
-def _create_ray_resource(clients: Clients, desired: Manifest) -> Manifest | None:
+def get_ray_resource(clients: Clients, kind: str, namespace: str, name: str) -> Manifest | None:
+    return _get(clients, RAY_KINDS[RayKind(kind)], namespace, name)
+
+
+def _create(clients: Clients, kind: CustomKind, desired: Manifest) -> Manifest | None:
     """Create the object; None when one of that name exists already."""
     meta = desired["metadata"]
     try:
         created = clients.custom.create_namespaced_custom_object(
-            RAY_GROUP,
-            RAY_VERSION,
+            kind.group,
+            kind.version,
             meta["namespace"],
-            _ray_plural(desired["kind"]),
+            kind.plural,
             desired,
             field_manager=FIELD_MANAGER,
         )
@@ -157,15 +189,61 @@ def _create_ray_resource(clients: Clients, desired: Manifest) -> Manifest | None
     return cast(Manifest, created)
 
 
+def _apply(
+    clients: Clients,
+    kind: CustomKind,
+    desired: Manifest,
+    *,
+    likely_absent: bool,
+    wanted_of: Callable[[Manifest, Manifest], Manifest],
+) -> tuple[Outcome, Manifest]:
+    """Create the object, or server-side apply the difference (inside `api_errors`).
+
+    With `likely_absent` (a first reconcile) the create goes first and a read follows
+    only if the name is taken, which saves a read per new LLMDeployment. `wanted_of`
+    makes what to apply of the desired and the live object. The update carries the live
+    resourceVersion, so a concurrent writer makes it fail with 409 and retry."""
+    meta = desired["metadata"]
+    what = f"{desired['kind']} {meta['namespace']}/{meta['name']}"
+    if likely_absent and (created := _create(clients, kind, desired)) is not None:
+        return "created", created
+    live = _get(clients, kind, meta["namespace"], meta["name"])
+    if live is None:
+        created = _create(clients, kind, desired)
+        if created is None:
+            raise kopf.TemporaryError(f"{what}: created meanwhile by another writer", delay=1)
+        return "created", created
+    wanted = wanted_of(desired, live)
+    if contains(wanted, live):
+        return "unchanged", live
+    wanted["metadata"] = {
+        **wanted["metadata"],
+        "resourceVersion": live["metadata"]["resourceVersion"],
+    }
+    updated = cast(
+        Manifest,
+        clients.custom.patch_namespaced_custom_object(
+            kind.group,
+            kind.version,
+            meta["namespace"],
+            kind.plural,
+            meta["name"],
+            wanted,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY_PATCH,
+        ),
+    )
+    return "updated", updated
+
+
 def apply_ray_resource(
     clients: Clients, desired: Manifest, *, likely_absent: bool = False
 ) -> tuple[Outcome, Manifest]:
     """Create the RayService/RayCluster, or server-side apply the difference.
 
-    With `likely_absent` (a first reconcile) the create goes first and a read follows
-    only if the name is taken, which saves a read per new LLMDeployment. Updates carry
-    the autoscaler's live fields and the live resourceVersion, so a concurrent scale by
-    the autoscaler makes the apply fail with 409 and retry instead of overwriting it.
+    Updates carry the autoscaler's live fields, so a concurrent scale by the autoscaler
+    makes the apply fail with 409 and retry instead of overwriting it.
     """
     kind = desired["kind"]
     meta = desired["metadata"]
@@ -173,36 +251,63 @@ def apply_ray_resource(
     what = f"{kind} {meta['namespace']}/{meta['name']}"
     hint = f"install KubeRay's CRDs ({plural}.{RAY_GROUP}) and operator"
     with api_errors(what, hint):
-        if likely_absent and (created := _create_ray_resource(clients, desired)) is not None:
-            return "created", created
-        live = get_ray_resource(clients, kind, meta["namespace"], meta["name"])
-        if live is None:
-            created = _create_ray_resource(clients, desired)
-            if created is None:
-                raise kopf.TemporaryError(f"{what}: created meanwhile by another writer", delay=1)
-            return "created", created
-        wanted = keep_autoscaler_fields(desired, live)
-        if contains(wanted, live):
-            return "unchanged", live
-        wanted["metadata"] = {
-            **wanted["metadata"],
-            "resourceVersion": live["metadata"]["resourceVersion"],
-        }
-        updated = cast(
-            Manifest,
-            clients.custom.patch_namespaced_custom_object(
-                RAY_GROUP,
-                RAY_VERSION,
-                meta["namespace"],
-                plural,
-                meta["name"],
-                wanted,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY_PATCH,
-            ),
+        return _apply(
+            clients,
+            RAY_KINDS[RayKind(kind)],
+            desired,
+            likely_absent=likely_absent,
+            wanted_of=keep_autoscaler_fields,
         )
-        return "updated", updated
+
+
+class RouteNotServed(kopf.TemporaryError):
+    """The API server does not serve Gateway API HTTPRoutes, and a spec asks for one."""
+
+
+def _whole(desired: Manifest, live: Manifest) -> Manifest:
+    return copy.deepcopy(desired)
+
+
+def apply_http_route(
+    clients: Clients, desired: Manifest, *, likely_absent: bool = False
+) -> tuple[Outcome, Manifest]:
+    """Create the HTTPRoute, or server-side apply the difference; `RouteNotServed` while
+    the Gateway API's CRDs are missing."""
+    meta = desired["metadata"]
+    what = f"HTTPRoute {meta['namespace']}/{meta['name']}"
+    try:
+        with api_errors(what, "install the Gateway API's CRDs"):
+            return _apply(
+                clients, HTTP_ROUTE, desired, likely_absent=likely_absent, wanted_of=_whole
+            )
+    except NotServed as exc:
+        raise RouteNotServed(
+            f"spec.exposure.gateway: the API server does not serve {HTTP_ROUTE.served_as}: "
+            "install the Gateway API's CRDs (standard channel, v1.0 or later) or remove "
+            "spec.exposure.gateway",
+            delay=NOT_SERVED_RETRY_SECONDS,
+        ) from exc
+
+
+def delete_http_route(clients: Clients, namespace: str, name: str) -> bool:
+    """Delete the HTTPRoute a spec no longer asks for; False when it is gone already (or
+    the Gateway API is not served: then there is none either)."""
+    with api_errors(f"HTTPRoute {namespace}/{name}"):
+        try:
+            clients.custom.delete_namespaced_custom_object(
+                HTTP_ROUTE.group, HTTP_ROUTE.version, namespace, HTTP_ROUTE.plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+    return True
+
+
+def get_gateway(clients: Clients, namespace: str, name: str) -> Manifest | None:
+    """A Gateway the route attaches to; None when there is none (or no Gateway API)."""
+    with api_errors(f"Gateway {namespace}/{name}"):
+        return _get(clients, GATEWAY, namespace, name)
 
 
 def sync_worker_bounds(clients: Clients, bounds: WorkerBounds) -> Manifest | None:
@@ -341,6 +446,17 @@ class KubeApi:
 
     def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None:
         return sync_worker_bounds(self.clients, bounds)
+
+    def apply_http_route(
+        self, desired: Manifest, *, likely_absent: bool
+    ) -> tuple[Outcome, Manifest]:
+        return apply_http_route(self.clients, desired, likely_absent=likely_absent)
+
+    def delete_http_route(self, namespace: str, name: str) -> bool:
+        return delete_http_route(self.clients, namespace, name)
+
+    def get_gateway(self, namespace: str, name: str) -> Manifest | None:
+        return get_gateway(self.clients, namespace, name)
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         patch_status(self.clients, namespace, name, patch)

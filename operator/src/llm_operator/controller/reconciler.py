@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -22,13 +22,20 @@ from llm_operator.api.plan import Plan
 from llm_operator.api.validation import FieldError, SpecError, resolve
 from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType, RayKind
 from llm_operator.controller import status
-from llm_operator.controller.kube import ChildRefused, NotServed, Outcome
+from llm_operator.controller.kube import (
+    NOT_SERVED_RETRY_SECONDS,
+    ChildRefused,
+    NotServed,
+    Outcome,
+    RouteNotServed,
+)
 from llm_operator.controller.merge import WorkerBounds, worker_groups
 from llm_operator.render import Children, is_retained, names, render_children
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
 
 LOG = logging.getLogger(__name__)
+ROUTE_KIND = "HTTPRoute"
 
 
 class ClusterApi(Protocol):
@@ -41,6 +48,14 @@ class ClusterApi(Protocol):
     ) -> tuple[Outcome, Manifest]: ...
 
     def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None: ...
+
+    def apply_http_route(
+        self, desired: Manifest, *, likely_absent: bool
+    ) -> tuple[Outcome, Manifest]: ...
+
+    def delete_http_route(self, namespace: str, name: str) -> bool: ...
+
+    def get_gateway(self, namespace: str, name: str) -> Manifest | None: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
@@ -125,6 +140,58 @@ def _apply_children(
     return live
 
 
+@dataclass(frozen=True)
+class RouteState:
+    """The HTTPRoute after a reconcile: its name when it exists, why the one the spec asks
+    for does not, and the first parent Gateway as read (for the external URL)."""
+
+    name: str | None = None
+    problem: str | None = None
+    gateway: Manifest | None = None
+
+
+def _apply_route(
+    api: ClusterApi, plan: Plan, children: Children, owner: Manifest, before: Mapping[str, Any]
+) -> RouteState:
+    """Apply the HTTPRoute the spec asks for, or delete the one it no longer does (known
+    from status, so a spec without a route costs no request, Gateway API or not)."""
+    namespace = plan.llmd.namespace
+    previous = before.get("httpRoute")
+    route = children.route
+    if route is None:
+        if previous:
+            api.delete_http_route(namespace, previous)
+        return RouteState()
+    _adopt(route, owner)
+    try:
+        outcome, _ = api.apply_http_route(route, likely_absent=not previous)
+    except RouteNotServed as exc:
+        return RouteState(problem=str(exc))
+    _log(route, outcome)
+    exposure = plan.llmd.spec.exposure
+    assert exposure is not None and exposure.gateway is not None
+    ref = exposure.gateway.parent_refs[0]
+    gateway = api.get_gateway(ref.namespace or namespace, ref.name)
+    return RouteState(route["metadata"]["name"], None, gateway)
+
+
+def _with_route(plan: Plan, observed: status.Observed, route: RouteState) -> status.Observed:
+    exposure = plan.llmd.spec.exposure
+    endpoint = None
+    if route.gateway is not None and exposure is not None and exposure.gateway is not None:
+        gateway, ref = exposure.gateway, exposure.gateway.parent_refs[0]
+        endpoint = status.gateway_endpoint(
+            route.gateway,
+            hostnames=gateway.hostnames,
+            path=gateway.path,
+            section_name=ref.section_name,
+            port=ref.port,
+        )
+    return replace(
+        observed, http_route=route.name, route_problem=route.problem, external_endpoint=endpoint
+    )
+
+
 def _sync_serving_cluster_bounds(
     api: ClusterApi, ray_service: Manifest, namespace: str, cluster_name: str
 ) -> Manifest | None:
@@ -172,6 +239,7 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
         children = render_children(plan, settings)
         try:
             live = _apply_children(api, children, owner, first=not before)
+            route = _apply_route(api, plan, children, owner, before)
         except ChildRefused as exc:
             # Values the schema lets through but the child's own schema refuses (a storage
             # class name, a quantity): as invalid as a spec gets, and reported the same way.
@@ -186,8 +254,11 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
             api, owner, before, status.not_served_status(str(exc), generation, before, _now())
         )
         raise
-    observed = _observe(api, plan, children, live)
+    observed = _with_route(plan, _observe(api, plan, children, live), route)
     _write_status(api, owner, before, status.reconciled_status(plan, observed, before, _now()))
+    if route.problem is not None:
+        # Recorded in SpecValid; retried soon, so the route follows the Gateway API's CRDs.
+        raise RouteNotServed(route.problem, delay=NOT_SERVED_RETRY_SECONDS)
     return plan
 
 
@@ -197,12 +268,13 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
 def redundant_child_event(event_type: str | None, kind: str) -> bool:
     """Child events that cannot tell the reconcile anything new.
 
-    A RayService's creation: only the reconcile that just created it makes them.
+    A RayService's or HTTPRoute's creation: only the reconcile that just created it makes
+    them.
     KubeRay's RayClusters do count from their creation on (a new serving cluster needs
     the current worker bounds), and so do listings (no type), which after a lost watch
     are the only sign of what changed meanwhile.
     """
-    return event_type == "ADDED" and kind == RayKind.RAY_SERVICE
+    return event_type == "ADDED" and kind in (RayKind.RAY_SERVICE, ROUTE_KIND)
 
 
 def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:

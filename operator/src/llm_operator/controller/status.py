@@ -67,6 +67,56 @@ class Observed:
     serving_clusters: tuple[str, ...] = ()
     # Whether the serving RayCluster has gcsFaultToleranceOptions; None: no cluster read.
     gcs_fault_tolerance: bool | None = None
+    # The HTTPRoute of spec.exposure.gateway that exists, and why the one asked for does
+    # not (the Gateway API is not served); None: no route, no problem.
+    http_route: str | None = None
+    route_problem: str | None = None
+    # The URL clients outside the cluster use, once the route's Gateway has an address.
+    external_endpoint: str | None = None
+
+
+# Ports a URL of each scheme leaves out.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _listener(gateway: Body, section_name: str | None, port: int | None) -> Body:
+    """The listener a parent reference attaches to: by name, else by port, else the first."""
+    listeners: list[Body] = list((gateway.get("spec") or {}).get("listeners") or [])
+    for listener in listeners:
+        if section_name is not None and listener.get("name") == section_name:
+            return listener
+        if section_name is None and port is not None and listener.get("port") == port:
+            return listener
+    return listeners[0] if listeners else {}
+
+
+def gateway_endpoint(
+    gateway: Body | None,
+    *,
+    hostnames: Sequence[str],
+    path: str,
+    section_name: str | None = None,
+    port: int | None = None,
+) -> str | None:
+    """The OpenAI-compatible base URL through the Gateway, or None until the Gateway
+    reports an address (`status.addresses`, written by its controller).
+
+    The host is the route's first exact host name, else the Gateway's first address; the
+    scheme and port are the listener's (HTTPS is https)."""
+    addresses = ((gateway or {}).get("status") or {}).get("addresses") or []
+    values = [str(a.get("value")) for a in addresses if a.get("value")]
+    if gateway is None or not values:
+        return None
+    exact = [h for h in hostnames if not h.startswith("*.")]
+    host = exact[0] if exact else values[0]
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    listener = _listener(gateway, section_name, port)
+    scheme = "https" if listener.get("protocol") == "HTTPS" else "http"
+    listener_port = listener.get("port", DEFAULT_PORTS[scheme])
+    authority = host if listener_port == DEFAULT_PORTS[scheme] else f"{host}:{listener_port}"
+    prefix = "" if path == "/" else path
+    return f"{scheme}://{authority}{prefix}/v1"
 
 
 def has_gcs_fault_tolerance(cluster: Body | None) -> bool | None:
@@ -297,6 +347,14 @@ def observe(plan: Plan, live: Body | None) -> Observed:
     return replace(observed, ready_replicas=ready)
 
 
+def _spec_valid_state(route_problem: str | None) -> ConditionState:
+    """Valid, unless the spec asks for a route the cluster cannot serve (its Gateway API
+    is missing): the Ray resource serves in the cluster meanwhile."""
+    if route_problem is None:
+        return ConditionState(TRUE, Reason.VALID, "the spec passed validation")
+    return ConditionState(FALSE, Reason.GATEWAY_API_NOT_INSTALLED, route_problem[:MAX_MESSAGE])
+
+
 def reconciled_status(plan: Plan, observed: Observed, previous: Body, now: str) -> dict[str, Any]:
     """The full status of a valid LLMDeployment given what its child reports."""
     llmd = plan.llmd
@@ -304,17 +362,19 @@ def reconciled_status(plan: Plan, observed: Observed, previous: Body, now: str) 
     wanted = {
         ConditionType.READY: observed.ready,
         ConditionType.PROGRESSING: observed.progressing,
-        ConditionType.SPEC_VALID: ConditionState(TRUE, Reason.VALID, "the spec passed validation"),
+        ConditionType.SPEC_VALID: _spec_valid_state(observed.route_problem),
         ConditionType.RESOURCES_FIT: _fit_state(plan.fit),
     }
     service = plan.serves
+    in_cluster = names.endpoint(llmd.name, llmd.namespace) if service else None
     status = LLMDeploymentStatus(
         phase=observed.phase,
         conditions=merge_conditions(previous.get("conditions") or [], wanted, generation, now),
         observed_generation=generation,
         model=llmd.served_model_id,
-        endpoint=names.endpoint(llmd.name, llmd.namespace) if service else None,
+        endpoint=observed.external_endpoint or in_cluster,
         ray_service=names.ray_service_name(llmd.name) if service else None,
+        http_route=observed.http_route,
         ray_cluster=observed.ray_cluster,
         gpus_per_replica=plan.gpus_per_replica,
         replicas=ReplicaStatus(desired=plan.min_replicas, ready=observed.ready_replicas),

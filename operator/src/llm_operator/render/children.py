@@ -10,6 +10,7 @@ from llm_operator.api.plan import Plan
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.render import names
 from llm_operator.render.pods import autoscaler_resources, head_group, worker_groups
+from llm_operator.render.route import http_route
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
@@ -144,21 +145,25 @@ class Children:
     claims: tuple[Manifest, ...]
     ray: Manifest
     kind: RayKind
+    # The HTTPRoute of spec.exposure.gateway; None when the spec asks for none.
+    route: Manifest | None = None
 
     def in_apply_order(self) -> list[Manifest]:
-        """Claims first (pods mount them), then the Ray resource."""
-        return [*self.claims, self.ray]
+        """Claims first (pods mount them), then the Ray resource, then the route to the
+        Service KubeRay makes for it."""
+        return [*self.claims, self.ray, *([] if self.route is None else [self.route])]
 
 
 def render_children(plan: Plan, settings: OperatorSettings | None = None) -> Children:
     """Every child of a resolved plan."""
     settings = settings or OperatorSettings()
     ray = RAY_CHILD[plan.ray_kind](plan, settings)
-    return Children(tuple(claims(plan.llmd)), ray, plan.ray_kind)
+    return Children(tuple(claims(plan.llmd)), ray, plan.ray_kind, http_route(plan.llmd))
 
 
 def render(plan: Plan, settings: OperatorSettings | None = None) -> list[Manifest]:
-    """All children in apply order: claims first (pods mount them), then the Ray resource."""
+    """All children in apply order: claims first (pods mount them), then the Ray resource,
+    then the route."""
     return render_children(plan, settings).in_apply_order()
 
 

@@ -12,6 +12,14 @@ RAY_GROUP: Final = "ray.io"
 RAY_VERSION: Final = "v1"
 RAY_API_VERSION: Final = f"{RAY_GROUP}/{RAY_VERSION}"
 
+# Gateway API (gateway.networking.k8s.io/v1): the HTTPRoute of spec.exposure.gateway and
+# the Gateways it attaches to.
+GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
+GATEWAY_VERSION: Final = "v1"
+GATEWAY_API_VERSION: Final = f"{GATEWAY_GROUP}/{GATEWAY_VERSION}"
+HTTP_ROUTES: Final = "httproutes"
+GATEWAYS: Final = "gateways"
+
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "llm-operator"
 APP_NAME: Final = "llmdeployment"
@@ -68,6 +76,10 @@ def model_cache_claim(deployment: str) -> str:
 
 def checkpoints_claim(deployment: str) -> str:
     return f"{deployment}-checkpoints"
+
+
+def http_route_name(deployment: str) -> str:
+    return deployment
 
 
 def serve_service_name(deployment: str) -> str:
