@@ -111,7 +111,9 @@ def test_same_pods_per_replica_on_every_type() -> None:
     body = fallback()
     body["spec"]["engine"].update(tensorParallelSize=2, pipelineParallelSize=4)
     messages = refusals(body)
-    (message,) = [m for m in messages if names_field(m, "spec.accelerator.fallbacks[0].gpusPerNode")]
+    (message,) = [
+        m for m in messages if names_field(m, "spec.accelerator.fallbacks[0].gpusPerNode")
+    ]
     assert "2 pod(s) of 4 GPU(s)" in message and "1 pod(s) of 8" in message
 
 
