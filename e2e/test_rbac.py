@@ -57,6 +57,13 @@ NEEDED = [
     Access("create", "persistentvolumeclaims"),
     Access("patch", "persistentvolumeclaims"),
     Access("create", "events"),
+    # spec.exposure.gateway: the HTTPRoute it owns (deleted when the spec drops it) and
+    # the Gateway it reads for the external URL.
+    Access("create", "httproutes", "gateway.networking.k8s.io"),
+    Access("patch", "httproutes", "gateway.networking.k8s.io"),
+    Access("watch", "httproutes", "gateway.networking.k8s.io"),
+    Access("delete", "httproutes", "gateway.networking.k8s.io"),
+    Access("get", "gateways", "gateway.networking.k8s.io"),
 ]
 FORBIDDEN = [
     Access("get", "secrets"),
@@ -77,6 +84,13 @@ FORBIDDEN = [
     Access("watch", "persistentvolumeclaims"),
     Access("patch", "events"),
     Access("create", "events", "events.k8s.io"),
+    # Of the Gateway API: its own route only; Gateways are read, never written.
+    Access("update", "httproutes", "gateway.networking.k8s.io"),
+    Access("patch", "httproutes", "gateway.networking.k8s.io", "status"),
+    Access("patch", "gateways", "gateway.networking.k8s.io"),
+    Access("list", "gateways", "gateway.networking.k8s.io"),
+    Access("create", "gateways", "gateway.networking.k8s.io"),
+    Access("delete", "rayservices", "ray.io"),
 ]
 
 
