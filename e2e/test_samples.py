@@ -63,6 +63,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # GPU-type fallback: the preferred group (H100) holds the one minimum replica; the L4
     # fallback group starts with no pods.
     "gpu-fallback": {"workers": 1, "groups": {"gpu-workers": (1, 1)}},
+    # The quick start with an HTTPRoute: the route changes nothing in placement.
+    "gateway-route": {"workers": 1, "gpus": 1},
 }
 
 

@@ -303,3 +303,13 @@ def test_the_routes_own_creation_event_reconciles_nothing() -> None:
     assert reconciler.redundant_child_event("ADDED", "HTTPRoute")
     assert not reconciler.redundant_child_event("MODIFIED", "HTTPRoute")
     assert not reconciler.redundant_child_event("DELETED", "HTTPRoute")
+
+
+def test_a_gateway_the_operator_may_not_read_costs_only_the_external_url() -> None:
+    """A namespaced install reads no Gateway outside its namespaces (403)."""
+    server = FakeApiServer()
+    name = stored(server, exposed())
+    server.fail("get", names.GATEWAYS, 403, "forbidden")
+    result = reconcile(server, name, cluster_api(server))
+    assert result["httpRoute"] == name
+    assert result["endpoint"] == names.endpoint(name, NAMESPACE)

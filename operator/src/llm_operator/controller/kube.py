@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from llm_operator.render.names import (
 )
 from llm_operator.yamlio import Manifest
 
+LOG = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "llm-operator"
 RAY_PLURALS: Final = {RayKind.RAY_SERVICE: "rayservices", RayKind.RAY_CLUSTER: "rayclusters"}
 APPLY_PATCH: Final = "application/apply-patch+yaml"
@@ -305,9 +307,17 @@ def delete_http_route(clients: Clients, namespace: str, name: str) -> bool:
 
 
 def get_gateway(clients: Clients, namespace: str, name: str) -> Manifest | None:
-    """A Gateway the route attaches to; None when there is none (or no Gateway API)."""
+    """A Gateway the route attaches to; None when there is none (or no Gateway API), or
+    when the operator may not read it: a namespaced install's Roles do not reach a
+    Gateway in another namespace, which costs only the external URL, not the reconcile."""
     with api_errors(f"Gateway {namespace}/{name}"):
-        return _get(clients, GATEWAY, namespace, name)
+        try:
+            return _get(clients, GATEWAY, namespace, name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            LOG.info("Gateway %s/%s is not readable (403): no external URL", namespace, name)
+            return None
 
 
 def sync_worker_bounds(clients: Clients, bounds: WorkerBounds) -> Manifest | None:
