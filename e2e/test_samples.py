@@ -179,6 +179,9 @@ def test_405b_replica_spans_two_h100_nodes(kube: Kube, namespace: str) -> None:
     assert groups == {names.WORKER_GROUP}
 
 
+MERGE = "application/merge-patch+json"
+
+
 @contextmanager
 def cordoned(kube: Kube, accelerator: str) -> Iterator[list[str]]:
     """Every node of `accelerator` cordoned (new pods cannot land there) for the block,
@@ -188,11 +191,11 @@ def cordoned(kube: Kube, accelerator: str) -> Iterator[list[str]]:
     assert found, f"no {accelerator} nodes in the cluster"
     try:
         for name in found:
-            kube.core.patch_node(name, {"spec": {"unschedulable": True}})
+            kube.core.patch_node(name, {"spec": {"unschedulable": True}}, _content_type=MERGE)
         yield found
     finally:
         for name in found:
-            kube.core.patch_node(name, {"spec": {"unschedulable": None}})
+            kube.core.patch_node(name, {"spec": {"unschedulable": None}}, _content_type=MERGE)
 
 
 def _unschedulable(pod: client.V1Pod) -> bool:
