@@ -1322,7 +1322,9 @@ class JobStatus(ApiModel):
     start_time: str | None = Field(default=None, description="When the run started (RFC 3339).")
     end_time: str | None = Field(default=None, description="When the run ended (RFC 3339).")
     dashboard_url: str | None = Field(
-        default=None, description="The Ray dashboard of the job's cluster (host:port)."
+        default=None,
+        alias="dashboardURL",  # KubeRay's spelling
+        description="The Ray dashboard of the job's cluster (host:port).",
     )
     ray_cluster: str | None = Field(
         default=None, description="The Ray cluster KubeRay made for the run."
