@@ -106,20 +106,12 @@ KUBERAY_STATES = [
 
 
 @pytest.mark.parametrize(
-    ("deployment", "job", "phase", "ready", "progressing", "reason"),
-    KUBERAY_STATES,
-    ids=[f"{d or 'New'}-{j or 'none'}" for d, j, *_ in KUBERAY_STATES],
+    "case", KUBERAY_STATES, ids=[f"{d or 'New'}-{j or 'none'}" for d, j, *_ in KUBERAY_STATES]
 )
 def test_status_mirrors_each_kuberay_job_state(
-    server: FakeApiServer,
-    api: RecordingKubeApi,
-    deployment: str,
-    job: str,
-    phase: Phase,
-    ready: str,
-    progressing: str,
-    reason: Reason,
+    server: FakeApiServer, api: RecordingKubeApi, case: tuple[str, str, Phase, str, str, Reason]
 ) -> None:
+    deployment, job, phase, ready, progressing, reason = case
     name = stored(server, JOB)
     reconcile(server, name, api)
     kuberay_reports(
