@@ -229,7 +229,12 @@ def _finished_run(
 ) -> status.Observed:
     """What a finished run reports: its RayJob's last word (or, once that is gone, the
     recorded one); a later generation's spec change is refused, with a Warning Event
-    the first time."""
+    the first time.
+
+    Refused rather than re-run by a field: one LLMDeployment is one run, as a Kubernetes
+    Job's template is immutable, and a finished run's record (status, times) is never
+    replaced. A new run is a re-created LLMDeployment, which finds the retained
+    checkpoints claim."""
     observed = status.kept_run(before) if live is None else status.observe(plan, live)
     if generation == finished_at:
         return observed
