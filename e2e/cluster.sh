@@ -24,22 +24,12 @@
 # under .e2e/ (LLM_OPERATOR_E2E_STATE); logs in .e2e/logs/.
 set -euo pipefail
 
-e2e_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$e2e_dir/.." && pwd)
-# shellcheck source=cluster/settings.env
-source "$e2e_dir/cluster/settings.env"
-state=${LLM_OPERATOR_E2E_STATE:-$root/.e2e}
-logs=$state/logs
-bin_dir=$state/bin
-admin_kubeconfig=$state/kubeconfig
+# shellcheck source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 operator_kubeconfig=$state/operator.kubeconfig
 operator_cli=${LLM_OPERATOR_CLI:-$root/.venv/bin/llm-operator}
 operator_liveness=$OPERATOR_LIVENESS_ADDRESS
 export KWOK_WORKDIR=$state/kwok
-export PATH=$bin_dir:$PATH
-
-# shellcheck source=lib.sh
-source "$e2e_dir/lib.sh"
 
 kuberay_namespaces() {
   local list=$DEMO_NAMESPACE i

@@ -64,23 +64,15 @@ def settings() -> dict[str, str]:
     return cluster_settings()
 
 
-def _exists(kube: Kube, name: str) -> bool:
-    try:
-        kube.core.read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
 def _delete_namespace(kube: Kube, name: str) -> None:
     try:
         kube.core.delete_namespace(name)
     except ApiException as exc:
         if exc.status != 404:
             raise
-    wait_for(lambda: not _exists(kube, name), f"namespace {name} to go", NAMESPACE_GONE_SECONDS)
+    wait_for(
+        lambda: not kube.namespace_exists(name), f"namespace {name} to go", NAMESPACE_GONE_SECONDS
+    )
     # Static volumes made for the namespace's claims are cluster-scoped: remove them too.
     kube.core.delete_collection_persistent_volume(label_selector=f"llmops.dev/e2e-namespace={name}")
 
@@ -95,7 +87,7 @@ def _create_namespace(kube: Kube, name: str) -> None:
 def pool_namespace(kube: Kube) -> Iterator[str]:
     """A fresh namespace that KubeRay watches, taken from the shared pool and given back."""
     for name in namespace_pool():
-        if _exists(kube, name):
+        if kube.namespace_exists(name):
             continue
         try:
             _create_namespace(kube, name)

@@ -1,6 +1,20 @@
-# Shell helpers shared by e2e/cluster.sh and e2e/node.sh: background processes kept by
-# pid file under $state, logs under $logs, and waits on a condition.
+# Shell helpers shared by e2e/cluster.sh and e2e/node.sh: where the cluster's state
+# lives, background processes kept by pid file under $state, logs under $logs, and waits
+# on a condition.
 # shellcheck shell=bash
+
+# The cluster's names and ports, and the state both scripts keep under .e2e/ (or
+# LLM_OPERATOR_E2E_STATE): logs, the pinned binaries (first on PATH), the admin kubeconfig.
+e2e_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$e2e_dir/.." && pwd)
+# shellcheck source=cluster/settings.env
+source "$e2e_dir/cluster/settings.env"
+state=${LLM_OPERATOR_E2E_STATE:-$root/.e2e}
+logs=$state/logs
+bin_dir=$state/bin
+# shellcheck disable=SC2034 # for the scripts that source this file
+admin_kubeconfig=$state/kubeconfig
+export PATH=$bin_dir:$PATH
 
 log() { printf '[%s] %s\n' "${log_prefix:-cluster}" "$*" >&2; }
 

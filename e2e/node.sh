@@ -17,22 +17,14 @@
 # Needs root (containerd, network namespaces, iptables). Logs go to .e2e/logs/.
 set -euo pipefail
 
-e2e_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$e2e_dir/.." && pwd)
-# shellcheck source=cluster/settings.env
-source "$e2e_dir/cluster/settings.env"
-state=${LLM_OPERATOR_E2E_STATE:-$root/.e2e}
-logs=$state/logs
-bin_dir=$state/bin
+# shellcheck source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 node=$state/node
-admin_kubeconfig=$state/kubeconfig
 pki=$state/kwok/clusters/$CLUSTER_NAME/pki
 sock=$node/containerd.sock
 bridge=llmop0
 log_prefix=node
-export PATH=$bin_dir:$PATH KUBECONFIG=$admin_kubeconfig
-# shellcheck source=lib.sh
-source "$e2e_dir/lib.sh"
+export KUBECONFIG=$admin_kubeconfig
 
 # Debian packages the node needs, by the command that shows each is there.
 packages=(containerd:containerd runc:runc conntrack:conntrack iptables:iptables

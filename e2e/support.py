@@ -207,7 +207,16 @@ class Kube:
         )
         return list(listing["items"])
 
-    # Pods, nodes, claims ------------------------------------------------------------
+    # Namespaces, pods, nodes, claims -------------------------------------------------
+    def namespace_exists(self, name: str) -> bool:
+        try:
+            self.core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
 
@@ -245,6 +254,22 @@ def converged(body: Body) -> bool:
     """The operator has handled the latest spec (status.observedGeneration caught up)."""
     status = body.get("status") or {}
     return status.get("observedGeneration") == body["metadata"]["generation"]
+
+
+def spec_valid_false(kube: Kube, namespace: str, name: str) -> Body | None:
+    """The LLMDeployment once the operator has handled its latest spec and reports
+    SpecValid=False; None until then."""
+    found = kube.get_llmd(namespace, name)
+    valid = condition(found, "SpecValid")
+    return found if converged(found) and valid and valid["status"] == "False" else None
+
+
+def wait_spec_invalid(kube: Kube, namespace: str, name: str, what: str) -> tuple[Body, str]:
+    """Waits for `spec_valid_false`: the LLMDeployment then, and the condition's message."""
+    found = wait_for(lambda: spec_valid_false(kube, namespace, name), what)
+    valid = condition(found, "SpecValid")
+    assert valid is not None
+    return found, valid["message"]
 
 
 def gpu_request(pod: client.V1Pod) -> int:

@@ -17,12 +17,12 @@ from support import (
     CONFLICT_RETRIES,
     INVALID,
     Kube,
-    condition,
     converged,
     load_yaml,
     refusal,
     sample,
     wait_for,
+    wait_spec_invalid,
 )
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
@@ -137,13 +137,7 @@ def test_operator_reports_what_the_schema_cannot(kube: Kube, namespace: str, pat
     created = create_as_kubectl(kube, body)
     name = created["metadata"]["name"]
 
-    def reported() -> dict[str, Any] | None:
-        found = kube.get_llmd(namespace, name)
-        valid = condition(found, "SpecValid")
-        return found if converged(found) and valid and valid["status"] == "False" else None
-
-    found = wait_for(reported, "SpecValid=False")
-    message = condition(found, "SpecValid")["message"]  # type: ignore[index]
+    found, message = wait_spec_invalid(kube, namespace, name, "SpecValid=False")
     assert names_field(message, expected_field(path)), message
     assert found["status"]["phase"] == "Failed"
     assert kube.rays("rayservices", namespace) == []
@@ -156,13 +150,7 @@ def test_invalid_update_keeps_running_children(kube: Kube, namespace: str) -> No
     # Accepted by the schema, refused by the operator: engine args repeat a typed field.
     kube.patch_llmd(namespace, name, {"spec": {"engine": {"args": {"tensor_parallel_size": 2}}}})
 
-    def reported() -> dict[str, Any] | None:
-        found = kube.get_llmd(namespace, name)
-        valid = condition(found, "SpecValid")
-        return found if converged(found) and valid and valid["status"] == "False" else None
-
-    found = wait_for(reported, "SpecValid=False after the update")
-    message = condition(found, "SpecValid")["message"]  # type: ignore[index]
+    found, message = wait_spec_invalid(kube, namespace, name, "SpecValid=False after the update")
     assert names_field(message, "spec.engine.args.tensor_parallel_size"), message
     assert found["status"]["phase"] != "Failed", "the running children keep their phase"
     same = kube.ray("rayservices", namespace, names.ray_service_name(name))
@@ -182,12 +170,7 @@ def test_child_the_api_server_refuses_is_reported_as_invalid_spec(
 
     name = kube.create_llmd(sample("quickstart", namespace, edit))["metadata"]["name"]
 
-    def reported() -> dict[str, Any] | None:
-        found = kube.get_llmd(namespace, name)
-        valid = condition(found, "SpecValid")
-        return valid if converged(found) and valid and valid["status"] == "False" else None
-
-    message = wait_for(reported, "SpecValid=False for the refused claim")["message"]
+    _, message = wait_spec_invalid(kube, namespace, name, "SpecValid=False for the refused claim")
     assert "PersistentVolumeClaim" in message, message
     assert names_field(message, "spec.resources[storage]"), message
     assert kube.rays("rayservices", namespace) == [], "nothing after the refused child"

@@ -27,7 +27,9 @@ from support import (
     operator_metrics_url,
     sample,
     scrape,
+    spec_valid_false,
     wait_for,
+    wait_spec_invalid,
 )
 from test_admission import create_as_kubectl, refusal, running_quickstart
 from testkit.bad_inputs import expand, expected_field, header
@@ -61,12 +63,6 @@ ADMISSION = [p for p in CASES if not header(p, "decided-by")]
 OPERATOR = [p for p in CASES if header(p, "decided-by")]
 # An update keeps the object's name; the rest of a case can be tried as an update.
 UPDATES = [p for p in ADMISSION if expected_field(p) != "metadata.name"]
-
-
-def spec_valid_false(kube: Kube, namespace: str, name: str) -> Body | None:
-    found = kube.get_llmd(namespace, name)
-    valid = condition(found, "SpecValid")
-    return found if converged(found) and valid and valid["status"] == "False" else None
 
 
 def operator_fields(ray_object: Body) -> list[Any]:
@@ -121,10 +117,7 @@ def test_operator_reports_spec_valid_false(
     kube: Kube, module_namespace: str, operator_cases: dict[str, Path], path: Path
 ) -> None:
     name = next(n for n, p in operator_cases.items() if p == path)
-    found = wait_for(
-        lambda: spec_valid_false(kube, module_namespace, name), f"SpecValid=False on {name}"
-    )
-    message = condition(found, "SpecValid")["message"]  # type: ignore[index]
+    found, message = wait_spec_invalid(kube, module_namespace, name, f"SpecValid=False on {name}")
     assert names_field(message, expected_field(path)), message
     assert found["status"]["phase"] == "Failed"
 
@@ -229,10 +222,9 @@ def test_invalid_updates_leave_the_running_children_alone(kube: Kube, namespace:
     # touches nothing; the RayService keeps the generation, spec and operator write it had.
     for path in OPERATOR:
         replace_with(kube, namespace, name, load_case(path))
-        found = wait_for(
-            lambda: spec_valid_false(kube, namespace, name), f"SpecValid=False after {path.stem}"
+        found, message = wait_spec_invalid(
+            kube, namespace, name, f"SpecValid=False after {path.stem}"
         )
-        message = condition(found, "SpecValid")["message"]  # type: ignore[index]
         assert names_field(message, expected_field(path)), (path.name, message)
         assert found["status"]["phase"] != "Failed", "the running children keep their phase"
 

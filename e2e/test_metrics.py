@@ -6,7 +6,6 @@ import os
 from functools import partial
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 from support import (
     NAMESPACE_GONE_SECONDS,
     Body,
@@ -115,16 +114,6 @@ def converged_llmd(kube: Kube, namespace: str, name: str) -> bool:
     return converged(kube.get_llmd(namespace, name))
 
 
-def namespace_gone(kube: Kube, name: str) -> bool:
-    try:
-        kube.core.read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return False
-
-
 @pytest.mark.faults
 @pytest.mark.skipif(
     bool(os.environ.get("E2E_KUBECONFIG")), reason="stops and starts the local operator"
@@ -164,7 +153,7 @@ def test_namespace_deleted_while_the_operator_is_down_leaves_the_gauges(
         try:
             kube.core.delete_namespace(namespace)
             wait_for(
-                lambda: namespace_gone(kube, namespace),
+                lambda: not kube.namespace_exists(namespace),
                 f"namespace {namespace} to go",
                 NAMESPACE_GONE_SECONDS,
             )

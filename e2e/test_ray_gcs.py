@@ -53,12 +53,11 @@ from test_ray import (
     NAME,
     READY_SECONDS,
     RequestLoop,
+    answering_url,
     answers,
-    base_url,
     kuberay_ready,
     ray_service,
     record,
-    wait_ready,
 )
 
 from conftest import pool_namespace
@@ -446,6 +445,18 @@ def lose_the_head(
     return figures
 
 
+def serve(
+    kube: Kube, ns: str, settings: dict[str, str], *, fault_tolerant: bool
+) -> tuple[str, str, client.V1Pod]:
+    """Creates the deployment and waits until it answers: its RayCluster's name, its
+    endpoint and its head pod."""
+    kube.create_llmd(gcs_deployment(ns, settings, fault_tolerant=fault_tolerant))
+    url = answering_url(kube, ns)
+    cluster = serving_cluster_name(kube, ns, NAME)
+    (head,) = head_pods(kube, ns, cluster)
+    return cluster, url, head
+
+
 @pytest.mark.parametrize("fault_tolerant", [True, False], ids=["gcs-ft", "no-gcs-ft"])
 def test_the_head_is_lost_and_replaced(
     kube: Kube, gcs_namespace: str, settings: dict[str, str], fault_tolerant: bool
@@ -453,12 +464,7 @@ def test_the_head_is_lost_and_replaced(
     ns = gcs_namespace
     if fault_tolerant:
         start_redis(kube, ns)
-    kube.create_llmd(gcs_deployment(ns, settings, fault_tolerant=fault_tolerant))
-    wait_ready(kube, ns, NAME)
-    cluster = serving_cluster_name(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
-    (head,) = head_pods(kube, ns, cluster)
+    cluster, url, head = serve(kube, ns, settings, fault_tolerant=fault_tolerant)
     assert_head_as_asked(kube, ns, settings, head, fault_tolerant=fault_tolerant)
     usage = container_usage(kube, settings["REAL_NODE_NAME"], ns, head.metadata.name)
 
@@ -504,12 +510,7 @@ def test_the_redis_pod_is_lost(kube: Kube, gcs_namespace: str, settings: dict[st
     not judged, apart from the deployment recovering."""
     ns = gcs_namespace
     redis = start_redis(kube, ns)
-    kube.create_llmd(gcs_deployment(ns, settings, fault_tolerant=True))
-    wait_ready(kube, ns, NAME)
-    cluster = serving_cluster_name(kube, ns, NAME)
-    url = base_url(kube, ns, NAME)
-    wait_for(lambda: answers(url), "the endpoint to answer", 120)
-    (head,) = head_pods(kube, ns, cluster)
+    cluster, url, head = serve(kube, ns, settings, fault_tolerant=True)
     before = restarts([head, *worker_pods(kube, ns, cluster)])
 
     timeline = Timeline(kube, ns)

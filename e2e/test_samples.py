@@ -52,6 +52,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "lora-adapters": {"workers": 2, "gpus": 1},
     "prefix-cache-routing": {"workers": 2, "gpus": 1},
     "shared-gpu": {"workers": 1, "gpus": 1},
+    # Prefill/decode: two 1-GPU prefill engines (TP 1 x 2 replicas) in prefill-workers and
+    # one 2-GPU decode engine (TP 2) in decode-workers: 3 pods, 4 L4 GPUs in all.
+    "prefill-decode": {
+        "workers": 3,
+        "groups": {"prefill-workers": (2, 1), "decode-workers": (1, 2)},
+    },
 }
 
 
@@ -129,7 +135,18 @@ def test_sample_runs_on_kuberay(kube: Kube, namespace: str, name: str) -> None:
         lambda: scheduled(worker_pods(kube, namespace, cluster), expected["workers"]),
         f"{expected['workers']} scheduled worker pods",
     )
-    assert_placement(kube, workers, llmd["spec"]["accelerator"]["type"], expected["gpus"])
+    accelerator = llmd["spec"]["accelerator"]["type"]
+    if "groups" not in expected:
+        assert_placement(kube, workers, accelerator, expected["gpus"])
+        return
+    # One worker group per side of a disaggregated model: (pods, GPUs per pod) each.
+    by_group: dict[str, list[client.V1Pod]] = {}
+    for pod in workers:
+        by_group.setdefault(pod.metadata.labels["ray.io/group"], []).append(pod)
+    assert sorted(by_group) == sorted(expected["groups"]), sorted(by_group)
+    for group, (count, gpus) in expected["groups"].items():
+        assert len(by_group[group]) == count, (group, [p.metadata.name for p in by_group[group]])
+        assert_placement(kube, by_group[group], accelerator, gpus)
 
 
 def test_tensor_parallel_4_fills_one_l4_node(kube: Kube, namespace: str) -> None:

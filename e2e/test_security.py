@@ -55,7 +55,15 @@ from testkit.edits import set_cache as cache
 from testkit.edits import set_cluster as field
 from testkit.edits import set_env as env
 from testkit.edits import set_source as source
-from testkit.hostile import INJECTION, JSON_INJECTION, REFUSED
+from testkit.hostile import (
+    BIG_ENV,
+    HOSTILE_ANNOTATIONS,
+    HOSTILE_LABELS,
+    INJECTION,
+    INTERNAL_ENV,
+    REFUSED,
+    set_engine_args,
+)
 
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import names_field
@@ -138,39 +146,7 @@ def test_namespace_in_the_body_must_match_the_request(kube: Kube, module_namespa
     assert missing.value.status == 404
 
 
-INTERNALS: list[Body] = [
-    {"name": "KUBERAY_GEN_RAY_START_CMD", "value": "sh -c 'cat /etc/shadow'"},
-    {"name": "RAY_ADDRESS", "value": "evil.example:6379"},
-    {"name": "KUBERNETES_SERVICE_HOST", "value": "evil.example"},
-    {"name": "LD_PRELOAD", "value": "/tmp/x.so"},
-    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-    {"name": "INJECTED", "value": INJECTION},
-    {"name": "JSON", "value": JSON_INJECTION},
-    {"name": "BIG", "value": "ü" * 32768},
-]
-HOSTILE_LABELS = {
-    "kubernetes.io/metadata.name": "kube-system",
-    "node-role.kubernetes.io/control-plane": "",
-    names.MANAGED_BY_LABEL: "Helm",
-    names.DEPLOYMENT_LABEL: "victim",
-    "hostNetwork": "true",
-}
-HOSTILE_ANNOTATIONS = {
-    "kubernetes.io/psp": "privileged",
-    "ray.io/overwrite-container-cmd": "true",
-    "ray.io/ft-enabled": "true",
-    "hostNetwork": "true",
-    "injected": INJECTION,
-    "json": JSON_INJECTION,
-    "unicode": "🔥" * 4096,
-}
-
-
-def engine_args(body: Body) -> None:
-    body["spec"]["engine"]["args"] = {
-        INJECTION: JSON_INJECTION,
-        "runtime_env": {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}},
-    }
+INTERNALS: list[Body] = [*INTERNAL_ENV, BIG_ENV]
 
 
 def unknown_fields(body: Body) -> None:
@@ -216,7 +192,7 @@ ADMITTED: dict[str, Admitted] = {
     # pvc://<claim>/<path>: `other-ns` is a claim of this namespace (a path that climbs
     # out of the claim, pvc://other-ns/../../claim, is refused: see REFUSED).
     "source": Admitted(source("pvc://other-ns/claim")),
-    "args": Admitted(engine_args, mode="Service"),
+    "args": Admitted(set_engine_args, mode="Service"),
     # An existing claim is one of this namespace, whatever its name suggests.
     "claim": Admitted(cache(existingClaim="kube-system")),
     "mount": Admitted(

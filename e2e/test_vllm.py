@@ -20,8 +20,10 @@ Needs the Ray LLM image imported on the node: e2e/node.sh writes its reference t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,6 +53,8 @@ ACCELERATOR = quickstart()["spec"]["accelerator"]["type"]
 # Kept in step with images/ray-local/fake_engine/llmop_fake_engine/replies.py.
 ENGINE_CLASS = "llmop_fake_engine.engine:FakeVLLMEngine"
 REPORT_PROMPT = "llmop-fake-engine: report"
+# Held that many seconds before the answer (llmop_fake_engine.replies.HOLD_PROMPT).
+HOLD_PROMPT = "llmop-fake-engine: hold"
 MARKER = "[fake-vllm]"
 # Ray's accelerator hint: the fraction of `accelerator_type:<T>` Ray Serve LLM adds to
 # every bundle of a replica whose LLMConfig names an accelerator type.
@@ -300,4 +304,155 @@ def test_ray_serve_llm_serves_the_rendered_layout(
         bundles=report["placement_group"]["bundles"],
         strategy=report["placement_group"]["strategy"],
         gpus_by_pod=pods,
+    )
+
+
+# --- serving patterns and autoscaling with Ray Serve LLM's own deployments -----------
+def reports_by_replica(url: str, replicas: int) -> dict[str, Body]:
+    """The engine report of each of `replicas` distinct replicas (Serve's router spreads
+    the report requests; a few dozen reach every replica of a small deployment)."""
+    reports: dict[str, Body] = {}
+    for _ in range(12 * replicas):
+        report = engine_report(url)
+        reports.setdefault(report["replica"]["id"], report)
+        if len(reports) == replicas:
+            break
+    return reports
+
+
+def serve_deployment_configs(kube: Kube, namespace: str) -> list[Body]:
+    """The deployment configs Ray Serve itself runs, from the head's dashboard API."""
+    cluster = serving_cluster_name(kube, namespace, NAME)
+    service = kube.core.read_namespaced_service(f"{cluster}-head-svc", namespace)
+    port = next(p.port for p in service.spec.ports if p.name == "dashboard")
+    details = http("GET", f"http://{service.spec.cluster_ip}:{port}/api/serve/applications/")
+    return [
+        deployment["deployment_config"]
+        for application in details["applications"].values()
+        for deployment in application["deployments"].values()
+    ]
+
+
+PREFIX_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
+
+
+def test_prefix_cache_affinity_router_runs_in_serve(
+    kube: Kube,
+    ray_namespace: str,  # noqa: F811 # the fixture imported above
+) -> None:
+    ns = ray_namespace
+    body = vllm_deployment(ns)
+    body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2}
+    body["spec"]["routing"] = {
+        "policy": "PrefixCacheAffinity",
+        "prefixCacheAffinity": {"imbalancedThreshold": 8, "matchRateThreshold": 0.2},
+    }
+    url, timings = serve_and_answer(kube, ns, body)
+    check_openai_api(url)
+
+    routers = [
+        config["request_router_config"]
+        for config in serve_deployment_configs(kube, ns)
+        if "request_router_config" in config
+    ]
+    chosen = [router for router in routers if router["request_router_class"] == PREFIX_ROUTER]
+    assert len(chosen) == 1, routers  # the LLMServer deployment, not the ingress
+    assert chosen[0]["request_router_kwargs"] == {
+        "imbalanced_threshold": 8,
+        "match_rate_threshold": 0.2,
+    }
+    reports = reports_by_replica(url, 2)
+    assert len(reports) == 2, "both replicas answer behind the prefix-aware router"
+    record("vllm prefix-cache router", **timings, replicas=sorted(reports))
+
+
+def test_fractional_gpus_pack_replicas_onto_one_gpu(
+    kube: Kube,
+    ray_namespace: str,  # noqa: F811 # the fixture imported above
+    settings: dict[str, str],
+) -> None:
+    ns = ray_namespace
+    body = vllm_deployment(ns)
+    body["spec"]["accelerator"]["gpuFraction"] = 0.5
+    body["spec"]["engine"]["gpuMemoryUtilization"] = 0.45
+    body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2}
+    url, timings = serve_and_answer(kube, ns, body)
+
+    cluster = serving_cluster_name(kube, ns, NAME)
+    (worker,) = worker_pods(kube, ns, cluster)  # two half-GPU replicas: one pod
+    assert worker.spec.node_name == settings["REAL_NODE_NAME"]
+    reports = reports_by_replica(url, 2)
+    assert len(reports) == 2, reports.keys()
+    placed = []
+    for report in reports.values():
+        (bundle,) = report["placement_group"]["bundles"]
+        assert bundle["GPU"] == pytest.approx(0.5), bundle
+        (actor,) = report["bundle_actors"]
+        placed.append((actor["hostname"], tuple(actor["gpu_ids"])))
+    # Both replicas' engines hold the same logical GPU of the same worker pod.
+    assert len(set(placed)) == 1, placed
+    assert placed[0][0] == worker.metadata.name
+    record("vllm fractional gpus", **timings, placed=placed)
+
+
+HOLD_SECONDS = 4
+SCALE_SECONDS = 600.0
+
+
+def test_serve_llm_and_the_ray_autoscaler_scale_out_under_load(
+    kube: Kube,
+    ray_namespace: str,  # noqa: F811 # the fixture imported above
+) -> None:
+    """Serve LLM's own autoscaler adds a replica under held requests; the Ray autoscaler
+    adds the worker pod it needs. (Scale-down follows Serve's default 600 s downscale
+    delay, which the LLMDeployment does not set; it is not waited for here.)"""
+    ns = ray_namespace
+    body = vllm_deployment(ns)
+    body["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "targetOngoingRequests": 1,
+        "maxOngoingRequests": 4,
+    }
+    url, timings = serve_and_answer(kube, ns, body)
+    cluster = serving_cluster_name(kube, ns, NAME)
+    assert len(worker_pods(kube, ns, cluster)) == 1
+
+    stop = threading.Event()
+    answered: list[float] = []
+
+    def hold_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                chat(url, f"{HOLD_PROMPT} {HOLD_SECONDS}")
+                answered.append(time.monotonic())
+
+    threads = [threading.Thread(target=hold_loop, daemon=True) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(
+            lambda: [p for p in worker_pods(kube, ns, cluster) if p.status.phase == "Running"][1:],
+            "the Ray autoscaler to add a second worker pod",
+            SCALE_SECONDS,
+        )
+        worker_added = time.monotonic() - started
+        wait_for(
+            lambda: len(reports_by_replica(url, 2)) == 2,
+            "a second Serve LLM replica answering",
+            SCALE_SECONDS,
+        )
+        replica_added = time.monotonic() - started
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=REQUEST_SECONDS + HOLD_SECONDS)
+    assert answered, "no held request was answered"
+    record(
+        "vllm autoscale out",
+        **timings,
+        worker_added_s=round(worker_added, 1),
+        replica_added_s=round(replica_added, 1),
+        held_answers=len(answered),
     )

@@ -2,11 +2,16 @@
 must name: the same table for the operator's validation (tests/test_security_render.py,
 through the CLI's models) and for the API server's admission (e2e/test_security.py), so
 both layers give the same verdicts. Each edit changes the quick-start sample in place.
+
+Also the hostile values both layers admit (environment, labels, annotations and engine
+args aimed at the operator's and KubeRay's internals), whose children both suites check.
 """
 
 from __future__ import annotations
 
+from llm_operator.render import names
 from testkit.edits import (
+    Body,
     Edit,
     set_cache,
     set_checkpoints,
@@ -19,6 +24,44 @@ from testkit.edits import (
 # A value that would add fields if it were spliced into YAML or JSON text.
 INJECTION = "a\nhostNetwork: true\nprivileged: true"
 JSON_INJECTION = '"}, "hostNetwork": true, "x": {"'
+
+# Admitted: environment entries named like what the operator, KubeRay and Ray set.
+INTERNAL_ENV: list[Body] = [
+    {"name": "KUBERAY_GEN_RAY_START_CMD", "value": "sh -c 'cat /etc/shadow'"},
+    {"name": "RAY_ADDRESS", "value": "evil.example:6379"},
+    {"name": "KUBERNETES_SERVICE_HOST", "value": "evil.example"},
+    {"name": "LD_PRELOAD", "value": "/tmp/x.so"},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "INJECTED", "value": INJECTION},
+    {"name": "JSON", "value": JSON_INJECTION},
+]
+BIG_ENV: Body = {"name": "BIG", "value": "ü" * 32768}
+# Admitted: pod labels and annotations named like internal ones.
+HOSTILE_LABELS: dict[str, str] = {
+    "kubernetes.io/metadata.name": "kube-system",
+    "node-role.kubernetes.io/control-plane": "",
+    names.MANAGED_BY_LABEL: "Helm",
+    names.DEPLOYMENT_LABEL: "victim",
+    "hostNetwork": "true",
+}
+HOSTILE_ANNOTATIONS: dict[str, str] = {
+    "kubernetes.io/psp": "privileged",
+    "ray.io/overwrite-container-cmd": "true",
+    "ray.io/ft-enabled": "true",
+    "hostNetwork": "true",
+    "injected": INJECTION,
+    "json": JSON_INJECTION,
+    "unicode": "🔥" * 4096,
+}
+
+
+def set_engine_args(body: Body) -> None:
+    """Admitted: engine args that would add fields if spliced into the Serve config text."""
+    body["spec"]["engine"]["args"] = {
+        INJECTION: JSON_INJECTION,
+        "runtime_env": {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}},
+    }
+
 
 REFUSED: dict[str, tuple[Edit, str]] = {
     "hf-token-from-other-secret": (

@@ -124,6 +124,17 @@ def test_the_report_prompt_is_recognised_exactly() -> None:
     assert not replies.is_report_request(f"please {replies.REPORT_PROMPT}")
 
 
+def test_a_hold_prompt_holds_the_answer_for_what_it_asks_within_the_cap() -> None:
+    assert replies.hold_seconds(f"{replies.HOLD_PROMPT} 0.5") == 0.5
+    assert replies.hold_seconds(f"{replies.HOLD_PROMPT} 2 and some words") == 2.0
+    assert replies.hold_seconds(f"{replies.HOLD_PROMPT} 3600") == replies.HOLD_MAX_SECONDS
+    assert replies.hold_seconds(f"{replies.HOLD_PROMPT} -4") == 0.0
+    assert replies.hold_seconds(f"{replies.HOLD_PROMPT} soon") == 0.0
+    assert replies.hold_seconds(replies.HOLD_PROMPT) == 0.0
+    assert replies.hold_seconds(f"please {replies.HOLD_PROMPT} 5") == 0.0
+    assert replies.hold_seconds("Hello there") == 0.0
+
+
 def test_placement_layout_orders_bundles_and_their_nodes() -> None:
     table = {
         "placement_group_id": "pg1",

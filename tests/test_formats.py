@@ -223,7 +223,20 @@ def _upgrade(body: Body, value: Any) -> None:
 
 # (schema path, field the error names, how to set it, the verdicts). Schema paths follow
 # the node: `{}` is a map's values, `[]` a list's items; a key rule sits on its map.
-CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list[Value]]]] = [
+Case = tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list[Value]]]
+
+
+def _label_map(path: list[str | int], key: str) -> tuple[Case, Case]:
+    """A map of label keys to label values (a node selector, pod labels): its keys' rule
+    on the map, its values' rule on the value at `key`."""
+    dotted = ".".join(str(part) for part in path)
+    return (
+        (dotted, dotted, _key(path), QUALIFIED_NAMES),
+        (f"{dotted}{{}}", f"{dotted}.{key}", _set([*path, key]), LABEL_VALUES),
+    )
+
+
+CASES: list[Case] = [
     (
         "spec.model.tokenSecretRef.name",
         "spec.model.tokenSecretRef.name",
@@ -300,30 +313,8 @@ CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list
         _toleration("value"),
         LABEL_VALUES,
     ),
-    (
-        "spec.accelerator.nodeSelector",
-        "spec.accelerator.nodeSelector",
-        _key(["spec", "accelerator", "nodeSelector"]),
-        QUALIFIED_NAMES,
-    ),
-    (
-        "spec.accelerator.nodeSelector{}",
-        "spec.accelerator.nodeSelector.gpu",
-        _set(["spec", "accelerator", "nodeSelector", "gpu"]),
-        LABEL_VALUES,
-    ),
-    (
-        "spec.rayCluster.podLabels",
-        "spec.rayCluster.podLabels",
-        _key(["spec", "rayCluster", "podLabels"]),
-        QUALIFIED_NAMES,
-    ),
-    (
-        "spec.rayCluster.podLabels{}",
-        "spec.rayCluster.podLabels.team",
-        _set(["spec", "rayCluster", "podLabels", "team"]),
-        LABEL_VALUES,
-    ),
+    *_label_map(["spec", "accelerator", "nodeSelector"], "gpu"),
+    *_label_map(["spec", "rayCluster", "podLabels"], "team"),
     (
         "spec.rayCluster.podAnnotations",
         "spec.rayCluster.podAnnotations",
@@ -370,18 +361,7 @@ CASES: list[tuple[str, str, Callable[[Body, Any], None], tuple[list[Value], list
         case
         for pod in ("head", "worker")
         for case in (
-            (
-                f"spec.rayCluster.{pod}.nodeSelector",
-                f"spec.rayCluster.{pod}.nodeSelector",
-                _key(["spec", "rayCluster", pod, "nodeSelector"]),
-                QUALIFIED_NAMES,
-            ),
-            (
-                f"spec.rayCluster.{pod}.nodeSelector{{}}",
-                f"spec.rayCluster.{pod}.nodeSelector.pool",
-                _set(["spec", "rayCluster", pod, "nodeSelector", "pool"]),
-                LABEL_VALUES,
-            ),
+            *_label_map(["spec", "rayCluster", pod, "nodeSelector"], "pool"),
             (
                 f"spec.rayCluster.{pod}.tolerations[].key",
                 f"spec.rayCluster.{pod}.tolerations[0].key",
@@ -510,17 +490,12 @@ def _crd_admits(node: dict[str, Any], value: Value, *, as_key: bool) -> bool:
     return all(rule.holds(value) for rule in checks)
 
 
-@pytest.mark.parametrize(("path", "field", "place", "verdicts"), CASES, ids=IDS)
-def test_the_crd_gives_kubernetes_verdicts(
-    path: str,
-    field: str,
-    place: Callable[[Body, Any], None],
-    verdicts: tuple[list[Value], list[Value]],
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_crd_gives_kubernetes_verdicts(case: Case) -> None:
+    path, _, _, (accepted, refused) = case
     node = _node(path)
     as_key = not path.endswith(("{}", "]")) and node.get("type") == "object"
     assert node.get("pattern") or node.get("x-kubernetes-validations"), "no format at all"
-    accepted, refused = verdicts
     assert [v for v in accepted if not _crd_admits(node, v, as_key=as_key)] == []
     assert [v for v in refused if _crd_admits(node, v, as_key=as_key)] == []
 
@@ -529,14 +504,9 @@ def _quickstart() -> Body:
     return copy.deepcopy(load_one(SAMPLES / "quickstart.yaml"))
 
 
-@pytest.mark.parametrize(("path", "field", "place", "verdicts"), CASES, ids=IDS)
-def test_validation_gives_kubernetes_verdicts_naming_the_field(
-    path: str,
-    field: str,
-    place: Callable[[Body, Any], None],
-    verdicts: tuple[list[Value], list[Value]],
-) -> None:
-    accepted, refused = verdicts
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_validation_gives_kubernetes_verdicts_naming_the_field(case: Case) -> None:
+    _, field, place, (accepted, refused) = case
     for value in accepted:
         body = _quickstart()
         place(body, value)

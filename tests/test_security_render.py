@@ -30,7 +30,16 @@ import pytest
 import yaml
 from testkit.confinement import CONFINEMENT_ANNOTATIONS, escapes, foreign_namespaces
 from testkit.edits import set_cache, set_cluster, set_env, set_source
-from testkit.hostile import INJECTION, JSON_INJECTION, REFUSED
+from testkit.hostile import (
+    BIG_ENV,
+    HOSTILE_ANNOTATIONS,
+    HOSTILE_LABELS,
+    INJECTION,
+    INTERNAL_ENV,
+    JSON_INJECTION,
+    REFUSED,
+    set_engine_args,
+)
 
 from conftest import SAMPLES, load_one
 from llm_operator.api.validation import SpecError, names_field, resolve, validate
@@ -188,33 +197,13 @@ def env_verbatim(*expected: Body) -> Callable[[list[Body]], None]:
     return check
 
 
+# Here also the Hub token's other name, from a Secret: rendering passes it on as written.
 INTERNALS: list[Body] = [
-    {"name": "KUBERAY_GEN_RAY_START_CMD", "value": "sh -c 'cat /etc/shadow'"},
-    {"name": "RAY_ADDRESS", "value": "evil.example:6379"},
-    {"name": "KUBERNETES_SERVICE_HOST", "value": "evil.example"},
-    {"name": "LD_PRELOAD", "value": "/tmp/x.so"},
+    *INTERNAL_ENV,
     {"name": "HUGGING_FACE_HUB_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-    {"name": "INJECTED", "value": INJECTION},
-    {"name": "JSON", "value": JSON_INJECTION},
 ]
-HOSTILE_LABELS = {
-    "kubernetes.io/metadata.name": "kube-system",
-    "node-role.kubernetes.io/control-plane": "",
-    names.MANAGED_BY_LABEL: "Helm",
-    names.DEPLOYMENT_LABEL: "victim",
-    "app.kubernetes.io/instance": "victim",
-    "hostNetwork": "true",
-}
-HOSTILE_ANNOTATIONS = {
-    "kubernetes.io/psp": "privileged",
-    "ray.io/overwrite-container-cmd": "true",
-    "ray.io/ft-enabled": "true",
-    "hostNetwork": "true",
-    "injected": INJECTION,
-    "json": JSON_INJECTION,
-    "unicode": "🔥" * 4096,
-}
+# Here also the operator's instance label, which must win too (labels_lose).
+LABELS = {**HOSTILE_LABELS, "app.kubernetes.io/instance": "victim"}
 
 
 def labels_lose(children: list[Body]) -> None:
@@ -294,28 +283,21 @@ def engine_args_stay_engine_args(children: list[Body]) -> None:
     assert kwargs["runtime_env"] == {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}}
 
 
-def set_engine_args(body: Body) -> None:
-    body["spec"]["engine"]["args"] = {
-        INJECTION: JSON_INJECTION,
-        "runtime_env": {"env_vars": {"LD_PRELOAD": "/tmp/x.so"}},
-    }
-
-
 def in_kube_system(body: Body) -> None:
     body["metadata"]["namespace"] = "kube-system"
 
 
 def set_env_values(body: Body) -> None:
-    set_env(*INTERNALS, {"name": "BIG", "value": "ü" * 32768})(body)
+    set_env(*INTERNALS, BIG_ENV)(body)
 
 
 ADMITTED: dict[str, Admitted] = {
     "env-internals": Admitted(set_env(*INTERNALS), env_verbatim(*INTERNALS)),
     "env-huge-unicode": Admitted(
-        set_env({"name": "BIG", "value": "ü" * 32768}),
-        env_verbatim({"name": "BIG", "value": "ü" * 32768}),
+        set_env(BIG_ENV),
+        env_verbatim(BIG_ENV),
     ),
-    "labels-like-internals": Admitted(set_cluster("podLabels", HOSTILE_LABELS), labels_lose),
+    "labels-like-internals": Admitted(set_cluster("podLabels", LABELS), labels_lose),
     "annotations-like-internals": Admitted(
         set_cluster("podAnnotations", HOSTILE_ANNOTATIONS), annotations_verbatim
     ),
@@ -356,7 +338,7 @@ def test_admitted_hostile_spec_renders_confined_children(case: str) -> None:
 def test_all_admitted_hostile_fields_at_once_stay_confined() -> None:
     def combined(body: Body) -> None:
         set_env_values(body)
-        set_cluster("podLabels", HOSTILE_LABELS)(body)
+        set_cluster("podLabels", LABELS)(body)
         set_cluster("podAnnotations", HOSTILE_ANNOTATIONS)(body)
         set_source("pvc://other-ns/claim")(body)
         set_cache(existingClaim="kube-system")(body)

@@ -37,6 +37,20 @@ def refusals(body: dict[str, Any]) -> list[str]:
     return [str(e) for e in caught.value.errors]
 
 
+def assert_refused(body: dict[str, Any], field: str) -> None:
+    """Validation refuses the body with a message that names `field`."""
+    messages = refusals(body)
+    assert any(names_field(m, field) for m in messages), messages
+
+
+def plan_output(capsys: pytest.CaptureFixture[str], sample: str) -> str:
+    """What `llm-operator plan` prints for a sample."""
+    from llm_operator.cli import main
+
+    assert main(["plan", "-f", str(SAMPLES / sample)]) == 0
+    return capsys.readouterr().out
+
+
 # --- routing ----------------------------------------------------------------------------
 
 
@@ -110,15 +124,11 @@ def test_router_rides_with_autoscaling() -> None:
     ],
 )
 def test_routing_refusals_name_the_field(spec: dict[str, Any], field: str) -> None:
-    messages = refusals(quickstart(**spec))
-    assert any(names_field(m, field) for m in messages), messages
+    assert_refused(quickstart(**spec), field)
 
 
 def test_plan_command_names_the_router(capsys: pytest.CaptureFixture[str]) -> None:
-    from llm_operator.cli import main
-
-    assert main(["plan", "-f", str(SAMPLES / "prefix-cache-routing.yaml")]) == 0
-    out = capsys.readouterr().out
+    out = plan_output(capsys, "prefix-cache-routing.yaml")
     assert f"routing:            {PREFIX_CACHE_AFFINITY_ROUTER}" in out
     assert "imbalanced_threshold=8, match_rate_threshold=0.2" in out
 
@@ -172,22 +182,17 @@ def test_lora_engine_args_are_free_without_spec_lora() -> None:
     ],
 )
 def test_lora_refusals_name_the_field(spec: dict[str, Any], field: str) -> None:
-    messages = refusals(quickstart(**spec))
-    assert any(names_field(m, field) for m in messages), messages
+    assert_refused(quickstart(**spec), field)
 
 
 def test_lora_refuses_a_base_model_id_with_a_colon() -> None:
     body = quickstart(lora=LORA)
     body["spec"]["model"]["name"] = "qwen:small"
-    messages = refusals(body)
-    assert any(names_field(m, "spec.model.name") for m in messages), messages
+    assert_refused(body, "spec.model.name")
 
 
 def test_plan_command_explains_adapter_ids(capsys: pytest.CaptureFixture[str]) -> None:
-    from llm_operator.cli import main
-
-    assert main(["plan", "-f", str(SAMPLES / "lora-adapters.yaml")]) == 0
-    out = capsys.readouterr().out
+    out = plan_output(capsys, "lora-adapters.yaml")
     assert "as model llama-3.1-8b-instruct:<adapter>; up to 8 per replica, rank <= 32" in out
 
 
@@ -251,15 +256,11 @@ def test_shared_gpu_memory_fit_uses_the_share() -> None:
     ],
 )
 def test_shared_gpu_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
-    messages = refusals(body)
-    assert any(names_field(m, field) for m in messages), messages
+    assert_refused(body, field)
 
 
 def test_plan_command_shows_the_share(capsys: pytest.CaptureFixture[str]) -> None:
-    from llm_operator.cli import main
-
-    assert main(["plan", "-f", str(SAMPLES / "shared-gpu.yaml")]) == 0
-    out = capsys.readouterr().out
+    out = plan_output(capsys, "shared-gpu.yaml")
     assert "GPUs per replica:   0.25 (shared: 4 replicas per GPU worker pod)" in out
     assert "GPUs at max:        2" in out
     assert "worker pods at max: 2" in out
@@ -382,14 +383,10 @@ def test_data_parallel_fit_is_per_rank() -> None:
     ],
 )
 def test_data_parallel_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
-    messages = refusals(body)
-    assert any(names_field(m, field) for m in messages), messages
+    assert_refused(body, field)
 
 
 def test_plan_command_explains_the_ranks(capsys: pytest.CaptureFixture[str]) -> None:
-    from llm_operator.cli import main
-
-    assert main(["plan", "-f", str(SAMPLES / "data-parallel.yaml")]) == 0
-    out = capsys.readouterr().out
+    out = plan_output(capsys, "data-parallel.yaml")
     assert "parallelism:        tensor 2 x pipeline 1 x data 4" in out
     assert "each replica is 4 gang-scheduled ranks of 2 GPU(s)" in out

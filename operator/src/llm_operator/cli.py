@@ -20,7 +20,7 @@ from llm_operator.api.crd import build_crd
 from llm_operator.api.plan import Plan
 from llm_operator.api.validation import SpecError, resolve
 from llm_operator.listen import listen_address
-from llm_operator.render import render
+from llm_operator.render import names, render
 from llm_operator.render.serve import serve_config
 from llm_operator.settings import OperatorSettings
 from llm_operator.sizing import GpuLayout
@@ -120,12 +120,24 @@ def cmd_render(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[str]:
     plan = resolve(body, settings.gpu_memory_gib)
-    spec, layout, fit, accelerator = plan.llmd.spec, plan.layout, plan.fit, plan.accelerator
+    fit, accelerator = plan.fit, plan.accelerator
     verdict = {True: "fits", False: "does not fit", None: "not checked"}[fit.fits]
-    scaling = "autoscaling" if spec.autoscaling else "fixed"
     return [
         f"{doc_label}",
         f"  accelerator:        {accelerator.type}, {accelerator.gpus_per_node} GPUs per node",
+        *(_whole_model_lines(plan) if plan.kv_transfer is None else _disaggregated_lines(plan)),
+        f"  GPUs at min:        {plan.gpus_at_min}",
+        f"  GPUs at max:        {plan.gpus_at_max}",
+        f"  worker pods at max: {sum(r.layout.worker_pods(r.max_replicas) for r in plan.roles)}",
+        f"  memory fit:         {verdict}: {fit.message}",
+        *pattern_lines(plan),
+    ]
+
+
+def _whole_model_lines(plan: Plan) -> list[str]:
+    layout, spec = plan.layout, plan.llmd.spec
+    scaling = "autoscaling" if spec.autoscaling else "fixed"
+    return [
         f"  parallelism:        tensor {layout.tensor_parallel_size}"
         f" x pipeline {layout.pipeline_parallel_size}"
         + (f" x data {layout.data_parallel_size}" if layout.data_parallel_size > 1 else ""),
@@ -133,12 +145,30 @@ def plan_lines(doc_label: str, body: Any, settings: OperatorSettings) -> list[st
         f"  hosts per replica:  {layout.hosts_per_replica}"
         f" (GPUs per worker pod: {layout.gpus_per_host})",
         f"  replicas ({scaling}): min {spec.min_replicas}, max {spec.max_replicas}",
-        f"  GPUs at min:        {plan.gpus_at_min}",
-        f"  GPUs at max:        {plan.gpus_at_max}",
-        f"  worker pods at max: {layout.worker_pods(spec.max_replicas)}",
-        f"  memory fit:         {verdict}: {fit.message}",
-        *pattern_lines(plan),
     ]
+
+
+def _disaggregated_lines(plan: Plan) -> list[str]:
+    """Prefill and decode, each sized on its own: engines, pods, GPUs."""
+    assert plan.kv_transfer is not None
+    lines = [
+        f"  disaggregation:     {plan.serve_app}; KV cache from prefill to decode over "
+        f"{plan.kv_transfer.connector} (kv_role {plan.kv_transfer.role})"
+    ]
+    for role in plan.roles:
+        layout = role.layout
+        scaling = "autoscaling" if role.autoscaling else "fixed"
+        label = f"{role.name}:".ljust(19)
+        lines.append(
+            f"  {label} tensor {layout.tensor_parallel_size} x pipeline "
+            f"{layout.pipeline_parallel_size} = {layout.gpus_per_replica} GPU(s) per engine on "
+            f"{layout.hosts_per_replica} pod(s) of {layout.gpus_per_host} GPU(s); engines "
+            f"({scaling}) min {role.min_replicas}, max {role.max_replicas}; worker group "
+            f"{names.worker_group(role.name)} {layout.worker_group_replicas(role.min_replicas)}.."
+            f"{layout.worker_group_replicas(role.max_replicas)}; GPUs "
+            f"{role.gpus_at_min}..{role.gpus_at_max}"
+        )
+    return lines
 
 
 def _gpus_per_replica(layout: GpuLayout) -> str:

@@ -13,7 +13,12 @@ import inspect
 import logging
 from typing import Any
 
-from llm_operator.api.plan import DATA_PARALLEL_APP, OPENAI_APP, PREFIX_CACHE_AFFINITY_ROUTER
+from llm_operator.api.plan import (
+    DATA_PARALLEL_APP,
+    OPENAI_APP,
+    PREFILL_DECODE_APP,
+    PREFIX_CACHE_AFFINITY_ROUTER,
+)
 
 # Public router path -> the internal class it re-exports (ray/serve/llm/request_router.py,
 # Ray 2.60). The public package refuses to import without vLLM, which this check does not
@@ -89,21 +94,47 @@ def _llm_configs(import_path: str | None, args: dict[str, Any]) -> list[tuple[st
         return [(f"llm_configs[{i}]", c) for i, c in enumerate(args.get("llm_configs", []))]
     if import_path == DATA_PARALLEL_APP:
         return [("llm_config", args.get("llm_config", {}))]
+    if import_path == PREFILL_DECODE_APP:
+        return [(side, args.get(side, {})) for side in PD_SIDES]
     return []
 
 
-# Builder -> (module, class) of the pydantic model its args must fit. The data-parallel
-# one imports vLLM at module level, so its fields are read from its source instead.
+# Builder -> (module, class) of the pydantic model its args must fit. Both modules
+# import vLLM at module level, so their fields are read from their source instead.
 BUILDER_ARGS_MODELS = {
     DATA_PARALLEL_APP: (
         "ray.llm._internal.serve.serving_patterns.data_parallel.builder",
         "DPOpenAiServingArgs",
     ),
+    PREFILL_DECODE_APP: (
+        "ray.llm._internal.serve.serving_patterns.prefill_decode.builder",
+        "PDServingArgs",
+    ),
 }
+PD_SIDES = ("prefill_config", "decode_config")
+# PDServingArgs' own model validators (Ray 2.60), which need vLLM to import: the checks
+# below restate the first three; the last two only fill in decode's port defaults.
+# `pd_validator_names()` reads the list from Ray's source, so a validator added in
+# another Ray version shows up as a difference in the tests.
+PD_VALIDATORS = (
+    "_validate_model_ids",
+    "_validate_lora_configs",
+    "_validate_kv_transfer_config",
+    "_default_decode_nixl_port_base",
+    "_default_decode_moriio_port_base",
+)
 
 
 def _model_fields_in_source(module: str, class_name: str) -> set[str]:
     """The annotated fields of a class, read from its module's source, not imported."""
+    return {
+        item.target.id
+        for item in _class_in_source(module, class_name).body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+
+
+def _class_in_source(module: str, class_name: str) -> ast.ClassDef:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise RayUnavailableError(f"Ray has no module {module}")
@@ -111,12 +142,23 @@ def _model_fields_in_source(module: str, class_name: str) -> set[str]:
         tree = ast.parse(source.read())
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return {
-                item.target.id
-                for item in node.body
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
-            }
+            return node
     raise RayUnavailableError(f"{module} defines no {class_name}")
+
+
+def pd_validator_names() -> tuple[str, ...]:
+    """The model validators of Ray's PDServingArgs, from its source."""
+    module, class_name = BUILDER_ARGS_MODELS[PREFILL_DECODE_APP]
+    node = _class_in_source(module, class_name)
+    return tuple(
+        item.name
+        for item in node.body
+        if isinstance(item, ast.FunctionDef)
+        and any(
+            isinstance(d, ast.Call) and getattr(d.func, "id", None) == "model_validator"
+            for d in item.decorator_list
+        )
+    )
 
 
 def _builder_args_errors(import_path: str | None, args: dict[str, Any]) -> list[str]:
@@ -124,11 +166,37 @@ def _builder_args_errors(import_path: str | None, args: dict[str, Any]) -> list[
         return []
     module, class_name = BUILDER_ARGS_MODELS[import_path]
     fields = _model_fields_in_source(module, class_name)
-    return [
+    errors = [
         f"args.{key} rejected by Ray {class_name}: not one of its fields {sorted(fields)}"
         for key in args
         if key not in fields
     ]
+    if import_path == PREFILL_DECODE_APP:
+        errors.extend(f"args rejected by Ray {class_name}: {e}" for e in _pd_errors(args))
+    return errors
+
+
+def _pd_errors(args: dict[str, Any]) -> list[str]:
+    """PDServingArgs' cross-side rules (its model validators, see PD_VALIDATORS)."""
+    missing = [side for side in PD_SIDES if not isinstance(args.get(side), dict)]
+    if missing:
+        return [f"{side} is required" for side in missing]
+    prefill, decode = (args[side] for side in PD_SIDES)
+    errors: list[str] = []
+    model_ids = [c.get("model_loading_config", {}).get("model_id") for c in (prefill, decode)]
+    if model_ids[0] != model_ids[1]:
+        errors.append("P/D model id mismatch")
+    loras = [c.get("lora_config") for c in (prefill, decode)]
+    if (loras[0] is None) != (loras[1] is None):
+        errors.append("P/D LoRA must be configured on both prefill and decode")
+    elif loras[0] is not None and loras[1] is not None:
+        paths = [lora.get("dynamic_lora_loading_path") for lora in loras]
+        if paths[0] != paths[1]:
+            errors.append("P/D prefill and decode LoRA loading paths must be the same")
+    for side, config in zip(PD_SIDES, (prefill, decode), strict=True):
+        if config.get("engine_kwargs", {}).get("kv_transfer_config") is None:
+            errors.append(f"{side}: kv_transfer_config is required for P/D disaggregation")
+    return errors
 
 
 def _router_config(config: dict[str, Any]) -> dict[str, Any] | None:

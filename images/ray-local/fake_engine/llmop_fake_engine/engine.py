@@ -185,6 +185,9 @@ class FakeVLLMEngine(LLMEngine):
         self, request: ChatCompletionRequest, raw_request_info: RawRequestInfo | None = None
     ) -> AsyncGenerator[str | ChatCompletionResponse | ErrorResponse, None]:
         prompt, prompt_tokens = replies.chat_prompt(list(request.messages))
+        hold = replies.hold_seconds(prompt)
+        if hold:
+            await asyncio.sleep(hold)
         if replies.is_report_request(prompt):
             answer: replies.Answer = ([replies.report_json(await self.report())], "stop")
         else:

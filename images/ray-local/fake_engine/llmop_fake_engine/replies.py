@@ -19,6 +19,12 @@ from typing import Any
 ENGINE_CLASS_PATH = "llmop_fake_engine.engine:FakeVLLMEngine"
 # A chat request whose last user message is exactly this is answered with the report.
 REPORT_PROMPT = "llmop-fake-engine: report"
+# A chat request whose last user message starts with this and a number of seconds is
+# held that long before its answer, as a long generation would hold its replica: the
+# one way a test can make Serve's autoscaler see ongoing requests. Capped, so a typo
+# cannot hold a replica for good.
+HOLD_PROMPT = "llmop-fake-engine: hold"
+HOLD_MAX_SECONDS = 30.0
 # The replica logs its report on one line starting with this.
 REPORT_LOG_PREFIX = "llmop-fake-engine report: "
 MARKER = "[fake-vllm]"
@@ -98,6 +104,18 @@ def generate(prompt: str, limit: int) -> Answer:
 
 def is_report_request(prompt: str) -> bool:
     return prompt.strip() == REPORT_PROMPT
+
+
+def hold_seconds(prompt: str) -> float:
+    """How long to hold the answer: what a `HOLD_PROMPT` asks (0 to the cap), else 0."""
+    words = prompt.split()
+    if words[:2] != HOLD_PROMPT.split() or len(words) < 3:
+        return 0.0
+    try:
+        asked = float(words[2])
+    except ValueError:
+        return 0.0
+    return min(max(asked, 0.0), HOLD_MAX_SECONDS)
 
 
 # --- response bodies -----------------------------------------------------------------

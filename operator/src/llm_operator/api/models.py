@@ -1088,6 +1088,71 @@ class JobSpec(ApiModel):
         return self
 
 
+KvConnector = Literal["NixlConnector", "LMCacheConnectorV1"]
+
+
+class DisaggregationRoleSpec(ApiModel):
+    """One side of prefill/decode disaggregation: its engines' parallelism and count."""
+
+    tensor_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "GPUs per tensor-parallel group of this role's engines (within one node); "
+            "default spec.engine.tensorParallelSize. Pipeline stages come from "
+            "spec.engine.pipelineParallelSize."
+        ),
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Fixed number of this role's engines (default 1); exclusive with autoscaling.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="This role's replica range driven by load; exclusive with replicas.",
+    )
+
+    @property
+    def min_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return self.min_replicas
+
+
+class DisaggregationSpec(ApiModel):
+    """Prefill/decode disaggregation: Ray Serve LLM's build_pd_openai_app runs prompt
+    prefill and token decode on separate engines that hand the KV cache over."""
+
+    prefill: DisaggregationRoleSpec = Field(
+        default_factory=DisaggregationRoleSpec,
+        description="Engines that process prompts (worker group prefill-workers).",
+    )
+    decode: DisaggregationRoleSpec = Field(
+        default_factory=DisaggregationRoleSpec,
+        description="Engines that generate tokens (worker group decode-workers).",
+    )
+    kv_connector: KvConnector = Field(
+        default="NixlConnector",
+        description=(
+            "vLLM KV connector that moves the KV cache from prefill to decode: "
+            "NixlConnector or LMCacheConnectorV1 (the image must carry lmcache)."
+        ),
+    )
+
+    def role(self, name: str) -> DisaggregationRoleSpec:
+        role: DisaggregationRoleSpec = getattr(self, name)
+        return role
+
+
 class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLMDeployment."""
 
@@ -1111,6 +1176,11 @@ class LLMDeploymentSpec(ApiModel):
             rules.JOB_NEEDS_JOB,
             rules.JOB_ONLY_FOR_JOB,
             *rules.JOB_REFUSED,
+            rules.DISAGGREGATION_ONLY_SERVE_LLM,
+            rules.DISAGGREGATION_REPLACES_REPLICAS,
+            rules.DISAGGREGATION_WHOLE_GPUS,
+            rules.DISAGGREGATION_NO_DATA_PARALLEL,
+            *rules.DISAGGREGATION_ROLE_RULES,
         )
     )
 
@@ -1170,6 +1240,14 @@ class LLMDeploymentSpec(ApiModel):
     job: JobSpec | None = Field(
         default=None, description="The job to run (mode Job; required there)."
     )
+    disaggregation: DisaggregationSpec | None = Field(
+        default=None,
+        description=(
+            "Prefill/decode disaggregation (mode Service, engine vllm): separate prefill and "
+            "decode engines, each with its own worker group; replaces replicas and "
+            "autoscaling."
+        ),
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LLMDeploymentSpec:
@@ -1222,6 +1300,7 @@ class LLMDeploymentSpec(ApiModel):
             rules.DATA_PARALLEL_ONLY_SERVE_LLM,
         )
         self._check_mode_job()
+        self._disaggregation_rules()
         return self
 
     def _check_mode_job(self) -> None:
@@ -1246,6 +1325,28 @@ class LLMDeploymentSpec(ApiModel):
         )
         for is_set, rule in zip(set_fields, rules.JOB_REFUSED, strict=True):
             _check(not is_set, rule)
+
+    def _disaggregation_rules(self) -> None:
+        pd = self.disaggregation
+        if pd is None:
+            return
+        _check(self.serves_llm, rules.DISAGGREGATION_ONLY_SERVE_LLM)
+        _check(
+            self.replicas is None and self.autoscaling is None,
+            rules.DISAGGREGATION_REPLACES_REPLICAS,
+        )
+        _check(self.accelerator.gpu_fraction is None, rules.DISAGGREGATION_WHOLE_GPUS)
+        _check(self.engine.data_parallel_size == 1, rules.DISAGGREGATION_NO_DATA_PARALLEL)
+        for name in rules.PD_ROLES:
+            role = pd.role(name)
+            _check(
+                role.replicas is None or role.autoscaling is None,
+                rules.ROLE_REPLICAS_XOR_AUTOSCALING[name],
+            )
+            tp = role.tensor_parallel_size
+            _check(
+                tp is None or tp <= self.accelerator.gpus_per_node, rules.ROLE_TP_WITHIN_NODE[name]
+            )
 
     @property
     def serves_llm(self) -> bool:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llm_operator.api.models import LLMDeployment, LLMDeploymentSpec, LoraSpec, RoutingSpec
+from llm_operator.api.models import (
+    AutoscalingSpec,
+    LLMDeployment,
+    LLMDeploymentSpec,
+    LoraSpec,
+    RoutingSpec,
+)
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 
@@ -45,6 +51,11 @@ PREFIX_CACHE_AFFINITY_KWARGS = ("imbalanced_threshold", "match_rate_threshold")
 # Ray Serve LLM's application builders (ray/serve/llm/__init__.py in Ray 2.60).
 OPENAI_APP = "ray.serve.llm:build_openai_app"
 DATA_PARALLEL_APP = "ray.serve.llm:build_dp_openai_app"
+PREFILL_DECODE_APP = "ray.serve.llm:build_pd_openai_app"
+
+# vLLM's KVTransferConfig role for both sides: Ray's P/D servers pick the direction per
+# request (kv_transfer_params), so each engine both sends and receives.
+KV_ROLE = "kv_both"
 
 
 def serve_app(spec: LLMDeploymentSpec) -> str | None:
@@ -52,7 +63,39 @@ def serve_app(spec: LLMDeploymentSpec) -> str | None:
     (or none at all, mode Cluster)."""
     if not spec.serves_llm:
         return None
+    if spec.disaggregation is not None:
+        return PREFILL_DECODE_APP
     return DATA_PARALLEL_APP if spec.engine.data_parallel_size > 1 else OPENAI_APP
+
+
+@dataclass(frozen=True)
+class GpuRole:
+    """One GPU worker group and the Serve LLM deployment whose replicas it holds: the
+    whole model (role None), or the prefill or decode side of a disaggregated one."""
+
+    name: str | None
+    layout: GpuLayout
+    fit: MemoryFit
+    min_replicas: int
+    max_replicas: int
+    # Serve autoscaling of the role's deployment; None: a fixed count of min_replicas.
+    autoscaling: AutoscalingSpec | None = None
+
+    @property
+    def gpus_at_min(self) -> int:
+        return self.layout.gpus(self.min_replicas)
+
+    @property
+    def gpus_at_max(self) -> int:
+        return self.layout.gpus(self.max_replicas)
+
+
+@dataclass(frozen=True)
+class KvTransfer:
+    """vLLM's `kv_transfer_config` for both sides of prefill/decode disaggregation."""
+
+    connector: str
+    role: str = KV_ROLE
 
 
 @dataclass(frozen=True)
@@ -107,9 +150,14 @@ class Plan:
     # The serving patterns, each resolved once: None where the spec leaves Ray's default.
     router: RequestRouter | None = None
     lora: LoraAdapters | None = None
-    # Which Ray Serve LLM builder runs the model: the plain OpenAI app or the
-    # data-parallel one; None for a custom Serve application.
+    # Which Ray Serve LLM builder runs the model: the plain OpenAI app, the data-parallel
+    # or the prefill/decode one; None for a custom Serve application.
     serve_app: str | None = None
+    # The GPU worker groups, each with its Serve replicas: one for the whole model, or
+    # prefill then decode. Render makes one worker group per role.
+    roles: tuple[GpuRole, ...] = ()
+    # The KV cache hand-over of prefill/decode disaggregation; None without it.
+    kv_transfer: KvTransfer | None = None
 
     @property
     def ray_kind(self) -> RayKind:
@@ -126,18 +174,33 @@ class Plan:
         """Whether the child is a run that finishes (a RayJob)."""
         return self.strategy.runs_to_completion
 
-    @property
-    def name(self) -> str:
-        return self.llmd.name
+    def role(self, name: str | None) -> GpuRole:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        raise KeyError(name)
 
     @property
-    def namespace(self) -> str:
-        return self.llmd.namespace
+    def min_replicas(self) -> int:
+        """Serve replicas of every role at its fewest: prefill and decode engines count
+        alike."""
+        return sum(role.min_replicas for role in self.roles)
+
+    @property
+    def max_replicas(self) -> int:
+        return sum(role.max_replicas for role in self.roles)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs of one replica of each role: one model replica, or one prefill engine and
+        one decode engine."""
+        return sum(role.layout.gpus_per_replica for role in self.roles)
 
     @property
     def gpus_at_min(self) -> int:
-        return self.layout.gpus(self.llmd.spec.min_replicas)
+        """Whole GPUs of every worker group at its fewest replicas."""
+        return sum(role.gpus_at_min for role in self.roles)
 
     @property
     def gpus_at_max(self) -> int:
-        return self.layout.gpus(self.llmd.spec.max_replicas)
+        return sum(role.gpus_at_max for role in self.roles)

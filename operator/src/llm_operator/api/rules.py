@@ -913,3 +913,73 @@ JOB_TTL_NEEDS_SHUTDOWN = CelRule(
     ),
     field_path=".ttlSecondsAfterFinished",
 )
+
+
+# --- prefill/decode disaggregation --------------------------------------------------------
+# Ray Serve LLM's build_pd_openai_app runs two LLM deployments, each sized by its own role;
+# the spec-wide replica fields would size neither.
+_HAS_DISAGGREGATION = "has(self.disaggregation)"
+PD_ROLES = ("prefill", "decode")
+DISAGGREGATION_ONLY_SERVE_LLM = _serve_llm_only(
+    "disaggregation", "prefill/decode disaggregation (build_pd_openai_app)"
+)
+DISAGGREGATION_REPLACES_REPLICAS = CelRule(
+    rule=f"!{_HAS_DISAGGREGATION} || !(has(self.replicas) || has(self.autoscaling))",
+    message=(
+        "spec.replicas and spec.autoscaling do not apply with spec.disaggregation: prefill "
+        "and decode are sized apart; set replicas or autoscaling in "
+        "spec.disaggregation.prefill and spec.disaggregation.decode instead"
+    ),
+    field_path=".disaggregation",
+)
+DISAGGREGATION_WHOLE_GPUS = CelRule(
+    rule=f"!{_HAS_DISAGGREGATION} || !{_HAS_GPU_FRACTION}",
+    message=(
+        "spec.accelerator.gpuFraction does not apply with spec.disaggregation: prefill and "
+        "decode engines each hold whole GPUs; remove gpuFraction"
+    ),
+    field_path=".accelerator.gpuFraction",
+)
+DISAGGREGATION_NO_DATA_PARALLEL = CelRule(
+    rule=f"!{_HAS_DISAGGREGATION} || self.engine.dataParallelSize == 1",
+    message=(
+        "spec.engine.dataParallelSize above 1 does not apply with spec.disaggregation: each "
+        "role is sized by its own tensorParallelSize and replicas; remove dataParallelSize"
+    ),
+    field_path=".engine.dataParallelSize",
+)
+
+
+def _role_replicas_xor_autoscaling(role: str) -> CelRule:
+    at = f"self.disaggregation.{role}"
+    return CelRule(
+        rule=f"!{_HAS_DISAGGREGATION} || !(has({at}.replicas) && has({at}.autoscaling))",
+        message=(
+            f"spec.disaggregation.{role}.replicas and spec.disaggregation.{role}.autoscaling "
+            "are mutually exclusive: set replicas for a fixed count or autoscaling for a "
+            "range, not both"
+        ),
+        field_path=f".disaggregation.{role}",
+    )
+
+
+def _role_tp_within_node(role: str) -> CelRule:
+    at = f"self.disaggregation.{role}.tensorParallelSize"
+    return CelRule(
+        rule=(f"!{_HAS_DISAGGREGATION} || !has({at}) || {at} <= self.accelerator.gpusPerNode"),
+        message=(
+            f"spec.disaggregation.{role}.tensorParallelSize must not exceed "
+            "spec.accelerator.gpusPerNode: a tensor-parallel group never spans nodes; lower "
+            "it and raise spec.engine.pipelineParallelSize instead"
+        ),
+        field_path=f".disaggregation.{role}.tensorParallelSize",
+    )
+
+
+ROLE_REPLICAS_XOR_AUTOSCALING = {role: _role_replicas_xor_autoscaling(role) for role in PD_ROLES}
+ROLE_TP_WITHIN_NODE = {role: _role_tp_within_node(role) for role in PD_ROLES}
+DISAGGREGATION_ROLE_RULES = tuple(
+    rule
+    for role in PD_ROLES
+    for rule in (ROLE_REPLICAS_XOR_AUTOSCALING[role], ROLE_TP_WITHIN_NODE[role])
+)

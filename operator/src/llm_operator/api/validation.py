@@ -19,11 +19,14 @@ from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
 from llm_operator.api.plan import (
     STRATEGY_OF_MODE,
+    GpuRole,
+    KvTransfer,
     Plan,
     lora_adapters,
     request_router,
     serve_app,
 )
+from llm_operator.api.rules import PD_ROLES
 from llm_operator.sizing import (
     DEFAULT_GPU_MEMORY_GIB,
     Accelerator,
@@ -49,6 +52,10 @@ TYPED_ENGINE_ARGS = {
 LORA_ENGINE_ARGS = {
     "enable_lora": "spec.lora",
     "max_lora_rank": "spec.lora.maxRank",
+}
+# Engine kwargs spec.disaggregation sets on both roles.
+DISAGGREGATION_ENGINE_ARGS = {
+    "kv_transfer_config": "spec.disaggregation.kvConnector",
 }
 
 
@@ -199,6 +206,56 @@ def _fit(llmd: LLMDeployment, layout: GpuLayout, accelerator: Accelerator) -> Me
     )
 
 
+def _whole_model_role(llmd: LLMDeployment, accelerator: Accelerator) -> GpuRole:
+    """The one worker group of a model served (or run) without disaggregation."""
+    spec = llmd.spec
+    layout = gpu_layout(
+        spec.engine.tensor_parallel_size,
+        spec.engine.pipeline_parallel_size,
+        spec.accelerator.gpus_per_node,
+        spec.accelerator.gpu_fraction,
+        spec.engine.data_parallel_size,
+    )
+    fit = _fit(llmd, layout, accelerator)
+    if fit.fits is False:
+        raise LayoutError("spec.engine.tensorParallelSize", fit.message)
+    return GpuRole(None, layout, fit, spec.min_replicas, spec.max_replicas, spec.autoscaling)
+
+
+def _disaggregated_roles(llmd: LLMDeployment, accelerator: Accelerator) -> list[GpuRole]:
+    """Prefill then decode, each sized from its own tensor parallelism and replicas; both
+    hold a whole copy of the weights, so each is fit-checked on its own GPUs."""
+    spec = llmd.spec
+    assert spec.disaggregation is not None
+    roles: list[GpuRole] = []
+    for name in PD_ROLES:
+        role = spec.disaggregation.role(name)
+        tp_field = f"spec.disaggregation.{name}.tensorParallelSize"
+        try:
+            layout = gpu_layout(
+                role.tensor_parallel_size or spec.engine.tensor_parallel_size,
+                spec.engine.pipeline_parallel_size,
+                spec.accelerator.gpus_per_node,
+            )
+        except LayoutError as exc:
+            field = tp_field if exc.field == "spec.engine.tensorParallelSize" else exc.field
+            raise LayoutError(field, f"{name}: {exc.message}") from None
+        fit = _fit(llmd, layout, accelerator)
+        if fit.fits is False:
+            # The fix is the side's own tensor parallelism, not the engine-wide one.
+            advice = fit.message.replace("spec.engine.tensorParallelSize", tp_field)
+            raise LayoutError(tp_field, f"{name}: {advice}")
+        roles.append(
+            GpuRole(name, layout, fit, role.min_replicas, role.max_replicas, role.autoscaling)
+        )
+    return roles
+
+
+def _tightest_fit(roles: list[GpuRole]) -> MemoryFit:
+    """The fit of the role with the most weights per GPU (the one a condition reports)."""
+    return max(roles, key=lambda role: role.fit.weights_gib_per_gpu or 0).fit
+
+
 def _resolved(
     llmd: LLMDeployment, gpu_memory_gib: Mapping[str, float]
 ) -> tuple[Plan | None, list[FieldError]]:
@@ -214,28 +271,30 @@ def _resolved(
     errors: list[FieldError] = []
     plan: Plan | None = None
     try:
-        layout = gpu_layout(
-            spec.engine.tensor_parallel_size,
-            spec.engine.pipeline_parallel_size,
-            spec.accelerator.gpus_per_node,
-            spec.accelerator.gpu_fraction,
-            spec.engine.data_parallel_size,
+        roles = (
+            [_whole_model_role(llmd, accelerator)]
+            if spec.disaggregation is None
+            else _disaggregated_roles(llmd, accelerator)
         )
     except LayoutError as exc:
         errors.append(FieldError(exc.field, exc.message))
     else:
-        fit = _fit(llmd, layout, accelerator)
-        if fit.fits is False:
-            errors.append(FieldError("spec.engine.tensorParallelSize", fit.message))
         plan = Plan(
             llmd,
-            layout,
-            fit,
+            # The layout clients' requests meet last: the decode side when disaggregated.
+            roles[-1].layout,
+            _tightest_fit(roles),
             accelerator,
             STRATEGY_OF_MODE[spec.mode],
             router=request_router(spec.routing),
             lora=lora_adapters(spec.lora),
             serve_app=serve_app(spec),
+            roles=tuple(roles),
+            kv_transfer=(
+                None
+                if spec.disaggregation is None
+                else KvTransfer(spec.disaggregation.kv_connector)
+            ),
         )
     errors.extend(_other_errors(llmd))
     return (None if errors else plan), errors
@@ -253,7 +312,11 @@ def _other_errors(llmd: LLMDeployment) -> list[FieldError]:
     spec = llmd.spec
     errors: list[FieldError] = []
     if spec.engine.type == "vllm":
-        typed = TYPED_ENGINE_ARGS | (LORA_ENGINE_ARGS if spec.lora is not None else {})
+        typed = (
+            TYPED_ENGINE_ARGS
+            | (LORA_ENGINE_ARGS if spec.lora is not None else {})
+            | (DISAGGREGATION_ENGINE_ARGS if spec.disaggregation is not None else {})
+        )
         for key, field in typed.items():
             if key in spec.engine.args:
                 errors.append(

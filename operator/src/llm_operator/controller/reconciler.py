@@ -163,7 +163,7 @@ def _observe(
     if not plan.serves:
         return observed
     serving = {
-        name: _sync_serving_cluster_bounds(api, children.ray, plan.namespace, name)
+        name: _sync_serving_cluster_bounds(api, children.ray, plan.llmd.namespace, name)
         for name in observed.serving_clusters
     }
     active = serving.get(observed.ray_cluster or "")

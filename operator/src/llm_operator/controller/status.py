@@ -417,7 +417,7 @@ def observe(plan: Plan, live: Body | None) -> Observed:
         return observed
     # Replicas sharing a GPU: a Ready pod holds up to `sharing` of them. KubeRay counts
     # pods only, so this is an upper bound, capped by the most replicas the spec allows.
-    ready = min(observed.ready_replicas * sharing, plan.llmd.spec.max_replicas)
+    ready = min(observed.ready_replicas * sharing, plan.max_replicas)
     return replace(observed, ready_replicas=ready)
 
 
@@ -453,8 +453,8 @@ def reconciled_status(
             else observed.job.model_copy(update={"finished_generation": finished_at})
         ),
         ray_cluster=observed.ray_cluster,
-        gpus_per_replica=plan.layout.gpus_per_replica,
-        replicas=ReplicaStatus(desired=llmd.spec.min_replicas, ready=observed.ready_replicas),
+        gpus_per_replica=plan.gpus_per_replica,
+        replicas=ReplicaStatus(desired=plan.min_replicas, ready=observed.ready_replicas),
         gcs_fault_tolerance=gcs_fault_tolerance_state(
             llmd.spec.ray_cluster.gcs_fault_tolerance is not None, observed.gcs_fault_tolerance
         ),

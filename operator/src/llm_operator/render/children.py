@@ -13,7 +13,7 @@ from llm_operator.render.pods import (
     autoscaler_resources,
     head_group,
     submitter_template,
-    worker_group,
+    worker_groups,
 )
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
@@ -74,7 +74,7 @@ def ray_cluster_spec(plan: Plan, settings: OperatorSettings) -> Manifest:
     if cluster.gcs_fault_tolerance is not None:
         spec["gcsFaultToleranceOptions"] = gcs_fault_tolerance_options(cluster.gcs_fault_tolerance)
     spec["headGroupSpec"] = head_group(plan, settings)
-    spec["workerGroupSpecs"] = [worker_group(plan, settings)]
+    spec["workerGroupSpecs"] = worker_groups(plan, settings)
     return spec
 
 
@@ -93,18 +93,26 @@ def gcs_fault_tolerance_options(gcs: GcsFaultToleranceSpec) -> Manifest:
     return options
 
 
-def ray_service(plan: Plan, settings: OperatorSettings) -> Manifest:
-    llmd = plan.llmd
+def _ray_object(
+    kind: RayKind, llmd: LLMDeployment, name: str, component: str, spec: Manifest
+) -> Manifest:
     return {
         "apiVersion": names.RAY_API_VERSION,
-        "kind": RayKind.RAY_SERVICE.value,
-        "metadata": _metadata(llmd, names.ray_service_name(llmd.name), "ray-service"),
-        "spec": {
-            "serveConfigV2": serve_config_yaml(plan),
-            "rayClusterConfig": ray_cluster_spec(plan, settings),
-            "upgradeStrategy": upgrade_strategy(llmd),
-        },
+        "kind": kind.value,
+        "metadata": _metadata(llmd, name, component),
+        "spec": spec,
     }
+
+
+def ray_service(plan: Plan, settings: OperatorSettings) -> Manifest:
+    llmd = plan.llmd
+    spec = {
+        "serveConfigV2": serve_config_yaml(plan),
+        "rayClusterConfig": ray_cluster_spec(plan, settings),
+        "upgradeStrategy": upgrade_strategy(llmd),
+    }
+    name = names.ray_service_name(llmd.name)
+    return _ray_object(RayKind.RAY_SERVICE, llmd, name, "ray-service", spec)
 
 
 def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
@@ -122,12 +130,9 @@ def upgrade_strategy(llmd: LLMDeployment) -> Manifest:
 
 def ray_cluster(plan: Plan, settings: OperatorSettings) -> Manifest:
     llmd = plan.llmd
-    return {
-        "apiVersion": names.RAY_API_VERSION,
-        "kind": RayKind.RAY_CLUSTER.value,
-        "metadata": _metadata(llmd, names.ray_cluster_name(llmd.name), "ray-cluster"),
-        "spec": ray_cluster_spec(plan, settings),
-    }
+    name = names.ray_cluster_name(llmd.name)
+    spec = ray_cluster_spec(plan, settings)
+    return _ray_object(RayKind.RAY_CLUSTER, llmd, name, "ray-cluster", spec)
 
 
 def ray_job(plan: Plan, settings: OperatorSettings) -> Manifest:
@@ -153,12 +158,7 @@ def ray_job(plan: Plan, settings: OperatorSettings) -> Manifest:
     spec["suspend"] = job.suspend
     spec["submitterPodTemplate"] = submitter_template(plan, settings)
     spec["rayClusterSpec"] = ray_cluster_spec(plan, settings)
-    return {
-        "apiVersion": names.RAY_API_VERSION,
-        "kind": RayKind.RAY_JOB.value,
-        "metadata": _metadata(llmd, names.ray_job_name(llmd.name), "ray-job"),
-        "spec": spec,
-    }
+    return _ray_object(RayKind.RAY_JOB, llmd, names.ray_job_name(llmd.name), "ray-job", spec)
 
 
 # The mode's strategy, by the kind the plan chose: which Ray child to build.

@@ -36,6 +36,19 @@ SERVE_PORT: Final = 8000
 METRICS_PORT: Final = 8080
 
 
+def worker_group(role: str | None) -> str:
+    """The GPU worker group of a plan's role: `gpu-workers` for the whole model,
+    `prefill-workers` and `decode-workers` for the sides of a disaggregated one."""
+    return WORKER_GROUP if role is None else f"{role}-workers"
+
+
+def role_resource(role: str | None) -> str | None:
+    """The custom Ray resource a role's worker pods advertise (one unit per GPU) and its
+    bundles ask for, tying the role's engines to its own group; the group's name, as Ray
+    resource names may be any string. None for the whole model's one group."""
+    return None if role is None else worker_group(role)
+
+
 def ray_service_name(deployment: str) -> str:
     return deployment
 

@@ -10,7 +10,7 @@ from llm_operator.api.models import (
     Toleration,
     VolumeSpec,
 )
-from llm_operator.api.plan import Plan
+from llm_operator.api.plan import GpuRole, Plan
 from llm_operator.render import names
 from llm_operator.render.sources import ModelSource, optional_model_source
 from llm_operator.settings import OperatorSettings
@@ -185,15 +185,27 @@ def _ports(plan: Plan, *, head: bool) -> list[Manifest]:
 
 
 def _pod_spec(
-    llmd: LLMDeployment,
+    plan: Plan,
+    settings: OperatorSettings,
     *,
-    container: Manifest,
-    volumes: list[Manifest],
+    head: bool,
+    resources: Manifest,
     placement: PodResourcesSpec,
     node_selector: dict[str, str],
     tolerations: list[Manifest],
 ) -> Manifest:
-    """The pod: its container and volumes, then the placement fields that are set."""
+    """A Ray pod: its one container and its volumes (shared memory for the workers only),
+    then the placement fields that are set."""
+    llmd = plan.llmd
+    volumes, mounts = _volumes_and_mounts(llmd, optional_model_source(llmd), shm=not head)
+    container = _container(
+        plan,
+        settings,
+        name=names.HEAD_CONTAINER if head else names.WORKER_CONTAINER,
+        resources=resources,
+        mounts=mounts,
+        head=head,
+    )
     cluster = llmd.spec.ray_cluster
     pod: Manifest = {"containers": [container]}
     if volumes:
@@ -256,29 +268,18 @@ def head_group(plan: Plan, settings: OperatorSettings) -> Manifest:
     """The head: the user's resources and placement only (no GPU selector or toleration)."""
     llmd = plan.llmd
     head = llmd.spec.ray_cluster.head
-    source = optional_model_source(llmd)
-    volumes, mounts = _volumes_and_mounts(llmd, source, shm=False)
-    container = _container(
+    pod = _pod_spec(
         plan,
         settings,
-        name=names.HEAD_CONTAINER,
-        resources=head_resources(head.resources, settings),
-        mounts=mounts,
         head=True,
+        resources=head_resources(head.resources, settings),
+        placement=head,
+        node_selector=dict(head.node_selector),
+        tolerations=_tolerations(head.tolerations),
     )
     return {
         "rayStartParams": ray_start_params(llmd, head=True),
-        "template": {
-            "metadata": _pod_metadata(llmd, "ray-head"),
-            "spec": _pod_spec(
-                llmd,
-                container=container,
-                volumes=volumes,
-                placement=head,
-                node_selector=dict(head.node_selector),
-                tolerations=_tolerations(head.tolerations),
-            ),
-        },
+        "template": {"metadata": _pod_metadata(llmd, "ray-head"), "spec": pod},
     }
 
 
@@ -307,47 +308,48 @@ def gpu_node_selector(llmd: LLMDeployment, settings: OperatorSettings) -> dict[s
     return {**llmd.spec.ray_cluster.worker.node_selector, **own}
 
 
-def worker_group(plan: Plan, settings: OperatorSettings) -> Manifest:
-    """One GPU worker group; a group replica is one model replica of `numOfHosts` pods."""
-    llmd, layout, accelerator = plan.llmd, plan.layout, plan.accelerator
+def worker_group(plan: Plan, role: GpuRole, settings: OperatorSettings) -> Manifest:
+    """One GPU worker group, for one role of the plan; a group replica is one model
+    replica (or one engine of a prefill/decode side) of `numOfHosts` pods."""
+    llmd, layout, accelerator = plan.llmd, role.layout, plan.accelerator
     spec = llmd.spec
-    source = optional_model_source(llmd)
-    volumes, mounts = _volumes_and_mounts(llmd, source, shm=True)
-    container = _container(
+    pod = _pod_spec(
         plan,
         settings,
-        name=names.WORKER_CONTAINER,
+        head=False,
         resources=worker_resources(
             spec.ray_cluster.worker.resources,
             accelerator.resource_name,
             layout.gpus_per_host,
             settings,
         ),
-        mounts=mounts,
-        head=False,
-    )
-    pod = _pod_spec(
-        llmd,
-        container=container,
-        volumes=volumes,
         placement=spec.ray_cluster.worker,
         node_selector=gpu_node_selector(llmd, settings),
         tolerations=gpu_tolerations(llmd),
     )
+    # Ray resources the autoscaler plans with, matching the Serve placement group.
+    resources = {
+        "GPU": str(layout.gpus_per_host),
+        f"accelerator_type:{accelerator.type}": "1",
+    }
+    group_resource = names.role_resource(role.name)
+    if group_resource is not None:
+        resources[group_resource] = str(layout.gpus_per_host)
     return {
-        "groupName": names.WORKER_GROUP,
-        "replicas": layout.worker_group_replicas(spec.min_replicas),
-        "minReplicas": layout.worker_group_replicas(spec.min_replicas),
-        "maxReplicas": layout.worker_group_replicas(spec.max_replicas),
+        "groupName": names.worker_group(role.name),
+        "replicas": layout.worker_group_replicas(role.min_replicas),
+        "minReplicas": layout.worker_group_replicas(role.min_replicas),
+        "maxReplicas": layout.worker_group_replicas(role.max_replicas),
         "numOfHosts": layout.hosts_per_replica,
         "rayStartParams": ray_start_params(llmd, head=False),
-        # Ray resources the autoscaler plans with, matching the Serve placement group.
-        "resources": {
-            "GPU": str(layout.gpus_per_host),
-            f"accelerator_type:{accelerator.type}": "1",
-        },
+        "resources": resources,
         "template": {"metadata": _pod_metadata(llmd, "ray-worker"), "spec": pod},
     }
+
+
+def worker_groups(plan: Plan, settings: OperatorSettings) -> list[Manifest]:
+    """A GPU worker group per role of the plan, in the plan's order."""
+    return [worker_group(plan, role, settings) for role in plan.roles]
 
 
 # The submitter only runs `ray job submit` and follows the logs. KubeRay's own default

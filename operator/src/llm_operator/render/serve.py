@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 import yaml
 
-from llm_operator.api.models import LLMDeploymentSpec
 from llm_operator.api.plan import (
     DATA_PARALLEL_APP,
     OPENAI_APP,
+    PREFILL_DECODE_APP,
+    GpuRole,
+    KvTransfer,
     LoraAdapters,
     Plan,
     RequestRouter,
@@ -20,33 +22,48 @@ from llm_operator.sizing import GpuLayout
 from llm_operator.yamlio import Manifest
 
 
-def _openai_args(config: Manifest) -> Manifest:
-    return {"llm_configs": [config]}
+def _openai_args(plan: Plan) -> Manifest:
+    return {"llm_configs": [llm_config(plan, plan.role(None))]}
 
 
-def _data_parallel_args(config: Manifest) -> Manifest:
-    return {"llm_config": config}
+def _data_parallel_args(plan: Plan) -> Manifest:
+    return {"llm_config": llm_config(plan, plan.role(None))}
 
 
-# The builder's argument holding the LLMConfig: a list for the OpenAI app, the one
-# config for the data-parallel app (Ray's LLMServingArgs and DPOpenAiServingArgs).
-BUILDER_ARGS: dict[str, Callable[[Manifest], Manifest]] = {
+def _prefill_decode_args(plan: Plan) -> Manifest:
+    return {
+        "prefill_config": llm_config(plan, plan.role("prefill")),
+        "decode_config": llm_config(plan, plan.role("decode")),
+    }
+
+
+# The builder's arguments holding the LLMConfigs: a list for the OpenAI app, the one
+# config for the data-parallel app, one per side for the prefill/decode app (Ray's
+# LLMServingArgs, DPOpenAiServingArgs and PDServingArgs).
+BUILDER_ARGS: dict[str, Callable[[Plan], Manifest]] = {
     OPENAI_APP: _openai_args,
     DATA_PARALLEL_APP: _data_parallel_args,
+    PREFILL_DECODE_APP: _prefill_decode_args,
 }
 
 
-def engine_kwargs(plan: Plan) -> Manifest:
+def kv_transfer_config(kv: KvTransfer) -> Manifest:
+    """vLLM's `kv_transfer_config`, which Ray's PDServingArgs requires on both sides and
+    whose `kv_connector` picks Ray's connector backend (NixlConnector, LMCacheConnectorV1)."""
+    return {"kv_connector": kv.connector, "kv_role": kv.role}
+
+
+def engine_kwargs(plan: Plan, role: GpuRole) -> Manifest:
     llmd = plan.llmd
     engine = llmd.spec.engine
     kwargs: Manifest = {
-        "tensor_parallel_size": engine.tensor_parallel_size,
-        "pipeline_parallel_size": engine.pipeline_parallel_size,
+        "tensor_parallel_size": role.layout.tensor_parallel_size,
+        "pipeline_parallel_size": role.layout.pipeline_parallel_size,
         "dtype": engine.dtype,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
     }
-    if plan.layout.data_parallel_size > 1:
-        kwargs["data_parallel_size"] = plan.layout.data_parallel_size
+    if role.layout.data_parallel_size > 1:
+        kwargs["data_parallel_size"] = role.layout.data_parallel_size
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
     revision = None if llmd.spec.model is None else llmd.spec.model.revision
@@ -56,24 +73,32 @@ def engine_kwargs(plan: Plan) -> Manifest:
         # Ray downloads adapters and hands them to vLLM, which serves them only when on.
         kwargs["enable_lora"] = True
         kwargs["max_lora_rank"] = plan.lora.max_rank
+    if plan.kv_transfer is not None:
+        kwargs["kv_transfer_config"] = kv_transfer_config(plan.kv_transfer)
     kwargs.update(engine.args)
     return kwargs
 
 
-def placement_group_config(layout: GpuLayout) -> Manifest:
+def placement_group_config(layout: GpuLayout, group_resource: str | None = None) -> Manifest:
     """One GPU bundle per engine worker (a fraction of a GPU when replicas share one); one
     engine instance packs onto one pod unless it spans pods. Ray's DP builder gang-places
-    the ranks of a data-parallel replica itself (PACK), dropping this strategy."""
+    the ranks of a data-parallel replica itself (PACK), dropping this strategy.
+
+    `group_resource`: a custom Ray resource only one worker group's pods advertise, one
+    unit per GPU, so that a role's engines land on (and scale) its own group."""
+    bundle: Manifest = {"GPU": layout.gpus_per_bundle}
+    if group_resource is not None:
+        bundle[group_resource] = 1
     return {
-        "bundles": [{"GPU": layout.gpus_per_bundle} for _ in range(layout.gpus_per_rank)],
+        "bundles": [dict(bundle) for _ in range(layout.gpus_per_rank)],
         "strategy": "PACK" if layout.rank_multi_host else "STRICT_PACK",
     }
 
 
-def replica_config(spec: LLMDeploymentSpec) -> Manifest:
-    autoscaling = spec.autoscaling
+def replica_config(role: GpuRole) -> Manifest:
+    autoscaling = role.autoscaling
     if autoscaling is None:
-        return {"num_replicas": spec.min_replicas}
+        return {"num_replicas": role.min_replicas}
     return {
         "autoscaling_config": {
             "min_replicas": autoscaling.min_replicas,
@@ -93,17 +118,17 @@ def request_router_config(router: RequestRouter) -> Manifest:
     return config
 
 
-def deployment_config(plan: Plan) -> Manifest:
+def deployment_config(plan: Plan, role: GpuRole) -> Manifest:
     """The LLM server deployment's options: replicas, then the router when not Serve's
-    default."""
-    config = replica_config(plan.llmd.spec)
+    default (on each side of a disaggregated model: both are LLM server deployments)."""
+    config = replica_config(role)
     if plan.router is not None:
         config["request_router_config"] = request_router_config(plan.router)
     return config
 
 
-def llm_config(plan: Plan) -> Manifest:
-    """One Ray Serve LLM `LLMConfig` whose placement matches the worker pods."""
+def llm_config(plan: Plan, role: GpuRole) -> Manifest:
+    """One Ray Serve LLM `LLMConfig` whose placement matches its role's worker pods."""
     llmd = plan.llmd
     spec = llmd.spec
     return {
@@ -112,9 +137,11 @@ def llm_config(plan: Plan) -> Manifest:
             "model_source": model_source(llmd).model_source,
         },
         "accelerator_type": plan.accelerator.type,
-        "engine_kwargs": engine_kwargs(plan),
-        "placement_group_config": placement_group_config(plan.layout),
-        "deployment_config": deployment_config(plan),
+        "engine_kwargs": engine_kwargs(plan, role),
+        "placement_group_config": placement_group_config(
+            role.layout, names.role_resource(role.name)
+        ),
+        "deployment_config": deployment_config(plan, role),
         "log_engine_metrics": spec.monitoring.prometheus,
         **lora_config(plan.lora),
     }
@@ -141,7 +168,7 @@ def serve_application(plan: Plan) -> Manifest:
         app["args"] = dict(engine.args)
     else:
         app["import_path"] = plan.serve_app
-        app["args"] = BUILDER_ARGS[plan.serve_app](llm_config(plan))
+        app["args"] = BUILDER_ARGS[plan.serve_app](plan)
     return app
 
 
