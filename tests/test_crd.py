@@ -120,6 +120,7 @@ CROSS_FIELD_RULES = [
     (".spec", "!has(self.job) || self.mode == 'Job'"),
     (".spec", "self.mode != 'Job' || !(has(self.autoscaling))"),
     (".spec", "self.mode != 'Job' || !(size(self.engine.args) > 0)"),
+    (".spec", "self.mode != 'Job' || !(has(self.disaggregation))"),
     (".spec.job", "!self.suspend || self.shutdownAfterJobFinishes"),
 ]
 

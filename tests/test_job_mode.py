@@ -242,6 +242,7 @@ def _job(**spec: Any) -> Body:
         ({"engine": {"args": {"enforce_eager": True}}}, "spec.engine.args"),
         ({"engine": {"maxModelLen": 4096}}, "spec.engine.maxModelLen"),
         ({"engine": {"type": "custom", "importPath": "a.b:c"}}, "spec.engine.importPath"),
+        ({"disaggregation": {}}, "spec.disaggregation"),
         ({"job": None}, "spec.job.entrypoint"),
         ({"job": {"entrypoint": "x", "suspend": True, "shutdownAfterJobFinishes": False}},
          "spec.job.suspend"),
@@ -256,6 +257,12 @@ def test_fields_that_do_not_apply_to_a_job_are_named(edit: Body, field: str) -> 
     with pytest.raises(SpecError) as caught:
         validate(body)
     assert field in str(caught.value), str(caught.value)
+
+
+def test_disaggregation_is_refused_as_not_for_a_job() -> None:
+    # Not only as Serve-LLM-only: the message says why a job has no use for it.
+    with pytest.raises(SpecError, match=r"spec\.disaggregation does not apply to mode Job"):
+        validate(_job(disaggregation={"prefill": {"replicas": 2}}))
 
 
 def test_a_job_needs_no_model_and_the_other_modes_do() -> None:

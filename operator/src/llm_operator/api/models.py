@@ -1322,6 +1322,7 @@ class LLMDeploymentSpec(ApiModel):
             engine.type != "vllm",
             bool(engine.args),
             engine.max_model_len is not None,
+            self.disaggregation is not None,
         )
         for is_set, rule in zip(set_fields, rules.JOB_REFUSED, strict=True):
             _check(not is_set, rule)

@@ -869,6 +869,11 @@ JOB_REFUSED_FIELDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("engine.args", "size(self.engine.args) > 0", "they are Serve engine arguments"),
     ("engine.maxModelLen", "has(self.engine.maxModelLen)", "it is a serving engine setting"),
+    (
+        "disaggregation",
+        "has(self.disaggregation)",
+        "it splits Serve engines into prefill and decode, and a job runs one worker group",
+    ),
 )
 JOB_REFUSED = tuple(_not_for_job(field, test, why) for field, test, why in JOB_REFUSED_FIELDS)
 JOB_NEEDS_JOB = CelRule(
