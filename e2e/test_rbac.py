@@ -54,6 +54,10 @@ NEEDED = [
     Access("create", "rayclusters", "ray.io"),
     Access("patch", "rayclusters", "ray.io"),
     Access("watch", "rayclusters", "ray.io"),
+    # Mode Job: the operator creates and patches its RayJob; kopf watches them.
+    Access("create", "rayjobs", "ray.io"),
+    Access("patch", "rayjobs", "ray.io"),
+    Access("watch", "rayjobs", "ray.io"),
     Access("create", "persistentvolumeclaims"),
     Access("patch", "persistentvolumeclaims"),
     Access("create", "events"),
@@ -71,6 +75,7 @@ FORBIDDEN = [
     # patches, claims are read by name, Events are only posted.
     Access("update", "rayservices", "ray.io"),
     Access("update", "rayclusters", "ray.io"),
+    Access("update", "rayjobs", "ray.io"),
     Access("update", PLURAL, GROUP),
     Access("get", PLURAL, GROUP, "status"),
     Access("list", "persistentvolumeclaims"),

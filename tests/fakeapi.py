@@ -64,6 +64,7 @@ SERVED = {
     f"{names.RAY_GROUP}/{names.RAY_VERSION}": [
         ("rayservices", "RayService"),
         ("rayclusters", "RayCluster"),
+        ("rayjobs", "RayJob"),
     ],
 }
 

@@ -23,7 +23,7 @@ def test_render_prints_children_in_apply_order(
     assert main(["render", "-f", str(path)]) == EXIT_OK
     children = list(yaml.safe_load_all(capsys.readouterr().out))
     kinds = [c["kind"] for c in children]
-    assert kinds[-1] in ("RayService", "RayCluster")
+    assert kinds[-1] in ("RayService", "RayCluster", "RayJob")
     assert set(kinds[:-1]) <= {"PersistentVolumeClaim"}
 
 

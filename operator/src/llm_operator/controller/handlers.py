@@ -142,6 +142,7 @@ async def count_in_metrics(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
+@kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayjobs", labels=CHILD_LABELS)
 def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed or went away: restore it if needed and mirror its status."""
     if reconciler.redundant_child_event(event["type"], body.get("kind", "")):

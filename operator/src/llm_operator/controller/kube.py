@@ -8,7 +8,7 @@ Every write names the field manager `llm-operator`. API failures become kopf's
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -30,7 +30,11 @@ from llm_operator.render.names import RAY_GROUP, RAY_VERSION
 from llm_operator.yamlio import Manifest
 
 FIELD_MANAGER: Final = "llm-operator"
-RAY_PLURALS: Final = {RayKind.RAY_SERVICE: "rayservices", RayKind.RAY_CLUSTER: "rayclusters"}
+RAY_PLURALS: Final = {
+    RayKind.RAY_SERVICE: "rayservices",
+    RayKind.RAY_CLUSTER: "rayclusters",
+    RayKind.RAY_JOB: "rayjobs",
+}
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
@@ -158,7 +162,11 @@ def _create_ray_resource(clients: Clients, desired: Manifest) -> Manifest | None
 
 
 def apply_ray_resource(
-    clients: Clients, desired: Manifest, *, likely_absent: bool = False
+    clients: Clients,
+    desired: Manifest,
+    *,
+    likely_absent: bool = False,
+    frozen: Callable[[Manifest], bool] | None = None,
 ) -> tuple[Outcome, Manifest]:
     """Create the RayService/RayCluster, or server-side apply the difference.
 
@@ -166,6 +174,7 @@ def apply_ray_resource(
     only if the name is taken, which saves a read per new LLMDeployment. Updates carry
     the autoscaler's live fields and the live resourceVersion, so a concurrent scale by
     the autoscaler makes the apply fail with 409 and retry instead of overwriting it.
+    A live object that `frozen` holds for (a finished RayJob) is left as it is.
     """
     kind = desired["kind"]
     meta = desired["metadata"]
@@ -182,7 +191,7 @@ def apply_ray_resource(
                 raise kopf.TemporaryError(f"{what}: created meanwhile by another writer", delay=1)
             return "created", created
         wanted = keep_autoscaler_fields(desired, live)
-        if contains(wanted, live):
+        if contains(wanted, live) or (frozen is not None and frozen(live)):
             return "unchanged", live
         wanted["metadata"] = {
             **wanted["metadata"],
@@ -335,9 +344,17 @@ class KubeApi:
         return ensure_claim(self.clients, desired, owner_uid)
 
     def apply_ray_resource(
-        self, desired: Manifest, *, likely_absent: bool
+        self,
+        desired: Manifest,
+        *,
+        likely_absent: bool,
+        frozen: Callable[[Manifest], bool] | None = None,
     ) -> tuple[Outcome, Manifest]:
-        return apply_ray_resource(self.clients, desired, likely_absent=likely_absent)
+        return apply_ray_resource(self.clients, desired, likely_absent=likely_absent, frozen=frozen)
+
+    def get_ray_resource(self, kind: str, namespace: str, name: str) -> Manifest | None:
+        with api_errors(f"{kind} {namespace}/{name}"):
+            return get_ray_resource(self.clients, kind, namespace, name)
 
     def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None:
         return sync_worker_bounds(self.clients, bounds)

@@ -20,12 +20,15 @@ from llm_operator.yamlio import Manifest
 AUTOSCALER_OWNED = ("replicas", "scaleStrategy")
 
 
+# Where a kind keeps its Ray cluster's spec; a RayCluster's is its own spec.
+CLUSTER_SPEC_KEY = {RayKind.RAY_SERVICE: "rayClusterConfig", RayKind.RAY_JOB: "rayClusterSpec"}
+
+
 def worker_groups(resource: Mapping[str, Any]) -> list[Manifest]:
-    """The worker groups of a RayCluster, or of a RayService's cluster config."""
+    """The worker groups of a RayCluster, or of a RayService's or RayJob's cluster spec."""
     spec = resource.get("spec") or {}
-    cluster = (
-        spec.get("rayClusterConfig", spec) if resource.get("kind") == RayKind.RAY_SERVICE else spec
-    )
+    key = CLUSTER_SPEC_KEY.get(resource.get("kind", ""))
+    cluster = spec.get(key, spec) if key else spec
     groups: list[Manifest] = cluster.get("workerGroupSpecs") or []
     return groups
 

@@ -66,8 +66,9 @@ def engine_kwargs(plan: Plan, role: GpuRole) -> Manifest:
         kwargs["data_parallel_size"] = role.layout.data_parallel_size
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
-    if llmd.spec.model.revision is not None and model_source(llmd).scheme == "hf":
-        kwargs["revision"] = llmd.spec.model.revision
+    revision = None if llmd.spec.model is None else llmd.spec.model.revision
+    if revision is not None and model_source(llmd).scheme == "hf":
+        kwargs["revision"] = revision
     if plan.lora is not None:
         # Ray downloads adapters and hands them to vLLM, which serves them only when on.
         kwargs["enable_lora"] = True
