@@ -41,6 +41,7 @@ import kubernetes
 import pydantic
 import yaml
 from prometheus_client import CollectorRegistry
+from tests.fakeapi import NAMESPACE, FakeApiServer, RecordingKubeApi, llmd_path, ray_path
 
 from llm_operator import yamlio
 from llm_operator.api.vocabulary import RayKind
@@ -48,7 +49,6 @@ from llm_operator.controller import kube, reconciler
 from llm_operator.controller.metrics import OperatorMetrics, record_of
 from llm_operator.render import names
 from llm_operator.settings import OperatorSettings
-from tests.fakeapi import NAMESPACE, FakeApiServer, RecordingKubeApi, llmd_path, ray_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
@@ -112,9 +112,9 @@ class Sample:
 
     def ray_path(self) -> str | None:
         for kind, plural in kube.RAY_PLURALS.items():
-            name = (names.ray_service_name if kind == RayKind.RAY_SERVICE else names.ray_cluster_name)(
-                self.name
-            )
+            name = (
+                names.ray_service_name if kind == RayKind.RAY_SERVICE else names.ray_cluster_name
+            )(self.name)
             if ray_path(plural, name) in self.server.objects:
                 return ray_path(plural, name)
         return None
@@ -307,7 +307,9 @@ def machine() -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=30, help="reconciles per sample and kind")
     parser.add_argument("--label", default="current", help="key of this run in the results")
     parser.add_argument("--profile", action="store_true", help="add cProfile's top functions")
@@ -329,7 +331,8 @@ def main() -> None:
     for view, rows in result.get("cprofile_top", {}).items():
         print(f"cProfile, by {view} time: cumulative %, own %, calls, function")
         for row in rows:
-            print(f"{row['cumulative_percent']:6.1f} {row['own_percent']:6.1f} {row['calls']:8} "
+            print(
+                f"{row['cumulative_percent']:6.1f} {row['own_percent']:6.1f} {row['calls']:8} "
                 f"{row['function']}"
             )
     if args.no_write:
