@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit e2e e2e-inpod e2e-vllm tools helm cluster-up cluster-down demo golden crds generate bench bench-render clean image image-push manifests
+.PHONY: install test lint typecheck unit e2e e2e-inpod e2e-vllm tools helm cluster-up cluster-down demo golden crds generate bench bench-render bench-reconcile clean image image-push manifests
 
 # The pinned tools (e2e/tools.sh) are linked here; put them ahead of anything installed.
 export PATH := $(CURDIR)/.e2e/bin:$(PATH)
@@ -70,10 +70,17 @@ e2e-vllm: $(STAMP)
 demo: $(STAMP)
 	bash e2e/demo.sh
 
-## bench: the scale benchmark on the local control plane (KubeRay stopped while it runs;
-## results in bench/results/scale.json), then the render benchmark
-bench: cluster-up bench-render
+## bench: the scale benchmark on the local control plane: the operator, a direct create,
+## the ideal controller (bench/ideal.py) and KubeRay's own operator as the peer, each path
+## in the same run (results in bench/results/scale.json); after the render and reconcile
+## CPU benchmarks
+bench: cluster-up bench-render bench-reconcile
 	$(BIN)/python -m bench.scale
+
+## bench-reconcile: CPU per reconcile against the in-memory API server, no cluster
+## (results in bench/results/reconcile_cpu.json)
+bench-reconcile: $(STAMP)
+	$(BIN)/python -m bench.reconcile_cpu --profile
 
 ## bench-render: renders per second of the pure renderer for every golden case
 ## (results in bench/results/render.json)

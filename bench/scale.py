@@ -9,13 +9,20 @@ With the KubeRay operator stopped, so only this operator reacts, for each N:
   4. count, from the API server's audit log, the writes the operator's service account
      made in step 1 (per LLMDeployment, by resource) and in step 3 (the target is none);
   5. report the ratio, the operator's CPU time while converging, its RSS (before and
-     after the resync), how long the resync took and its CPU over the window's last minute.
-Results go to bench/results/scale.json. KubeRay is started again afterwards.
+     after the resync), how long the resync took and its CPU over the window's last minute;
+  6. the floor: with the operator stopped, the ideal controller of bench/ideal.py (a watch
+     and the operator's two writes per object, rendered beforehand) converges N more,
+     and the operator's time over its time is the `ideal_ratio`;
+  7. the peer: with our operator stopped and KubeRay running, create N RayServices in a
+     namespace KubeRay watches and time until each has its RayCluster; KubeRay's CPU
+     seconds, its audited writes and RSS per object go next to ours.
+Results go to bench/results/scale.json. Both operators run again afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import copy
 import json
@@ -29,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import ideal
 from e2e import audit, support  # the e2e suite's audit-log reader, endpoints, scraping
 from kubernetes import client, config, watch
 
@@ -36,6 +44,7 @@ from llm_operator import yamlio
 from llm_operator.api.constants import GROUP, PLURAL, VERSION
 from llm_operator.api.validation import resolve
 from llm_operator.render import names, render
+from llm_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".e2e"
@@ -46,6 +55,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CONVERGE_TIMEOUT_SECONDS = 1800
 IDLE_SECONDS = 60.0
 CLUSTER_NAME = "llmop"  # e2e/cluster/settings.env
+# KubeRay watches only the e2e pool's namespaces (e2e/cluster.sh): the peer path takes the
+# pool's last one (E2E_NAMESPACE_PREFIX, E2E_NAMESPACE_COUNT in e2e/cluster/settings.env).
+KUBERAY_NAMESPACE = "llmop-e2e-40"
+# The Kubernetes Python client's user agent: the benchmark's own writes.
+PYTHON_CLIENT_AGENT = "OpenAPI-Generator/"
 
 
 def pid_of(component: str) -> int:
@@ -161,6 +175,146 @@ def time_direct(custom: client.CustomObjectsApi, namespace: str, count: int) -> 
     return time.monotonic() - started
 
 
+def time_ideal(namespace: str, count: int) -> float:
+    """The ideal controller's time for `count` LLMDeployments (our operator stopped)."""
+    now_ = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    settings = OperatorSettings()
+    prepared = {
+        body["metadata"]["name"]: ideal.prepare(body, settings, now_)
+        for body in bodies(namespace, count)
+    }
+    configuration = client.Configuration.get_default_copy()
+    custom = client.CustomObjectsApi()
+    watcher = ConvergenceWatch(custom, namespace, count)
+    watcher.start()
+    watcher.ready.wait()
+
+    async def go() -> None:
+        started_watch = asyncio.Event()
+        controller = asyncio.create_task(
+            ideal.run(configuration, namespace, prepared, started_watch)
+        )
+        await started_watch.wait()
+        loop = asyncio.get_running_loop()
+        for body in bodies(namespace, count):
+            await loop.run_in_executor(
+                None,
+                lambda body=body: custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, body
+                ),
+            )
+        await controller
+
+    started = time.monotonic()
+    asyncio.run(go())
+    watcher.join(CONVERGE_TIMEOUT_SECONDS)
+    if watcher.done_at is None:
+        raise RuntimeError(f"{namespace}: the ideal controller did not converge every one")
+    return watcher.done_at - started
+
+
+def time_kuberay(custom: client.CustomObjectsApi, namespace: str, count: int) -> float:
+    """KubeRay's time from the first of `count` RayServices to each having its RayCluster
+    (a RayCluster owned by it)."""
+    services = []
+    for body in bodies(namespace, count):
+        (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
+        services.append(service)
+    owners: set[str] = set()
+    stream = watch.Watch()
+    done = threading.Event()
+
+    def follow() -> None:
+        for event in stream.stream(
+            custom.list_namespaced_custom_object, names.RAY_GROUP, names.RAY_VERSION,
+            namespace, "rayclusters", timeout_seconds=CONVERGE_TIMEOUT_SECONDS,
+        ):  # fmt: skip
+            refs = event["object"]["metadata"].get("ownerReferences") or []
+            owners.update(r["name"] for r in refs if r.get("kind") == "RayService")
+            if len(owners) >= count:
+                done.set()
+                stream.stop()
+
+    threading.Thread(target=follow, daemon=True).start()
+    started = time.monotonic()
+    for service in services:
+        custom.create_namespaced_custom_object(
+            names.RAY_GROUP, names.RAY_VERSION, namespace, "rayservices", service
+        )
+    if not done.wait(CONVERGE_TIMEOUT_SECONDS):
+        raise RuntimeError(f"{namespace}: {count - len(owners)} RayServices got no RayCluster")
+    return time.monotonic() - started
+
+
+def agent_writes(namespace: str, since: datetime, until: datetime) -> collections.Counter[str]:
+    """Writes in `namespace` by anything but the benchmark's own client (KubeRay's, as the
+    admin user the local KubeRay runs as), by verb and resource."""
+    found: collections.Counter[str] = collections.Counter()
+    for entry in audit.entries():
+        ref = entry.get("objectRef") or {}
+        if entry.get("verb") not in audit.WRITE_VERBS or ref.get("namespace") != namespace:
+            continue
+        if str(entry.get("userAgent", "")).startswith(PYTHON_CLIENT_AGENT):
+            continue
+        at = datetime.fromisoformat(entry["requestReceivedTimestamp"])
+        if since <= at <= until:
+            subresource = ref.get("subresource")
+            resource = ref["resource"] + (f"/{subresource}" if subresource else "")
+            found[f"{entry['verb']} {resource}"] += 1
+    return found
+
+
+def measure_ideal(core: client.CoreV1Api, count: int) -> dict[str, Any]:
+    """The ideal controller's run, with our operator stopped."""
+    namespace = make_namespace(core, "bench-ideal")
+    cluster("stop", "llm-operator")
+    try:
+        seconds = time_ideal(namespace, count)
+        # Gone before our operator restarts, which would resume every one of them.
+        delete_and_wait(core, [namespace])
+    finally:
+        cluster("start", "llm-operator")
+    return {"ideal_seconds": round(seconds, 2)}
+
+
+def measure_kuberay(
+    core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int
+) -> dict[str, Any]:
+    """KubeRay alone: our operator stopped, KubeRay running, N RayServices."""
+    cluster("stop", "llm-operator")
+    cluster("start", "kuberay-operator")
+    try:
+        core.create_namespace({"metadata": {"name": KUBERAY_NAMESPACE}})
+        pid = pid_of("kuberay-operator")
+        since, cpu_before = now(), cpu_seconds(pid)
+        rss_before = rss_mib(pid)
+        seconds = time_kuberay(custom, KUBERAY_NAMESPACE, count)
+        cpu = cpu_seconds(pid) - cpu_before
+        rss = rss_mib(pid)
+        writes = agent_writes(KUBERAY_NAMESPACE, since, now())
+        delete_and_wait(core, [KUBERAY_NAMESPACE])
+    finally:
+        cluster("stop", "kuberay-operator")
+        cluster("start", "llm-operator")
+    return {
+        "kuberay_seconds": round(seconds, 2),
+        "kuberay_cpu_seconds": round(cpu, 2),
+        "kuberay_cpu_ms_per_rayservice": round(1000 * cpu / count, 2),
+        "kuberay_writes_per_rayservice": round(sum(writes.values()) / count, 2),
+        "kuberay_writes": dict(sorted(writes.items())),
+        "kuberay_rss_mib_before": round(rss_before, 1),
+        "kuberay_rss_mib_converged": round(rss, 1),
+    }
+
+
+def delete_and_wait(core: client.CoreV1Api, namespaces: list[str]) -> None:
+    """The next run must not pay for this one's garbage collection."""
+    for namespace in namespaces:
+        core.delete_namespace(namespace)
+    while any(gone_pending(core, namespace) for namespace in namespaces):
+        time.sleep(1)
+
+
 def reconciles_done() -> float:
     """Reconciles the (restarted) operator has finished, from its /metrics."""
     series = support.scrape(support.operator_metrics_url())
@@ -234,11 +388,11 @@ def measure(core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int,
         "idle_seconds": round(idle_clock, 1),
         "idle_cpu_percent": round(100 * idle_cpu / idle_clock, 2),
     }
-    for namespace in (ours, direct):
-        core.delete_namespace(namespace)
-    # The next N must not pay for this one's garbage collection.
-    while any(gone_pending(core, namespace) for namespace in (ours, direct)):
-        time.sleep(1)
+    delete_and_wait(core, [ours, direct])
+    result.update(measure_ideal(core, count))
+    result["ideal_ratio"] = round(operator_seconds / result["ideal_seconds"], 2)
+    result["operator_cpu_ms_per_llmdeployment"] = round(1000 * cpu_converging / count, 2)
+    result.update(measure_kuberay(core, custom, count))
     return result
 
 
@@ -263,7 +417,12 @@ def summary(run: dict[str, Any]) -> str:
         f"writes {run['steady_state_writes']} in {run['steady_state_seconds']:.0f} s (resync "
         f"{run['resync_seconds']} s); RSS {run['operator_rss_mib_converged']} MiB, "
         f"{run['operator_rss_mib_after_resync']} MiB after resync; idle CPU "
-        f"{run['idle_cpu_percent']} %"
+        f"{run['idle_cpu_percent']} %; operator/ideal {run['ideal_ratio']} (ideal "
+        f"{run['ideal_seconds']} s); CPU per object: ours "
+        f"{run['operator_cpu_ms_per_llmdeployment']} ms, KubeRay's "
+        f"{run['kuberay_cpu_ms_per_rayservice']} ms per RayService ({run['kuberay_seconds']} s "
+        f"to every RayCluster, {run['kuberay_writes_per_rayservice']} writes each, RSS "
+        f"{run['kuberay_rss_mib_converged']} MiB)"
     )
 
 
@@ -293,7 +452,7 @@ def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE")
                                         * os.sysconf("SC_PHYS_PAGES") / 2**30)},
         "tools": tool_versions(),
-        "kubeRayOperator": "stopped during the runs",
+        "kubeRayOperator": "stopped except in its own (peer) path",
         "runs": runs,
     }  # fmt: skip
 
@@ -303,7 +462,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, action="append", help="LLMDeployments (repeatable)")
     parser.add_argument("--steady-seconds", type=float, default=300.0)
     args = parser.parse_args()
-    result = run(args.n or [100, 500, 1000], args.steady_seconds)
+    result = run(args.n or [100, 1000, 5000], args.steady_seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

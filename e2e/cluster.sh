@@ -144,7 +144,7 @@ start_kuberay() {
     --watch-namespace "$(kuberay_namespaces)" "${proxy[@]}" \
     --metrics-addr 127.0.0.1:18081 --health-probe-bind-address 127.0.0.1:18082 \
     --enable-leader-election=false
-  wait_until 60 "KubeRay's health probe" curl -fsS http://127.0.0.1:18082/healthz
+  wait_until 60 "KubeRay's health probe" curl -fsS --max-time 5 http://127.0.0.1:18082/healthz
 }
 
 start_llm_operator() {
@@ -152,7 +152,7 @@ start_llm_operator() {
   start_background llm-operator env KUBECONFIG="$operator_kubeconfig" "$operator_cli" run \
     --all-namespaces --liveness "http://$operator_liveness/healthz" \
     --metrics-address "$OPERATOR_METRICS_ADDRESS"
-  wait_until 120 "the llm-operator liveness probe" curl -fsS "http://$operator_liveness/healthz"
+  wait_until 120 "the llm-operator liveness probe" curl -fsS --max-time 5 "http://$operator_liveness/healthz"
 }
 
 start_operators() {

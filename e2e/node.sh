@@ -226,7 +226,7 @@ start_kube_proxy() {
     --nodeport-addresses primary --iptables-localhost-nodeports=false \
     --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
   # Its health check waits for the node, which registers later: wait for its first sync.
-  wait_until 60 "kube-proxy's first rules" bash -c "curl -fsS http://127.0.0.1:10249/metrics |
+  wait_until 60 "kube-proxy's first rules" bash -c "curl -fsS --max-time 5 http://127.0.0.1:10249/metrics |
     grep -qE '^kubeproxy_sync_proxy_rules_last_timestamp_seconds.*IPv4.* [1-9]'"
 }
 
@@ -248,7 +248,7 @@ cluster.local:53 in-addr.arpa:53 {
 }
 EOF
   start_background coredns coredns -conf "$node/Corefile" -dns.port 53
-  wait_until 60 "CoreDNS" curl -fsS "http://$1:18054/ready"
+  wait_until 60 "CoreDNS" curl -fsS --max-time 5 "http://$1:18054/ready"
 }
 
 # On demand, into the running node: the Ray Serve LLM image (about 10 GB unpacked) is

@@ -54,6 +54,10 @@ NEEDED = [
     Access("create", "rayclusters", "ray.io"),
     Access("patch", "rayclusters", "ray.io"),
     Access("watch", "rayclusters", "ray.io"),
+    # Mode Job: the operator creates and patches its RayJob; kopf watches them.
+    Access("create", "rayjobs", "ray.io"),
+    Access("patch", "rayjobs", "ray.io"),
+    Access("watch", "rayjobs", "ray.io"),
     Access("create", "persistentvolumeclaims"),
     Access("patch", "persistentvolumeclaims"),
     Access("create", "events"),
@@ -78,6 +82,7 @@ FORBIDDEN = [
     # patches, claims are read by name, Events are only posted.
     Access("update", "rayservices", "ray.io"),
     Access("update", "rayclusters", "ray.io"),
+    Access("update", "rayjobs", "ray.io"),
     Access("update", PLURAL, GROUP),
     Access("get", PLURAL, GROUP, "status"),
     Access("list", "persistentvolumeclaims"),
@@ -152,8 +157,9 @@ NAMESPACED: dict[str, list[Access]] = {
         Access("update", "pods", "", "ephemeralcontainers"),
         Access("create", "pods", "", "eviction"),
     ],
-    # Anything that makes Pods from a template, but the two KubeRay kinds the operator
-    # writes by design (their pods are what section 2 checks).
+    # Anything that makes Pods from a template, but the three KubeRay kinds the operator
+    # writes by design (RayService, RayCluster, RayJob: their pods are what section 2
+    # checks).
     "workloads": [
         Access("create", "deployments", "apps"),
         Access("create", "statefulsets", "apps"),
@@ -162,7 +168,6 @@ NAMESPACED: dict[str, list[Access]] = {
         Access("create", "jobs", "batch"),
         Access("create", "cronjobs", "batch"),
         Access("create", "replicationcontrollers"),
-        Access("create", "rayjobs", "ray.io"),
         Access("create", "services"),
         Access("create", "endpoints"),
         Access("create", "endpointslices", "discovery.k8s.io"),

@@ -64,6 +64,7 @@ SERVED = {
     f"{names.RAY_GROUP}/{names.RAY_VERSION}": [
         ("rayservices", "RayService"),
         ("rayclusters", "RayCluster"),
+        ("rayjobs", "RayJob"),
     ],
     names.GATEWAY_API_VERSION: [
         (names.HTTP_ROUTES, "HTTPRoute"),

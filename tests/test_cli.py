@@ -26,7 +26,7 @@ def test_render_prints_children_in_apply_order(
     # Claims, the Ray resource, then the route to the Service KubeRay makes for it.
     if kinds[-1] == "HTTPRoute":
         kinds.pop()
-    assert kinds[-1] in ("RayService", "RayCluster")
+    assert kinds[-1] in ("RayService", "RayCluster", "RayJob")
     assert set(kinds[:-1]) <= {"PersistentVolumeClaim"}
 
 

@@ -110,7 +110,18 @@ CROSS_FIELD_RULES = [
         ".filter(x, x).size() == 1",
     ),
     (".spec.rayCluster.podLabels", "self.all(k, !k.startsWith('ray.io/'))"),
-    (".spec.rayCluster.env", "self.all(e, !(e.name in ['HF_TOKEN', 'HF_HOME']))"),
+    (
+        ".spec.rayCluster.env",
+        "self.all(e, !(e.name in "
+        "['HF_TOKEN', 'HF_HOME', 'LLMOP_CHECKPOINT_DIR', 'LLMOP_MODEL_SOURCE']))",
+    ),
+    (".spec", "self.mode == 'Job' || has(self.model)"),
+    (".spec", "self.mode != 'Job' || has(self.job)"),
+    (".spec", "!has(self.job) || self.mode == 'Job'"),
+    (".spec", "self.mode != 'Job' || !(has(self.autoscaling))"),
+    (".spec", "self.mode != 'Job' || !(size(self.engine.args) > 0)"),
+    (".spec", "self.mode != 'Job' || !(has(self.disaggregation))"),
+    (".spec.job", "!self.suspend || self.shutdownAfterJobFinishes"),
 ]
 
 
@@ -133,7 +144,9 @@ def test_every_cel_rule_has_a_message_naming_a_field() -> None:
 
 def test_spec_defaults_and_enums() -> None:
     spec = SCHEMA["properties"]["spec"]["properties"]
-    assert spec["mode"]["enum"] == ["Service", "Cluster"]
+    assert spec["mode"]["enum"] == ["Service", "Cluster", "Job"]
+    assert spec["job"]["properties"]["shutdownAfterJobFinishes"]["default"] is True
+    assert spec["job"]["required"] == ["entrypoint"]
     assert spec["mode"]["default"] == "Service"
     assert spec["engine"]["properties"]["tensorParallelSize"]["minimum"] == 1
     assert spec["engine"]["properties"]["args"]["x-kubernetes-preserve-unknown-fields"] is True

@@ -255,9 +255,12 @@ class StatusOnlyApi:
         return "unchanged"
 
     def apply_ray_resource(
-        self, desired: dict[str, Any], *, likely_absent: bool
+        self, desired: dict[str, Any], *, likely_absent: bool, frozen: Any = None
     ) -> tuple[kube.Outcome, dict[str, Any]]:
         return "unchanged", {"kind": desired["kind"], "metadata": desired["metadata"]}
+
+    def get_ray_resource(self, kind: str, namespace: str, name: str) -> None:
+        return None
 
     def sync_worker_bounds(self, bounds: Any) -> None:
         return None

@@ -479,17 +479,45 @@ def _unknown(value: Any, schema: Body, path: str) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("mode", ["Service", "Cluster"])
+# Every field of spec.job set, so each rendered RayJob field is checked.
+FULL_JOB: Body = {
+    "entrypoint": "python /opt/train.py",
+    "runtimeEnv": {"env_vars": {"WANDB_MODE": "offline"}},
+    "submitterResources": {"requests": {"cpu": "200m"}, "limits": {"memory": "1Gi"}},
+    "activeDeadlineSeconds": 3600,
+    "backoffLimit": 2,
+    "shutdownAfterJobFinishes": True,
+    "ttlSecondsAfterFinished": 600,
+}
+# The kind's CRD, and where the kind keeps its Ray cluster's spec.
+KUBERAY_KIND = {
+    "Service": ("RayService", "rayservices", "rayClusterConfig"),
+    "Cluster": ("RayCluster", "rayclusters", None),
+    "Job": ("RayJob", "rayjobs", "rayClusterSpec"),
+}
+
+
+@pytest.mark.parametrize("mode", ["Service", "Cluster", "Job"])
 def test_every_rendered_field_is_in_kuberays_crd(mode: str) -> None:
     body = load_one(GOLDEN / "head-placement-gcs-ft" / "input.yaml")
     body["spec"]["mode"] = mode
-    (main,) = [c for c in render(resolve(body)) if c["kind"] in ("RayService", "RayCluster")]
-    schema = _kuberay_schema("rayservices" if mode == "Service" else "rayclusters")
+    if mode == "Job":
+        del body["spec"]["engine"]["maxModelLen"]  # a serving setting, refused in a job
+        body["spec"]["job"] = FULL_JOB
+        body["spec"]["storage"] = {"checkpoints": {"size": "10Gi"}}
+    kind, plural, cluster_at = KUBERAY_KIND[mode]
+    (main,) = [c for c in render(resolve(body)) if c["kind"] == kind]
+    schema = _kuberay_schema(plural)
     assert _unknown(main, schema, "") == []
     misspelt = {"spec": {"rayClusterConfig": {"gcsFaultToleranceOption": {}}}}
     assert _unknown(misspelt, _kuberay_schema("rayservices"), "") != []  # guard
-    cluster = main["spec"].get("rayClusterConfig", main["spec"])
+    cluster = main["spec"] if cluster_at is None else main["spec"][cluster_at]
     assert {"gcsFaultToleranceOptions", "autoscalerOptions"} <= cluster.keys()
+    if mode == "Job":
+        # Each field of spec.job is rendered (these two under KubeRay's own names).
+        assert FULL_JOB.keys() - {"runtimeEnv", "submitterResources"} <= main["spec"].keys()
+        assert {"runtimeEnvYAML", "submitterPodTemplate", "suspend"} <= main["spec"].keys()
+        assert _unknown({"spec": {"runtimeEnvYaml": ""}}, schema, "") != []  # guard
 
 
 # --- status: is it on? -----------------------------------------------------------------------

@@ -142,6 +142,14 @@ def drive(run: Run, *, clusterwide: bool) -> None:
     converge(run, memo, exposed)
     assert route_path not in run.server.objects
 
+    # Mode Job: a RayJob created, read back and patched on a spec change while it runs.
+    job = stored_llmd(run, "finetune-job")["metadata"]["name"]
+    converge(run, memo, job)
+    llmd = run.server.objects[llmd_path(job)]
+    llmd["metadata"]["generation"] = 2
+    llmd["spec"]["job"]["activeDeadlineSeconds"] = 3600
+    converge(run, memo, job)
+
     # The metrics sweep lists what exists.
     metrics = OperatorMetrics(CollectorRegistry())
     metrics.observe(NAMESPACE, service, "uid-gone", Record("Ready", 1, 1, invalid=False))

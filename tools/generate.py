@@ -81,13 +81,19 @@ def generators() -> dict[Path, Generator]:
     return files
 
 
-def stale() -> list[tuple[Path, str]]:
-    """The generated files whose content differs from what they should hold, with it."""
+def stale(*, write: bool = False) -> list[tuple[Path, str]]:
+    """The generated files whose content differs from what they should hold, with it.
+
+    With `write`, each is written before the next is made: install.yaml is rendered by
+    helm from the chart's CRD file, so it must see the CRD just written, not the old one.
+    """
     out: list[tuple[Path, str]] = []
     for path, make in generators().items():
         wanted = make()
         if not path.exists() or path.read_text(encoding="utf-8") != wanted:
             out.append((path, wanted))
+            if write:
+                path.write_text(wanted, encoding="utf-8")
     return out
 
 
@@ -95,14 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
     args = parser.parse_args(argv)
-    changed = stale()
-    for path, text in changed:
+    changed = stale(write=not args.check)
+    for path, _ in changed:
         name = path.relative_to(ROOT)
-        if args.check:
-            print(f"stale: {name}")
-            continue
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {name} (review the diff)")
+        print(f"stale: {name}" if args.check else f"wrote {name} (review the diff)")
     if not changed:
         print(f"{len(generators())} generated files, all current")
     return 1 if args.check and changed else 0

@@ -2,7 +2,7 @@
 # Builds, without a container engine or an image registry, the images the local
 # cluster's real kubelet node runs, as OCI archives for `ctr -n k8s.io images import`:
 #
-#   bash images/ray-local/build.sh ray     # Ray (the operator's Ray version) + llm_standin
+#   bash images/ray-local/build.sh ray     # Ray (the operator's Ray version) + llm_standin (Serve stand-in, and llm_standin.train: the CPU training entrypoint of mode Job tests)
 #   bash images/ray-local/build.sh ray-llm # Ray + Ray Serve LLM (vLLM) + llmop_fake_engine
 #   bash images/ray-local/build.sh pause   # the pod sandbox image, from pause.c
 #   bash images/ray-local/build.sh redis   # Debian's redis-server, for GCS fault tolerance

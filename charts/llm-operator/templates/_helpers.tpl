@@ -69,7 +69,7 @@ no Services (KubeRay makes those), delete only on HTTPRoutes.
   verbs: ["patch"]
 # The operator reads, creates and patches (server-side apply) them; kopf watches them.
 - apiGroups: ["ray.io"]
-  resources: ["rayservices", "rayclusters"]
+  resources: ["rayservices", "rayclusters", "rayjobs"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

@@ -17,8 +17,13 @@ MAX_NAME_LENGTH: Final = 47
 
 SOURCE_SCHEMES: Final = ("hf", "s3", "gs", "pvc")
 
+# Mode Job: where the entrypoint finds its checkpoints (spec.storage.checkpoints.mountPath)
+# and its base model (a Hugging Face id, an s3:// or gs:// URL, or a local path for pvc://).
+CHECKPOINT_DIR_ENV: Final = "LLMOP_CHECKPOINT_DIR"
+MODEL_SOURCE_ENV: Final = "LLMOP_MODEL_SOURCE"
+
 # Environment variables the operator sets itself; a user entry would silently fight it.
-RESERVED_ENV: Final = ("HF_TOKEN", "HF_HOME")
+RESERVED_ENV: Final = ("HF_TOKEN", "HF_HOME", CHECKPOINT_DIR_ENV, MODEL_SOURCE_ENV)
 
 # Pod annotations the API server and the kubelet read as a container's AppArmor or
 # seccomp profile: from spec.rayCluster.podAnnotations they could lift the Ray

@@ -184,6 +184,11 @@ PRINTER_COLUMNS: list[Schema] = [
     {"name": "Ready", "type": "integer", "jsonPath": ".status.replicas.ready"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 0},
+    # Mode Job: Ray's job status; its times and dashboard with -o wide.
+    {"name": "Job", "type": "string", "jsonPath": ".status.job.jobStatus", "priority": 0},
+    {"name": "Started", "type": "date", "jsonPath": ".status.job.startTime", "priority": 1},
+    {"name": "Ended", "type": "date", "jsonPath": ".status.job.endTime", "priority": 1},
+    {"name": "Dashboard", "type": "string", "jsonPath": ".status.job.dashboardURL", "priority": 1},
     {
         "name": "GCS-FT",
         "type": "string",

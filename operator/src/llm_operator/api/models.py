@@ -898,8 +898,9 @@ class RayClusterSpec(ApiModel):
         default_factory=list,
         max_length=128,
         description=(
-            "Extra environment for Ray containers (not HF_TOKEN or HF_HOME, nor the Redis "
-            "variables of gcsFaultTolerance)."
+            "Extra environment for Ray containers (not HF_TOKEN, HF_HOME, "
+            "LLMOP_CHECKPOINT_DIR or LLMOP_MODEL_SOURCE, nor the Redis variables of "
+            "gcsFaultTolerance)."
         ),
         json_schema_extra=rules.cel_extra(rules.NO_RESERVED_ENV, rules.NO_GCS_FT_ENV),
     )
@@ -1124,6 +1125,84 @@ class LoraSpec(ApiModel):
         return self
 
 
+class JobSpec(ApiModel):
+    """The run of mode Job: KubeRay submits the entrypoint to the job's own Ray cluster
+    (a RayJob) and reports its outcome."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules.cel_extra(
+            rules.JOB_SUSPEND_NEEDS_SHUTDOWN, rules.JOB_TTL_NEEDS_SHUTDOWN
+        )
+    )
+
+    entrypoint: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description=(
+            "The command the job runs on the Ray head, e.g. python /opt/train.py; it reads "
+            "its checkpoint directory from LLMOP_CHECKPOINT_DIR."
+        )
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Ray runtime environment of the job (working_dir, pip, env_vars, ...), passed "
+            "to KubeRay as runtimeEnvYAML."
+        ),
+    )
+    submitter_resources: ResourceRequirements | None = Field(
+        default=None,
+        description=(
+            "CPU and memory of KubeRay's submitter pod (which runs `ray job submit`); empty "
+            "uses the operator's default."
+        ),
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=2_147_483_647,
+        description="Seconds the job may run before KubeRay stops it and marks it Failed.",
+    )
+    backoff_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description=(
+            "Retries before the job counts as Failed (KubeRay's default 0); each retry runs "
+            "on a new Ray cluster and resumes from the checkpoints claim."
+        ),
+    )
+    shutdown_after_job_finishes: bool = Field(
+        default=True,
+        description="Delete the job's Ray cluster (and free its GPUs) once the job finishes.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=2_147_483_647,
+        description=(
+            "Seconds the finished job's Ray cluster is kept (logs, dashboard) before it is "
+            "deleted; needs shutdownAfterJobFinishes."
+        ),
+    )
+    suspend: bool = Field(
+        default=False,
+        description=(
+            "Hold the job: KubeRay creates no Ray cluster (or deletes a running one) until "
+            "it is false again."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _kuberay_rules(self) -> JobSpec:
+        _check(
+            not self.suspend or self.shutdown_after_job_finishes, rules.JOB_SUSPEND_NEEDS_SHUTDOWN
+        )
+        _check(
+            self.shutdown_after_job_finishes or not self.ttl_seconds_after_finished,
+            rules.JOB_TTL_NEEDS_SHUTDOWN,
+        )
+        return self
+
+
 KvConnector = Literal["NixlConnector", "LMCacheConnectorV1"]
 
 
@@ -1211,6 +1290,10 @@ class LLMDeploymentSpec(ApiModel):
             rules.GPU_FRACTION_ONE_WORKER,
             rules.GPU_FRACTION_MEMORY,
             rules.DATA_PARALLEL_ONLY_SERVE_LLM,
+            rules.MODEL_REQUIRED_TO_SERVE,
+            rules.JOB_NEEDS_JOB,
+            rules.JOB_ONLY_FOR_JOB,
+            *rules.JOB_REFUSED,
             rules.DISAGGREGATION_ONLY_SERVE_LLM,
             rules.DISAGGREGATION_REPLACES_REPLICAS,
             rules.DISAGGREGATION_WHOLE_GPUS,
@@ -1219,14 +1302,22 @@ class LLMDeploymentSpec(ApiModel):
         )
     )
 
-    mode: Literal["Service", "Cluster"] = Field(
+    mode: Literal["Service", "Cluster", "Job"] = Field(
         default="Service",
         description=(
             "Service serves the model through a RayService; Cluster creates only a "
-            "RayCluster (batch inference, fine-tuning, interactive work)."
+            "RayCluster (batch inference, fine-tuning, interactive work); Job runs "
+            "spec.job.entrypoint to its end as a RayJob (fine-tuning, evaluation, batch "
+            "inference) with checkpoints on the checkpoints claim."
         ),
     )
-    model: ModelSpec = Field(description="The model to serve.")
+    model: ModelSpec | None = Field(
+        default=None,
+        description=(
+            "The model to serve (required with mode Service and Cluster); with mode Job an "
+            "optional base model, mounted or cached as for serving."
+        ),
+    )
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine and parallelism.")
     accelerator: AcceleratorSpec = Field(description="GPU type and node layout.")
     replicas: int | None = Field(
@@ -1267,6 +1358,9 @@ class LLMDeploymentSpec(ApiModel):
     exposure: ExposureSpec | None = Field(
         default=None,
         description="Routes into the cluster to the model's endpoint (mode Service).",
+    )
+    job: JobSpec | None = Field(
+        default=None, description="The job to run (mode Job; required there)."
     )
     disaggregation: DisaggregationSpec | None = Field(
         default=None,
@@ -1323,7 +1417,10 @@ class LLMDeploymentSpec(ApiModel):
         _check(self.routing is None or self.serves_llm, rules.ROUTING_ONLY_SERVE_LLM)
         _check(self.lora is None or self.serves_llm, rules.LORA_ONLY_SERVE_LLM)
         _check(
-            self.lora is None or self.model.name is None or ":" not in self.model.name,
+            self.lora is None
+            or self.model is None
+            or self.model.name is None
+            or ":" not in self.model.name,
             rules.LORA_MODEL_NAME_NO_COLON,
         )
         fraction = self.accelerator.gpu_fraction
@@ -1337,8 +1434,35 @@ class LLMDeploymentSpec(ApiModel):
             self.engine.data_parallel_size == 1 or self.serves_llm,
             rules.DATA_PARALLEL_ONLY_SERVE_LLM,
         )
+        self._check_mode_job()
         self._disaggregation_rules()
         return self
+
+    def _check_mode_job(self) -> None:
+        """The model is required but for mode Job; mode Job needs spec.job and none of the
+        serving or scaling fields (the same rules as the CRD's, in its order)."""
+        _check(self.mode == "Job" or self.model is not None, rules.MODEL_REQUIRED_TO_SERVE)
+        _check(self.mode != "Job" or self.job is not None, rules.JOB_NEEDS_JOB)
+        _check(self.job is None or self.mode == "Job", rules.JOB_ONLY_FOR_JOB)
+        if self.mode != "Job":
+            return
+        engine = self.engine
+        set_fields = (
+            self.autoscaling is not None,
+            self.routing is not None,
+            self.lora is not None,
+            self.incremental_upgrade is not None,
+            self.upgrade_strategy != "NewCluster",
+            bool(engine.import_path),
+            engine.type != "vllm",
+            bool(engine.args),
+            engine.max_model_len is not None,
+            self.disaggregation is not None,
+            self.exposure is not None and self.exposure.gateway is not None,
+            bool(self.accelerator.fallbacks),
+        )
+        for is_set, rule in zip(set_fields, rules.JOB_REFUSED, strict=True):
+            _check(not is_set, rule)
 
     def _disaggregation_rules(self) -> None:
         pd = self.disaggregation
@@ -1416,13 +1540,56 @@ class ReplicaStatus(ApiModel):
     ready: int = Field(default=0, description="Replicas serving.")
 
 
+class JobStatus(ApiModel):
+    """The job's run as KubeRay reports it on the RayJob (mode Job)."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+    job_status: str | None = Field(
+        default=None,
+        description="Ray's job status: PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED.",
+    )
+    job_deployment_status: str | None = Field(
+        default=None,
+        description=(
+            "KubeRay's jobDeploymentStatus: Initializing, Running, Complete, Failed, "
+            "ValidationFailed, Suspending, Suspended, Retrying or Waiting."
+        ),
+    )
+    job_id: str | None = Field(default=None, description="Ray's submission id of the job.")
+    message: str | None = Field(default=None, description="KubeRay's message about the job.")
+    start_time: str | None = Field(default=None, description="When the run started (RFC 3339).")
+    end_time: str | None = Field(default=None, description="When the run ended (RFC 3339).")
+    dashboard_url: str | None = Field(
+        default=None,
+        alias="dashboardURL",  # KubeRay's spelling
+        description="The Ray dashboard of the job's cluster (host:port).",
+    )
+    ray_cluster: str | None = Field(
+        default=None, description="The Ray cluster KubeRay made for the run."
+    )
+    failed: int | None = Field(default=None, description="Failed attempts so far.")
+    succeeded: int | None = Field(default=None, description="Succeeded attempts.")
+    finished_generation: int | None = Field(
+        default=None,
+        description=(
+            "metadata.generation the run finished with: a later spec change is refused, "
+            "the finished run is never re-run."
+        ),
+    )
+
+
 class LLMDeploymentStatus(ApiModel):
     """Observed state, mirrored from the KubeRay children."""
 
     model_config = ConfigDict(extra="ignore", strict=False)
 
     phase: Phase | None = Field(
-        default=None, description="Pending, Progressing, Ready, Degraded or Failed."
+        default=None,
+        description=(
+            "Pending, Progressing, Ready, Degraded or Failed; mode Job: Pending, Running, "
+            "Succeeded or Failed."
+        ),
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, SpecValid, ResourcesFit."
@@ -1439,6 +1606,8 @@ class LLMDeploymentStatus(ApiModel):
     http_route: str | None = Field(
         default=None, description="Name of the HTTPRoute child (spec.exposure.gateway)."
     )
+    ray_job: str | None = Field(default=None, description="Name of the RayJob child (mode Job).")
+    job: JobStatus | None = Field(default=None, description="The job's run (mode Job).")
     gcs_fault_tolerance: GcsFaultToleranceState | None = Field(
         default=None,
         description=(
@@ -1517,4 +1686,5 @@ class LLMDeployment(BaseModel):
 
     @property
     def served_model_id(self) -> str:
-        return self.spec.model.name or self.metadata.name
+        model = self.spec.model
+        return (model.name if model is not None else None) or self.metadata.name

@@ -20,8 +20,27 @@ from llm_operator.api.models import (
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.sizing import Accelerator, GpuLayout, MemoryFit
 
-# spec.mode -> the KubeRay kind it becomes: the one place the mode is read.
-RAY_KIND_OF_MODE = {"Service": RayKind.RAY_SERVICE, "Cluster": RayKind.RAY_CLUSTER}
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a mode is, for everything downstream: render builds the child of `ray_kind`
+    (its builder is keyed by it, as is the status observer), and the flags say what the
+    child does, so no consumer reads `spec.mode` itself."""
+
+    ray_kind: RayKind
+    # A Ray Serve application and its endpoint (RayService).
+    serves: bool
+    # Runs an entrypoint to its end (RayJob): a finished run is a record, never re-run,
+    # and its pods get the checkpoint directory in LLMOP_CHECKPOINT_DIR.
+    runs_to_completion: bool
+
+
+SERVICE = Strategy(RayKind.RAY_SERVICE, serves=True, runs_to_completion=False)
+CLUSTER = Strategy(RayKind.RAY_CLUSTER, serves=False, runs_to_completion=False)
+JOB = Strategy(RayKind.RAY_JOB, serves=False, runs_to_completion=True)
+
+# spec.mode -> its strategy: the one place the mode is read.
+STRATEGY_OF_MODE = {"Service": SERVICE, "Cluster": CLUSTER, "Job": JOB}
 
 # Ray Serve LLM's prefix-aware router (ray/serve/llm/request_router.py in Ray 2.60), and
 # the `initialize_state` keyword arguments the spec exposes: PrefixCacheAffinitySpec's
@@ -145,8 +164,8 @@ class Plan:
     layout: GpuLayout
     fit: MemoryFit
     accelerator: Accelerator
-    # The mode's strategy: render builds this kind of Ray child, status observes it.
-    ray_kind: RayKind
+    # The mode's strategy: render builds its kind of Ray child, status observes it.
+    strategy: Strategy
     # The serving patterns, each resolved once: None where the spec leaves Ray's default.
     router: RequestRouter | None = None
     lora: LoraAdapters | None = None
@@ -169,10 +188,19 @@ class Plan:
         return None if self.fallbacks else self.accelerator.type
 
     @property
+    def ray_kind(self) -> RayKind:
+        return self.strategy.ray_kind
+
+    @property
     def serves(self) -> bool:
         """Whether the deployment serves through Ray Serve (a RayService) or is a bare
-        RayCluster for the user's own jobs."""
-        return self.ray_kind is RayKind.RAY_SERVICE
+        RayCluster or a RayJob running the user's own work."""
+        return self.strategy.serves
+
+    @property
+    def runs_to_completion(self) -> bool:
+        """Whether the child is a run that finishes (a RayJob)."""
+        return self.strategy.runs_to_completion
 
     def role(self, name: str | None) -> GpuRole:
         for role in self.roles:

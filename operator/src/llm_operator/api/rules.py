@@ -501,8 +501,10 @@ FALLBACK_NOT_DISAGGREGATED = CelRule(
 NO_RESERVED_ENV = CelRule(
     rule=f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
     message=(
-        "spec.rayCluster.env must not set HF_TOKEN or HF_HOME: the operator sets them from "
-        "spec.model.tokenSecretRef and spec.storage.modelCache; remove the entry"
+        "spec.rayCluster.env must not set HF_TOKEN, HF_HOME, LLMOP_CHECKPOINT_DIR or "
+        "LLMOP_MODEL_SOURCE: the operator sets them from spec.model.tokenSecretRef, "
+        "spec.storage.modelCache, spec.storage.checkpoints and spec.model.source; remove the "
+        "entry"
     ),
 )
 NO_CONFINEMENT_ANNOTATIONS = CelRule(
@@ -859,6 +861,111 @@ DATA_PARALLEL_ONLY_SERVE_LLM = CelRule(
     field_path=".engine.dataParallelSize",
 )
 
+
+# --- mode Job: one KubeRay RayJob -------------------------------------------------------
+# A Job runs an entrypoint to its end on a fixed set of workers: the serving sections and
+# load-driven scaling have nothing to act on, and each is refused by name.
+_NOT_JOB = "self.mode != 'Job'"
+
+
+def _not_for_job(field: str, test: str, why: str) -> CelRule:
+    return CelRule(
+        rule=f"{_NOT_JOB} || !({test})",
+        message=f"spec.{field} does not apply to mode Job: {why}; remove it",
+        field_path=f".{field}",
+    )
+
+
+# (field, the CEL test that it is set, why it does not apply)
+JOB_REFUSED_FIELDS: tuple[tuple[str, str, str], ...] = (
+    (
+        "autoscaling",
+        "has(self.autoscaling)",
+        "a job runs on a fixed number of replicas (set spec.replicas)",
+    ),
+    ("routing", "has(self.routing)", "it routes Serve requests and a job serves none"),
+    ("lora", "has(self.lora)", "it loads adapters into a Serve replica"),
+    ("incrementalUpgrade", "has(self.incrementalUpgrade)", "it shifts Serve traffic"),
+    (
+        "upgradeStrategy",
+        "self.upgradeStrategy != 'NewCluster'",
+        "it rolls out a RayService's clusters",
+    ),
+    (
+        "engine.importPath",
+        "size(self.engine.importPath) > 0",
+        "the job runs spec.job.entrypoint, not a Serve application",
+    ),
+    (
+        "engine.type",
+        "self.engine.type != 'vllm'",
+        "the job runs spec.job.entrypoint, not a Serve application (leave the default)",
+    ),
+    ("engine.args", "size(self.engine.args) > 0", "they are Serve engine arguments"),
+    ("engine.maxModelLen", "has(self.engine.maxModelLen)", "it is a serving engine setting"),
+    (
+        "disaggregation",
+        "has(self.disaggregation)",
+        "it splits Serve engines into prefill and decode, and a job runs one worker group",
+    ),
+    (
+        "exposure.gateway",
+        "has(self.exposure) && has(self.exposure.gateway)",
+        "the route leads to a RayService's Serve service, and a job serves nothing",
+    ),
+    (
+        "accelerator.fallbacks",
+        "has(self.accelerator.fallbacks) && size(self.accelerator.fallbacks) > 0",
+        "a job runs on a fixed set of workers of one type, and KubeRay submits it once "
+        "that cluster is ready, so a fallback group (0 pods, grown only by the autoscaler) "
+        "never stands in for pods that stay Pending",
+    ),
+)
+JOB_REFUSED = tuple(_not_for_job(field, test, why) for field, test, why in JOB_REFUSED_FIELDS)
+JOB_NEEDS_JOB = CelRule(
+    rule=f"{_NOT_JOB} || has(self.job)",
+    message=(
+        "spec.job.entrypoint is required with mode Job: the command the job runs, e.g. "
+        "python /opt/train.py"
+    ),
+    field_path=".job",
+)
+JOB_ONLY_FOR_JOB = CelRule(
+    rule="!has(self.job) || self.mode == 'Job'",
+    message="spec.job is only for mode Job; remove it or set mode: Job",
+    field_path=".job",
+)
+MODEL_REQUIRED_TO_SERVE = CelRule(
+    rule="self.mode == 'Job' || has(self.model)",
+    message=(
+        "spec.model is required with mode Service and Cluster (optional only for mode Job); "
+        "add spec.model.source"
+    ),
+    field_path=".model",
+)
+# KubeRay's ValidateRayJobSpec (ray-operator v1.6.1, controllers/ray/utils/validation.go)
+# refuses these RayJobs at reconcile time; here they are refused at admission.
+JOB_SUSPEND_NEEDS_SHUTDOWN = CelRule(
+    rule="!self.suspend || self.shutdownAfterJobFinishes",
+    message=(
+        "spec.job.suspend needs shutdownAfterJobFinishes true (KubeRay cannot suspend a job "
+        "that keeps its cluster); remove suspend or set shutdownAfterJobFinishes: true"
+    ),
+    field_path=".suspend",
+)
+JOB_TTL_NEEDS_SHUTDOWN = CelRule(
+    rule=(
+        "self.shutdownAfterJobFinishes || !has(self.ttlSecondsAfterFinished) || "
+        "self.ttlSecondsAfterFinished == 0"
+    ),
+    message=(
+        "spec.job.ttlSecondsAfterFinished needs shutdownAfterJobFinishes true (it delays the "
+        "cluster's deletion); remove it or set shutdownAfterJobFinishes: true"
+    ),
+    field_path=".ttlSecondsAfterFinished",
+)
+
+
 # --- prefill/decode disaggregation --------------------------------------------------------
 # Ray Serve LLM's build_pd_openai_app runs two LLM deployments, each sized by its own role;
 # the spec-wide replica fields would size neither.
@@ -951,7 +1058,7 @@ EXPOSURE_ONLY_SERVICE = CelRule(
     rule="!has(self.exposure) || !has(self.exposure.gateway) || self.mode == 'Service'",
     message=(
         "spec.exposure.gateway is only for mode Service: the route leads to the RayService's "
-        "Serve service, which mode Cluster has not; remove it or use mode Service"
+        "Serve service, which modes Cluster and Job have not; remove it or use mode Service"
     ),
     field_path=".exposure.gateway",
 )

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from llm_operator.api.constants import API_VERSION, KIND
 from llm_operator.api.models import LLMDeployment, ResourceRequirements
 from llm_operator.api.plan import (
-    RAY_KIND_OF_MODE,
+    STRATEGY_OF_MODE,
     FallbackGroup,
     GpuRole,
     KvTransfer,
@@ -196,7 +196,8 @@ def _fit(llmd: LLMDeployment, layout: GpuLayout, accelerator: Accelerator) -> Me
     """Whether the model's weights fit the layout's GPUs of its accelerator."""
     spec = llmd.spec
     return memory_fit(
-        parameters_billions=spec.model.parameters_billions,
+        # A Job without a base model has nothing to fit: the fit is unknown.
+        parameters_billions=None if spec.model is None else spec.model.parameters_billions,
         accelerator=accelerator,
         # Each data-parallel rank holds a whole copy of the weights over TP x PP GPUs.
         gpus_per_replica=layout.gpus_per_rank,
@@ -348,7 +349,7 @@ def _resolved(
             roles[-1].layout,
             _tightest_fit(roles),
             accelerator,
-            RAY_KIND_OF_MODE[spec.mode],
+            STRATEGY_OF_MODE[spec.mode],
             router=request_router(spec.routing),
             lora=lora_adapters(spec.lora),
             serve_app=serve_app(spec),
@@ -403,6 +404,10 @@ def _other_errors(llmd: LLMDeployment) -> list[FieldError]:
             spec.ray_cluster.autoscaler.resources, gpu, "spec.rayCluster.autoscaler.resources"
         )
     )
+    if spec.job is not None and spec.job.submitter_resources is not None:
+        errors.extend(
+            _resources_with_gpu(spec.job.submitter_resources, gpu, "spec.job.submitterResources")
+        )
 
     return errors
 

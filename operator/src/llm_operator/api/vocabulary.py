@@ -19,6 +19,9 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     FAILED = "Failed"
+    # Mode Job only: its run is under way, or finished well.
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
 
 
 # Phases worth a Warning Event rather than a Normal one.
@@ -68,11 +71,55 @@ class Reason(StrEnum):
     RAY_CLUSTER_READY = "RayClusterReady"
     RAY_CLUSTER_FAILED = "RayClusterFailed"
     SUSPENDED = "Suspended"
+    # Mode Job: where the run is, as folded from KubeRay's jobDeploymentStatus/jobStatus.
+    JOB_PENDING = "JobPending"
+    JOB_RUNNING = "JobRunning"
+    JOB_RETRYING = "JobRetrying"
+    JOB_SUCCEEDED = "JobSucceeded"
+    JOB_FAILED = "JobFailed"
+    # A finished run is a record: a later spec change is not applied (see README, mode Job).
+    JOB_FINISHED_SPEC_CHANGE_REFUSED = "JobFinishedSpecChangeRefused"
 
 
 @unique
 class RayKind(StrEnum):
-    """The KubeRay kind an LLMDeployment becomes: `spec.mode` Service or Cluster."""
+    """The KubeRay kind an LLMDeployment becomes: `spec.mode` Service, Cluster or Job."""
 
     RAY_SERVICE = "RayService"
     RAY_CLUSTER = "RayCluster"
+    RAY_JOB = "RayJob"
+
+
+@unique
+class KubeRayJobDeploymentStatus(StrEnum):
+    """KubeRay's `RayJob.status.jobDeploymentStatus` (ray-operator v1.6.1,
+    apis/ray/v1/rayjob_types.go; "" is JobDeploymentStatusNew)."""
+
+    NEW = ""
+    INITIALIZING = "Initializing"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    VALIDATION_FAILED = "ValidationFailed"
+    SUSPENDING = "Suspending"
+    SUSPENDED = "Suspended"
+    RETRYING = "Retrying"
+    WAITING = "Waiting"
+
+
+# KubeRay's IsJobDeploymentTerminal: after these KubeRay does nothing more with the RayJob.
+TERMINAL_JOB_DEPLOYMENT_STATUSES = frozenset(
+    {KubeRayJobDeploymentStatus.COMPLETE, KubeRayJobDeploymentStatus.FAILED}
+)
+
+
+@unique
+class KubeRayJobStatus(StrEnum):
+    """KubeRay's `RayJob.status.jobStatus`, Ray's own job states (same source)."""
+
+    NEW = ""
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"

@@ -142,6 +142,7 @@ async def count_in_metrics(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayservices", labels=CHILD_LABELS)
 @kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayclusters", labels=CHILD_LABELS)
+@kopf.on.event(names.RAY_GROUP, names.RAY_VERSION, "rayjobs", labels=CHILD_LABELS)
 # Without the Gateway API's CRDs kopf only warns that it cannot watch these (and watches
 # them once the CRDs appear): a cluster without a Gateway API is fine.
 @kopf.on.event(names.GATEWAY_GROUP, names.GATEWAY_VERSION, names.HTTP_ROUTES, labels=CHILD_LABELS)

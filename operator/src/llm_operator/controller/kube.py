@@ -40,7 +40,11 @@ from llm_operator.yamlio import Manifest
 
 LOG = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "llm-operator"
-RAY_PLURALS: Final = {RayKind.RAY_SERVICE: "rayservices", RayKind.RAY_CLUSTER: "rayclusters"}
+RAY_PLURALS: Final = {
+    RayKind.RAY_SERVICE: "rayservices",
+    RayKind.RAY_CLUSTER: "rayclusters",
+    RayKind.RAY_JOB: "rayjobs",
+}
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
@@ -198,13 +202,15 @@ def _apply(
     *,
     likely_absent: bool,
     wanted_of: Callable[[Manifest, Manifest], Manifest],
+    frozen: Callable[[Manifest], bool] | None = None,
 ) -> tuple[Outcome, Manifest]:
     """Create the object, or server-side apply the difference (inside `api_errors`).
 
     With `likely_absent` (a first reconcile) the create goes first and a read follows
     only if the name is taken, which saves a read per new LLMDeployment. `wanted_of`
     makes what to apply of the desired and the live object. The update carries the live
-    resourceVersion, so a concurrent writer makes it fail with 409 and retry."""
+    resourceVersion, so a concurrent writer makes it fail with 409 and retry. A live
+    object that `frozen` holds for is left as it is."""
     meta = desired["metadata"]
     what = f"{desired['kind']} {meta['namespace']}/{meta['name']}"
     if likely_absent and (created := _create(clients, kind, desired)) is not None:
@@ -216,7 +222,7 @@ def _apply(
             raise kopf.TemporaryError(f"{what}: created meanwhile by another writer", delay=1)
         return "created", created
     wanted = wanted_of(desired, live)
-    if contains(wanted, live):
+    if contains(wanted, live) or (frozen is not None and frozen(live)):
         return "unchanged", live
     wanted["metadata"] = {
         **wanted["metadata"],
@@ -240,12 +246,17 @@ def _apply(
 
 
 def apply_ray_resource(
-    clients: Clients, desired: Manifest, *, likely_absent: bool = False
+    clients: Clients,
+    desired: Manifest,
+    *,
+    likely_absent: bool = False,
+    frozen: Callable[[Manifest], bool] | None = None,
 ) -> tuple[Outcome, Manifest]:
-    """Create the RayService/RayCluster, or server-side apply the difference.
+    """Create the RayService, RayCluster or RayJob, or server-side apply the difference.
 
     Updates carry the autoscaler's live fields, so a concurrent scale by the autoscaler
-    makes the apply fail with 409 and retry instead of overwriting it.
+    makes the apply fail with 409 and retry instead of overwriting it. A live object that
+    `frozen` holds for (a finished RayJob) is left as it is.
     """
     kind = desired["kind"]
     meta = desired["metadata"]
@@ -259,6 +270,7 @@ def apply_ray_resource(
             desired,
             likely_absent=likely_absent,
             wanted_of=keep_autoscaler_fields,
+            frozen=frozen,
         )
 
 
@@ -450,9 +462,17 @@ class KubeApi:
         return ensure_claim(self.clients, desired, owner_uid)
 
     def apply_ray_resource(
-        self, desired: Manifest, *, likely_absent: bool
+        self,
+        desired: Manifest,
+        *,
+        likely_absent: bool,
+        frozen: Callable[[Manifest], bool] | None = None,
     ) -> tuple[Outcome, Manifest]:
-        return apply_ray_resource(self.clients, desired, likely_absent=likely_absent)
+        return apply_ray_resource(self.clients, desired, likely_absent=likely_absent, frozen=frozen)
+
+    def get_ray_resource(self, kind: str, namespace: str, name: str) -> Manifest | None:
+        with api_errors(f"{kind} {namespace}/{name}"):
+            return get_ray_resource(self.clients, kind, namespace, name)
 
     def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None:
         return sync_worker_bounds(self.clients, bounds)

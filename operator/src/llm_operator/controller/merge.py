@@ -20,19 +20,27 @@ from llm_operator.yamlio import Manifest
 AUTOSCALER_OWNED = ("replicas", "scaleStrategy")
 
 
+# Where a kind keeps its Ray cluster's spec; a RayCluster's is its own spec.
+CLUSTER_SPEC_KEY = {RayKind.RAY_SERVICE: "rayClusterConfig", RayKind.RAY_JOB: "rayClusterSpec"}
+
+
 def worker_groups(resource: Mapping[str, Any]) -> list[Manifest]:
-    """The worker groups of a RayCluster, or of a RayService's cluster config."""
+    """The worker groups of a RayCluster, or of a RayService's or RayJob's cluster spec."""
     spec = resource.get("spec") or {}
-    cluster = (
-        spec.get("rayClusterConfig", spec) if resource.get("kind") == RayKind.RAY_SERVICE else spec
-    )
+    key = CLUSTER_SPEC_KEY.get(resource.get("kind", ""))
+    cluster = spec.get(key, spec) if key else spec
     groups: list[Manifest] = cluster.get("workerGroupSpecs") or []
     return groups
 
 
 def keep_autoscaler_fields(desired: Manifest, live: Mapping[str, Any]) -> Manifest:
-    """`desired` with replicas/scaleStrategy of existing groups taken from `live`."""
-    merged = copy.deepcopy(desired)
+    """`desired` with replicas/scaleStrategy of existing groups taken from `live`.
+
+    `desired` is left as it was. Only the path down to the worker groups is copied (a deep
+    copy of the whole RayService cost more than the rest of a no-op reconcile); the rest
+    is shared with `desired`, and nothing writes to it.
+    """
+    merged = _copy_down_to_worker_groups(desired)
     live_groups = {g.get("groupName"): g for g in worker_groups(live)}
     for group in worker_groups(merged):
         current = live_groups.get(group.get("groupName"))
@@ -44,6 +52,23 @@ def keep_autoscaler_fields(desired: Manifest, live: Mapping[str, Any]) -> Manife
             else:
                 group.pop(field, None)
     return merged
+
+
+def _copy_down_to_worker_groups(resource: Manifest) -> Manifest:
+    """A copy of `resource` whose dicts on the way to each worker group, the list and the
+    groups themselves are new: what `keep_autoscaler_fields` sets or pops on."""
+    copied = dict(resource)
+    spec = copied.get("spec")
+    if not isinstance(spec, dict):
+        return copied
+    copied["spec"] = spec = dict(spec)
+    cluster = spec
+    if copied.get("kind") == RayKind.RAY_SERVICE and isinstance(spec.get("rayClusterConfig"), dict):
+        cluster = spec["rayClusterConfig"] = dict(spec["rayClusterConfig"])
+    groups = cluster.get("workerGroupSpecs")
+    if isinstance(groups, list):
+        cluster["workerGroupSpecs"] = [dict(g) if isinstance(g, dict) else g for g in groups]
+    return copied
 
 
 def contains(wanted: Any, live: Any) -> bool:

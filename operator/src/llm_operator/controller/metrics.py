@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -109,6 +109,23 @@ def record_of(body: Mapping[str, Any], gpu_memory_gib: Mapping[str, float]) -> R
 Key = tuple[str, str, str]  # namespace, name, uid
 
 
+@dataclass
+class _Tally:
+    """A namespace's gauges, kept as records come and go: recounting every record of the
+    namespace on each change cost O(N) per event, O(N^2) for N LLMDeployments."""
+
+    phases: dict[str | None, int] = field(default_factory=dict)
+    gpus_min: int = 0
+    gpus_max: int = 0
+    invalid: int = 0
+
+    def add(self, record: Record, sign: int) -> None:
+        self.phases[record.phase] = self.phases.get(record.phase, 0) + sign
+        self.gpus_min += sign * record.gpus_min
+        self.gpus_max += sign * record.gpus_max
+        self.invalid += sign * record.invalid
+
+
 @dataclass(frozen=True)
 class _Seen:
     record: Record
@@ -155,6 +172,7 @@ class OperatorMetrics:
             self.reconciles.labels(result)  # exported at 0 before the first reconcile
         # namespace -> (name, uid) -> record; a namespace's gauges stay (at 0) once emptied.
         self._records: dict[str, dict[tuple[str, str], _Seen]] = {}
+        self._tallies: dict[str, _Tally] = {}
         self._clock = clock
         # Event handlers run on kopf's loop, the sweep in its own thread.
         self._lock = threading.Lock()
@@ -194,14 +212,20 @@ class OperatorMetrics:
     def observe(self, namespace: str, name: str, uid: str, record: Record) -> None:
         with self._lock:
             records = self._records.setdefault(namespace, {})
+            tally = self._tallies.setdefault(namespace, _Tally())
             previous = records.get((name, uid))
             records[(name, uid)] = _Seen(record, self._clock())
             if previous is None or previous.record != record:
+                if previous is not None:
+                    tally.add(previous.record, -1)
+                tally.add(record, 1)
                 self._refresh(namespace)
 
     def forget(self, namespace: str, name: str, uid: str) -> None:
         with self._lock:
-            if self._records.get(namespace, {}).pop((name, uid), None) is not None:
+            gone = self._records.get(namespace, {}).pop((name, uid), None)
+            if gone is not None:
+                self._tallies[namespace].add(gone.record, -1)
                 self._refresh(namespace)
 
     def now(self) -> float:
@@ -235,21 +259,19 @@ class OperatorMetrics:
                     if seen.at < listed_at and (namespace, *key) not in existing
                 ]
                 for key in gone:
-                    del records[key]
+                    self._tallies[namespace].add(records.pop(key).record, -1)
                 if gone:
                     dropped += len(gone)
                     self._refresh(namespace)
         return dropped
 
     def _refresh(self, namespace: str) -> None:
-        records = [seen.record for seen in self._records.get(namespace, {}).values()]
+        tally = self._tallies.get(namespace, _Tally())
         for phase in PHASES:
-            self.deployments.labels(namespace, phase).set(
-                sum(1 for r in records if r.phase == phase)
-            )
-        self.gpus.labels(namespace, "min").set(sum(r.gpus_min for r in records))
-        self.gpus.labels(namespace, "max").set(sum(r.gpus_max for r in records))
-        self.invalid.labels(namespace).set(sum(1 for r in records if r.invalid))
+            self.deployments.labels(namespace, phase).set(tally.phases.get(phase, 0))
+        self.gpus.labels(namespace, "min").set(tally.gpus_min)
+        self.gpus.labels(namespace, "max").set(tally.gpus_max)
+        self.invalid.labels(namespace).set(tally.invalid)
 
 
 METRICS = OperatorMetrics()

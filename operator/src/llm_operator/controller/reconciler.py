@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -44,8 +44,14 @@ class ClusterApi(Protocol):
     def ensure_claim(self, desired: Manifest, owner_uid: str) -> Outcome: ...
 
     def apply_ray_resource(
-        self, desired: Manifest, *, likely_absent: bool
+        self,
+        desired: Manifest,
+        *,
+        likely_absent: bool,
+        frozen: Callable[[Manifest], bool] | None = None,
     ) -> tuple[Outcome, Manifest]: ...
+
+    def get_ray_resource(self, kind: str, namespace: str, name: str) -> Manifest | None: ...
 
     def sync_worker_bounds(self, bounds: WorkerBounds) -> Manifest | None: ...
 
@@ -125,17 +131,24 @@ def _log(child: Manifest, outcome: Outcome) -> None:
 
 
 def _apply_children(
-    api: ClusterApi, children: Children, owner: Manifest, *, first: bool
-) -> Manifest:
+    api: ClusterApi, plan: Plan, children: Children, owner: Manifest, *, first: bool, finished: bool
+) -> Manifest | None:
     """Apply the claims, then the Ray resource; returns the live Ray resource.
 
     `first`: no status yet, so the children almost surely do not exist either.
+    `finished`: the status records a finished run (mode Job), whose RayJob is only read,
+    never applied or made again (None when it is gone). A run KubeRay finished meanwhile
+    is left as it is too.
     """
     for claim in children.claims:
         _adopt(claim, owner)
         _log(claim, api.ensure_claim(claim, owner["metadata"]["uid"]))
+    meta = children.ray["metadata"]
+    if finished:
+        return api.get_ray_resource(children.ray["kind"], meta["namespace"], meta["name"])
     _adopt(children.ray, owner)
-    outcome, live = api.apply_ray_resource(children.ray, likely_absent=first)
+    frozen = status.job_finished if plan.runs_to_completion else None
+    outcome, live = api.apply_ray_resource(children.ray, likely_absent=first, frozen=frozen)
     _log(children.ray, outcome)
     return live
 
@@ -208,7 +221,9 @@ def _sync_serving_cluster_bounds(
     return cluster
 
 
-def _observe(api: ClusterApi, plan: Plan, children: Children, live: Manifest) -> status.Observed:
+def _observe(
+    api: ClusterApi, plan: Plan, children: Children, live: Manifest | None
+) -> status.Observed:
     """What the live Ray child says; for a RayService, after moving the bounds of every
     cluster it serves from, and with GCS fault tolerance as the active one was built."""
     observed = status.observe(plan, live)
@@ -237,8 +252,13 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
     try:
         plan = resolve(plain, settings.gpu_memory_gib)
         children = render_children(plan, settings)
+        finished_at = status.finished_generation(before) if plan.runs_to_completion else None
         try:
-            live = _apply_children(api, children, owner, first=not before)
+            live = _apply_children(
+                api, plan, children, owner, first=not before, finished=finished_at is not None
+            )
+            # Mode Service only (render makes no route otherwise); a route left from an
+            # earlier spec is deleted in every mode.
             route = _apply_route(api, plan, children, owner, before)
         except ChildRefused as exc:
             # Values the schema lets through but the child's own schema refuses (a storage
@@ -254,12 +274,53 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
             api, owner, before, status.not_served_status(str(exc), generation, before, _now())
         )
         raise
-    observed = _with_route(plan, _observe(api, plan, children, live), route)
-    _write_status(api, owner, before, status.reconciled_status(plan, observed, before, _now()))
+    if finished_at is None:
+        observed = _observe(api, plan, children, live)
+        if plan.runs_to_completion and live is not None and status.job_finished(live):
+            finished_at = generation  # the run is over: from now on a record
+    else:
+        observed = _finished_run(
+            api, owner, before, plan, live=live, finished_at=finished_at, generation=generation
+        )
+    observed = _with_route(plan, observed, route)
+    after = status.reconciled_status(plan, observed, before, _now(), finished_at)
+    _write_status(api, owner, before, after)
     if route.problem is not None:
         # Recorded in SpecValid; retried soon, so the route follows the Gateway API's CRDs.
         raise RouteNotServed(route.problem, delay=NOT_SERVED_RETRY_SECONDS)
     return plan
+
+
+def _finished_run(
+    api: ClusterApi,
+    owner: Manifest,
+    before: Mapping[str, Any],
+    plan: Plan,
+    *,
+    live: Manifest | None,
+    finished_at: int,
+    generation: int | None,
+) -> status.Observed:
+    """What a finished run reports: its RayJob's last word (or, once that is gone, the
+    recorded one); a later generation's spec change is refused, with a Warning Event
+    the first time.
+
+    Refused rather than re-run by a field: one LLMDeployment is one run, as a Kubernetes
+    Job's template is immutable, and a finished run's record (status, times) is never
+    replaced. A new run is a re-created LLMDeployment, which finds the retained
+    checkpoints claim."""
+    observed = status.kept_run(before) if live is None else status.observe(plan, live)
+    if generation == finished_at:
+        return observed
+    refused = status.refused_change(observed, finished_at)
+    if before.get("observedGeneration") != generation:  # once per refused generation
+        api.post_event(
+            owner,
+            type_="Warning",
+            reason=str(refused.progressing.reason),
+            message=refused.progressing.message,
+        )
+    return refused
 
 
 # --- child events ----------------------------------------------------------------------
@@ -268,13 +329,13 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
 def redundant_child_event(event_type: str | None, kind: str) -> bool:
     """Child events that cannot tell the reconcile anything new.
 
-    A RayService's or HTTPRoute's creation: only the reconcile that just created it makes
-    them.
+    A RayService's, RayJob's or HTTPRoute's creation: only the reconcile that just
+    created it makes them.
     KubeRay's RayClusters do count from their creation on (a new serving cluster needs
     the current worker bounds), and so do listings (no type), which after a lost watch
     are the only sign of what changed meanwhile.
     """
-    return event_type == "ADDED" and kind in (RayKind.RAY_SERVICE, ROUTE_KIND)
+    return event_type == "ADDED" and kind in (RayKind.RAY_SERVICE, RayKind.RAY_JOB, ROUTE_KIND)
 
 
 def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:

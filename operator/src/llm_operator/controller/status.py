@@ -13,12 +13,15 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from llm_operator.api.models import Condition, LLMDeploymentStatus, ReplicaStatus
+from llm_operator.api.models import Condition, JobStatus, LLMDeploymentStatus, ReplicaStatus
 from llm_operator.api.plan import Plan
 from llm_operator.api.vocabulary import (
+    TERMINAL_JOB_DEPLOYMENT_STATUSES,
     ConditionStatus,
     ConditionType,
     GcsFaultToleranceState,
+    KubeRayJobDeploymentStatus,
+    KubeRayJobStatus,
     Phase,
     RayKind,
     Reason,
@@ -67,6 +70,8 @@ class Observed:
     serving_clusters: tuple[str, ...] = ()
     # Whether the serving RayCluster has gcsFaultToleranceOptions; None: no cluster read.
     gcs_fault_tolerance: bool | None = None
+    # Mode Job: the run as KubeRay reports it.
+    job: JobStatus | None = None
     # The HTTPRoute of spec.exposure.gateway that exists, and why the one asked for does
     # not (the Gateway API is not served); None: no route, no problem.
     http_route: str | None = None
@@ -289,6 +294,124 @@ def _observe_ray_cluster_state(cluster: Body, hosts_per_replica: int) -> Observe
     )
 
 
+# --- mode Job: a RayJob's run ---------------------------------------------------------
+JDS, JS = KubeRayJobDeploymentStatus, KubeRayJobStatus
+# jobDeploymentStatus -> (phase, Ready, Progressing, reason) while the run is not over.
+_UNDER_WAY: dict[KubeRayJobDeploymentStatus, tuple[Phase, ConditionStatus, Reason]] = {
+    JDS.NEW: (Phase.PENDING, FALSE, Reason.JOB_PENDING),
+    JDS.INITIALIZING: (Phase.PENDING, FALSE, Reason.JOB_PENDING),
+    JDS.WAITING: (Phase.PENDING, FALSE, Reason.JOB_PENDING),
+    JDS.SUSPENDING: (Phase.PENDING, FALSE, Reason.SUSPENDED),
+    JDS.SUSPENDED: (Phase.PENDING, FALSE, Reason.SUSPENDED),
+    JDS.RUNNING: (Phase.RUNNING, TRUE, Reason.JOB_RUNNING),
+    JDS.RETRYING: (Phase.RUNNING, FALSE, Reason.JOB_RETRYING),
+}
+
+
+def job_finished(ray_job: Body) -> bool:
+    """Whether KubeRay is done with the RayJob (its IsJobDeploymentTerminal): Complete,
+    or Failed with every retry spent."""
+    deployment = (ray_job.get("status") or {}).get("jobDeploymentStatus", "")
+    return deployment in TERMINAL_JOB_DEPLOYMENT_STATUSES
+
+
+def _job_status(ray_job: Body) -> JobStatus:
+    status = ray_job.get("status") or {}
+    info = status.get("rayJobInfo") or {}
+    return JobStatus(
+        job_status=status.get("jobStatus") or None,
+        job_deployment_status=status.get("jobDeploymentStatus") or None,
+        job_id=status.get("jobId") or None,
+        message=str(status.get("message") or "")[:MAX_MESSAGE] or None,
+        start_time=status.get("startTime") or info.get("startTime"),
+        end_time=status.get("endTime") or info.get("endTime"),
+        dashboard_url=status.get("dashboardURL") or None,
+        ray_cluster=status.get("rayClusterName") or None,
+        failed=status.get("failed"),
+        succeeded=status.get("succeeded"),
+    )
+
+
+def _job_message(job: JobStatus, reason: str = "") -> str:
+    said = f"jobDeploymentStatus {job.job_deployment_status or 'New'}"
+    said += f", jobStatus {job.job_status or 'none yet'}"
+    if reason:
+        said += f", reason {reason}"
+    if job.message:
+        said += f": {job.message}"
+    return said[:MAX_MESSAGE]
+
+
+def observe_ray_job(ray_job: Body, hosts_per_replica: int) -> Observed:
+    """Fold a RayJob's jobDeploymentStatus and jobStatus into Pending, Running, Succeeded
+    or Failed, with KubeRay's words in the Ready and Progressing messages."""
+    status = ray_job.get("status") or {}
+    job = _job_status(ray_job)
+    message = _job_message(job, str(status.get("reason") or ""))
+    cluster_status = status.get("rayClusterStatus") or {}
+    replicas = _replicas_from_pods(
+        int(cluster_status.get("readyWorkerReplicas") or 0), hosts_per_replica
+    )
+    deployment = str(status.get("jobDeploymentStatus") or "")
+    if deployment == JDS.COMPLETE and status.get("jobStatus") == JS.SUCCEEDED:
+        done = ConditionState(FALSE, Reason.JOB_SUCCEEDED, message)
+        return Observed(
+            Phase.SUCCEEDED,
+            ConditionState(TRUE, Reason.JOB_SUCCEEDED, message),
+            done,
+            0,
+            job.ray_cluster,
+            job=job,
+        )
+    if deployment in (JDS.COMPLETE, JDS.FAILED, JDS.VALIDATION_FAILED):
+        failed = ConditionState(FALSE, Reason.JOB_FAILED, message)
+        return Observed(Phase.FAILED, failed, failed, 0, job.ray_cluster, job=job)
+    try:
+        phase, ready, reason = _UNDER_WAY[JDS(deployment)]
+    except (ValueError, KeyError):  # a status newer than KubeRay v1.6.1: not started, say
+        phase, ready, reason = _UNDER_WAY[JDS.NEW]
+    return Observed(
+        phase,
+        ConditionState(ready, reason, message),
+        ConditionState(TRUE, reason, message),
+        replicas,
+        job.ray_cluster,
+        job=job,
+    )
+
+
+def finished_generation(previous: Body) -> int | None:
+    """The generation whose run finished, as the status recorded it; None while no run
+    has finished."""
+    value = (previous.get("job") or {}).get("finishedGeneration")
+    return value if isinstance(value, int) else None
+
+
+def kept_run(previous: Body) -> Observed:
+    """A finished run whose RayJob is gone (deleted by hand or by a TTL): the status keeps
+    what it recorded, and the run is not made again."""
+    job = JobStatus.model_validate(previous.get("job") or {})
+    before = {c.get("type"): c for c in previous.get("conditions") or []}
+    phase = Phase(previous.get("phase") or Phase.FAILED)
+    ready = _state(before.get(ConditionType.READY), Reason.JOB_FAILED)
+    progressing = _state(before.get(ConditionType.PROGRESSING), Reason.JOB_FAILED)
+    return Observed(phase, ready, progressing, 0, job.ray_cluster, job=job)
+
+
+def refused_change(observed: Observed, finished_at: int) -> Observed:
+    """A spec change after the run finished: the run stays as it was, and Progressing
+    says why nothing happens."""
+    message = (
+        f"the job finished ({observed.phase}) at generation {finished_at}; a finished run is "
+        "never changed or re-run. To run again, delete and re-create the LLMDeployment "
+        "(the checkpoints claim is kept, so the new run resumes from its checkpoints)"
+    )
+    return replace(
+        observed,
+        progressing=ConditionState(FALSE, Reason.JOB_FINISHED_SPEC_CHANGE_REFUSED, message),
+    )
+
+
 def _fit_state(fit: MemoryFit) -> ConditionState:
     status = {True: TRUE, False: FALSE, None: UNKNOWN}[fit.fits]
     return ConditionState(status, fit.reason, fit.message[:MAX_MESSAGE])
@@ -330,6 +453,7 @@ def _dump(status: LLMDeploymentStatus) -> dict[str, Any]:
 OBSERVERS: dict[RayKind, Callable[[Body, int], Observed]] = {
     RayKind.RAY_SERVICE: observe_ray_service,
     RayKind.RAY_CLUSTER: observe_ray_cluster,
+    RayKind.RAY_JOB: observe_ray_job,
 }
 
 
@@ -355,8 +479,15 @@ def _spec_valid_state(route_problem: str | None) -> ConditionState:
     return ConditionState(FALSE, Reason.GATEWAY_API_NOT_INSTALLED, route_problem[:MAX_MESSAGE])
 
 
-def reconciled_status(plan: Plan, observed: Observed, previous: Body, now: str) -> dict[str, Any]:
-    """The full status of a valid LLMDeployment given what its child reports."""
+def reconciled_status(
+    plan: Plan,
+    observed: Observed,
+    previous: Body,
+    now: str,
+    finished_at: int | None = None,
+) -> dict[str, Any]:
+    """The full status of a valid LLMDeployment given what its child reports;
+    `finished_at`, the generation a run finished with (mode Job)."""
     llmd = plan.llmd
     generation = llmd.metadata.generation
     wanted = {
@@ -371,10 +502,16 @@ def reconciled_status(plan: Plan, observed: Observed, previous: Body, now: str) 
         phase=observed.phase,
         conditions=merge_conditions(previous.get("conditions") or [], wanted, generation, now),
         observed_generation=generation,
-        model=llmd.served_model_id,
+        model=llmd.served_model_id if llmd.spec.model is not None else None,
         endpoint=observed.external_endpoint or in_cluster,
         ray_service=names.ray_service_name(llmd.name) if service else None,
         http_route=observed.http_route,
+        ray_job=names.ray_job_name(llmd.name) if plan.runs_to_completion else None,
+        job=(
+            None
+            if observed.job is None
+            else observed.job.model_copy(update={"finished_generation": finished_at})
+        ),
         ray_cluster=observed.ray_cluster,
         gpus_per_replica=plan.gpus_per_replica,
         replicas=ReplicaStatus(desired=plan.min_replicas, ready=observed.ready_replicas),
@@ -392,7 +529,9 @@ def invalid_status(
 
     Children exist once a valid spec was applied, which is when status first names them.
     """
-    applied = bool(previous.get("rayService") or previous.get("rayCluster"))
+    applied = bool(
+        previous.get("rayService") or previous.get("rayCluster") or previous.get("rayJob")
+    )
     wanted = {
         ConditionType.SPEC_VALID: ConditionState(FALSE, Reason.INVALID_SPEC, problems[:MAX_MESSAGE])
     }

@@ -9,11 +9,17 @@ from llm_operator.api.models import GcsFaultToleranceSpec, LLMDeployment, Volume
 from llm_operator.api.plan import Plan
 from llm_operator.api.vocabulary import RayKind
 from llm_operator.render import names
-from llm_operator.render.pods import autoscaler_resources, head_group, worker_groups
+from llm_operator.render.pods import (
+    autoscaler_resources,
+    head_group,
+    submitter_template,
+    worker_groups,
+)
 from llm_operator.render.route import http_route
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
+from llm_operator.yamlio import dump as yaml_dump
 
 
 def _metadata(llmd: LLMDeployment, name: str, component: str) -> Manifest:
@@ -130,17 +136,44 @@ def ray_cluster(plan: Plan, settings: OperatorSettings) -> Manifest:
     return _ray_object(RayKind.RAY_CLUSTER, llmd, name, "ray-cluster", spec)
 
 
+def ray_job(plan: Plan, settings: OperatorSettings) -> Manifest:
+    """A RayJob: KubeRay makes a Ray cluster of the same head and GPU worker groups as
+    mode Cluster, submits the entrypoint from a submitter pod, reports the outcome and
+    (by default) deletes the cluster. Each of KubeRay's retries is a new cluster, which
+    finds the checkpoints of the earlier attempts on the checkpoints claim."""
+    llmd = plan.llmd
+    job = llmd.spec.job
+    if job is None:
+        raise ValueError("mode Job needs spec.job (validation requires it)")
+    spec: Manifest = {"entrypoint": job.entrypoint}
+    if job.runtime_env is not None:
+        spec["runtimeEnvYAML"] = yaml_dump(job.runtime_env)
+    if job.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = job.active_deadline_seconds
+    if job.backoff_limit is not None:
+        spec["backoffLimit"] = job.backoff_limit
+    spec["shutdownAfterJobFinishes"] = job.shutdown_after_job_finishes
+    if job.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = job.ttl_seconds_after_finished
+    # Always written: the apply only adds what it names, so `false` must be said to resume.
+    spec["suspend"] = job.suspend
+    spec["submitterPodTemplate"] = submitter_template(plan, settings)
+    spec["rayClusterSpec"] = ray_cluster_spec(plan, settings)
+    return _ray_object(RayKind.RAY_JOB, llmd, names.ray_job_name(llmd.name), "ray-job", spec)
+
+
 # The mode's strategy, by the kind the plan chose: which Ray child to build.
 RAY_CHILD: dict[RayKind, Callable[[Plan, OperatorSettings], Manifest]] = {
     RayKind.RAY_SERVICE: ray_service,
     RayKind.RAY_CLUSTER: ray_cluster,
+    RayKind.RAY_JOB: ray_job,
 }
 
 
 @dataclass(frozen=True)
 class Children:
     """The children of one LLMDeployment, by type: the claims the operator creates and
-    the one Ray resource (a RayService or a RayCluster, as `kind` says)."""
+    the one Ray resource (a RayService, RayCluster or RayJob, as `kind` says)."""
 
     claims: tuple[Manifest, ...]
     ray: Manifest

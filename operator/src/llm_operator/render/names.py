@@ -29,6 +29,8 @@ COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 RETAIN_ANNOTATION: Final = f"{GROUP}/retain-on-delete"
 
 HEAD_CONTAINER: Final = "ray-head"
+# KubeRay's name for the container that runs `ray job submit` (utils.SubmitterContainerName).
+SUBMITTER_CONTAINER: Final = "ray-job-submitter"
 WORKER_CONTAINER: Final = "ray-worker"
 WORKER_GROUP: Final = "gpu-workers"
 SERVE_APP: Final = "llm"
@@ -67,6 +69,10 @@ def ray_service_name(deployment: str) -> str:
 
 
 def ray_cluster_name(deployment: str) -> str:
+    return deployment
+
+
+def ray_job_name(deployment: str) -> str:
     return deployment
 
 

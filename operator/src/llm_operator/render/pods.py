@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llm_operator.api.constants import CHECKPOINT_DIR_ENV, MODEL_SOURCE_ENV
 from llm_operator.api.models import (
     LLMDeployment,
     PodResourcesSpec,
@@ -14,7 +15,7 @@ from llm_operator.api.models import (
 )
 from llm_operator.api.plan import FallbackGroup, GpuRole, Plan
 from llm_operator.render import names
-from llm_operator.render.sources import ModelSource, model_source
+from llm_operator.render.sources import ModelSource, optional_model_source
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
 
@@ -91,7 +92,7 @@ def claim_name(volume: VolumeSpec, default_name: str) -> str:
 
 
 def _volumes_and_mounts(
-    llmd: LLMDeployment, source: ModelSource, *, shm: bool
+    llmd: LLMDeployment, source: ModelSource | None, *, shm: bool
 ) -> tuple[list[Manifest], list[Manifest]]:
     storage = llmd.spec.storage
     volumes: list[Manifest] = []
@@ -108,7 +109,7 @@ def _volumes_and_mounts(
         mounts.append(
             {"name": names.CHECKPOINTS_VOLUME, "mountPath": storage.checkpoints.mount_path}
         )
-    if source.claim is not None:
+    if source is not None and source.claim is not None:
         volumes.append(_claim_volume(names.MODEL_SOURCE_VOLUME, source.claim, read_only=True))
         mounts.append(
             {
@@ -124,10 +125,25 @@ def _volumes_and_mounts(
     return volumes, mounts
 
 
-def container_env(llmd: LLMDeployment) -> list[Manifest]:
-    """Operator-set variables first, then the user's (validation forbids overlaps)."""
+def job_env(llmd: LLMDeployment) -> list[Manifest]:
+    """What a job's entrypoint reads (mode Job): the checkpoint directory, on the
+    checkpoints claim, and the base model's source (a local path for pvc://)."""
     env: list[Manifest] = []
-    token = llmd.spec.model.token_secret_ref
+    checkpoints = llmd.spec.storage.checkpoints
+    if checkpoints is not None:
+        env.append({"name": CHECKPOINT_DIR_ENV, "value": checkpoints.mount_path})
+    source = optional_model_source(llmd)
+    if source is not None:
+        env.append({"name": MODEL_SOURCE_ENV, "value": source.model_source})
+    return env
+
+
+def container_env(plan: Plan) -> list[Manifest]:
+    """Operator-set variables first, then the user's (validation forbids overlaps)."""
+    llmd = plan.llmd
+    env: list[Manifest] = []
+    model = llmd.spec.model
+    token = None if model is None else model.token_secret_ref
     if token is not None:
         env.append(
             {
@@ -138,6 +154,8 @@ def container_env(llmd: LLMDeployment) -> list[Manifest]:
     cache = llmd.spec.storage.model_cache
     if cache is not None:
         env.append({"name": "HF_HOME", "value": cache.mount_path})
+    if plan.runs_to_completion:
+        env.extend(job_env(llmd))
     env.extend(e.model_dump(by_alias=True, exclude_none=True) for e in llmd.spec.ray_cluster.env)
     return env
 
@@ -182,7 +200,7 @@ def _pod_spec(
     """A Ray pod: its one container and its volumes (shared memory for the workers only),
     then the placement fields that are set."""
     llmd = plan.llmd
-    volumes, mounts = _volumes_and_mounts(llmd, model_source(llmd), shm=not head)
+    volumes, mounts = _volumes_and_mounts(llmd, optional_model_source(llmd), shm=not head)
     container = _container(
         plan,
         settings,
@@ -230,7 +248,7 @@ def _container(
         "ports": _ports(plan, head=head),
         "securityContext": _container_security(),
     }
-    env = container_env(plan.llmd)
+    env = container_env(plan)
     if env:
         container["env"] = env
     if mounts:
@@ -395,3 +413,46 @@ def worker_groups(plan: Plan, settings: OperatorSettings) -> list[Manifest]:
             for fallback in plan.fallbacks
         ]
     return groups
+
+
+# The submitter only runs `ray job submit` and follows the logs. KubeRay's own default
+# (common/job.go, GetDefaultSubmitterContainer: requests 500m/200Mi, limits 1/1Gi) asks
+# for more CPU than that waiting needs; this leaves room beside the head on small nodes.
+SUBMITTER_RESOURCES: Manifest = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+
+
+def submitter_template(plan: Plan, settings: OperatorSettings) -> Manifest:
+    """KubeRay's submitter pod (mode Job), with the Ray image and the containers' security
+    context. No command: KubeRay fills in `ray job submit` for the entrypoint."""
+    llmd = plan.llmd
+    job = llmd.spec.job
+    resources = (
+        _requirements(job.submitter_resources)
+        if job is not None
+        and job.submitter_resources is not None
+        and (job.submitter_resources.requests or job.submitter_resources.limits)
+        else SUBMITTER_RESOURCES
+    )
+    cluster = llmd.spec.ray_cluster
+    container: Manifest = {
+        "name": names.SUBMITTER_CONTAINER,
+        "image": cluster.image or settings.ray_image,
+        "resources": resources,
+        "securityContext": _container_security(),
+    }
+    pod: Manifest = {"restartPolicy": "Never", "containers": [container]}
+    if cluster.service_account_name:
+        pod["serviceAccountName"] = cluster.service_account_name
+    if cluster.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s.name} for s in cluster.image_pull_secrets]
+    head = cluster.head
+    # Beside the head: its placement, never the GPU nodes'.
+    if head.node_selector:
+        pod["nodeSelector"] = dict(head.node_selector)
+    if head.tolerations:
+        pod["tolerations"] = _tolerations(head.tolerations)
+    labels = {**cluster.pod_labels, **names.labels(llmd.name, "ray-job-submitter")}
+    return {"metadata": {"labels": labels}, "spec": pod}

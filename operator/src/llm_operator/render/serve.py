@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -66,8 +68,9 @@ def engine_kwargs(plan: Plan, role: GpuRole) -> Manifest:
         kwargs["data_parallel_size"] = role.layout.data_parallel_size
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
-    if llmd.spec.model.revision is not None and model_source(llmd).scheme == "hf":
-        kwargs["revision"] = llmd.spec.model.revision
+    revision = None if llmd.spec.model is None else llmd.spec.model.revision
+    if revision is not None and model_source(llmd).scheme == "hf":
+        kwargs["revision"] = revision
     if plan.lora is not None:
         # Ray downloads adapters and hands them to vLLM, which serves them only when on.
         kwargs["enable_lora"] = True
@@ -182,4 +185,34 @@ def serve_config(plan: Plan) -> Manifest:
 
 def serve_config_yaml(plan: Plan) -> str:
     """serveConfigV2 is a YAML string inside the RayService."""
-    return yaml.safe_dump(serve_config(plan), sort_keys=False)
+    return dump_serve_config(serve_config(plan))
+
+
+# libyaml's emitter (PyYAML's CSafeDumper) writes a fifth of the CPU of PyYAML's own and
+# the same text for scalars like these (words, numbers, paths, URLs: every config the
+# samples render). It quotes and folds long or unusual strings and writes empty keys
+# differently, so a config holding any other string keeps PyYAML's emitter: the text
+# running RayServices hold must not change, or each would be updated for nothing.
+_LIBYAML_DUMPER: Any = getattr(yaml, "CSafeDumper", None)
+_LIBYAML_SAME_TEXT = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_./:@+=-]{0,63}\Z")
+
+
+def _libyaml_writes_the_same(value: object) -> bool:
+    if isinstance(value, str):
+        return _LIBYAML_SAME_TEXT.match(value) is not None
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and _libyaml_writes_the_same(key) and _libyaml_writes_the_same(v)
+            for key, v in value.items()
+        )
+    if isinstance(value, list):
+        return all(_libyaml_writes_the_same(item) for item in value)
+    return value is None or isinstance(value, bool | int | float)
+
+
+def dump_serve_config(config: Manifest) -> str:
+    """`yaml.safe_dump(config, sort_keys=False)`, with libyaml's emitter where its text is
+    the same."""
+    if _LIBYAML_DUMPER is not None and _libyaml_writes_the_same(config):
+        return str(yaml.dump(config, Dumper=_LIBYAML_DUMPER, sort_keys=False))
+    return yaml.safe_dump(config, sort_keys=False)

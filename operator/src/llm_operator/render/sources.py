@@ -48,4 +48,14 @@ def parse_source(source: str) -> ModelSource:
 
 
 def model_source(llmd: LLMDeployment) -> ModelSource:
-    return parse_source(llmd.spec.model.source)
+    """The served model's source (the serving modes require spec.model)."""
+    source = optional_model_source(llmd)
+    if source is None:
+        raise ValueError("spec.model is required to serve a model")
+    return source
+
+
+def optional_model_source(llmd: LLMDeployment) -> ModelSource | None:
+    """The model's source; None for a Job without a base model."""
+    model = llmd.spec.model
+    return None if model is None else parse_source(model.source)
