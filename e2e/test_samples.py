@@ -56,6 +56,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "shared-gpu": {"workers": 1, "gpus": 1},
     # Prefill/decode: two 1-GPU prefill engines (TP 1 x 2 replicas) in prefill-workers and
     # one 2-GPU decode engine (TP 2) in decode-workers: 3 pods, 4 L4 GPUs in all.
+    # Mode Job: KubeRay's RayJob makes the same cluster as mode Cluster: 2 replicas of
+    # TP 2 on 4-GPU L4 nodes, one 2-GPU pod each.
+    "finetune-job": {
+        "workers": 2,
+        "gpus": 2,
+        "claims": ["finetune-job-model-cache", "finetune-job-checkpoints"],
+    },
     "prefill-decode": {
         "workers": 3,
         "groups": {"prefill-workers": (2, 1), "decode-workers": (1, 2)},
@@ -74,6 +81,17 @@ def test_every_sample_is_covered() -> None:
 
 def _cluster_of(kube: Kube, namespace: str, llmd: dict[str, Any]) -> str:
     name = llmd["metadata"]["name"]
+    if llmd["spec"].get("mode") == "Job":
+        # KubeRay names the RayJob's cluster itself and reports it in the job's status.
+        return str(
+            wait_for(
+                lambda: (
+                    (job := kube.ray("rayjobs", namespace, names.ray_job_name(name)))
+                    and (job.get("status") or {}).get("rayClusterName")
+                ),
+                "KubeRay's RayCluster of the operator's RayJob",
+            )
+        )
     if llmd["spec"].get("mode", "Service") == "Cluster":
         wait_for(
             lambda: kube.ray("rayclusters", namespace, names.ray_cluster_name(name)),

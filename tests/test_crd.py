@@ -119,7 +119,7 @@ CROSS_FIELD_RULES = [
     (".spec", "self.mode != 'Job' || has(self.job)"),
     (".spec", "!has(self.job) || self.mode == 'Job'"),
     (".spec", "self.mode != 'Job' || !(has(self.autoscaling))"),
-    (".spec", "self.mode != 'Job' || !(size(self.engine.args) > 0)"),
+    (".spec", "self.mode != 'Job' || !(has(self.engine.args))"),
     (".spec", "self.mode != 'Job' || !(has(self.disaggregation))"),
     (".spec.job", "!self.suspend || self.shutdownAfterJobFinishes"),
 ]

@@ -1455,7 +1455,7 @@ class LLMDeploymentSpec(ApiModel):
             self.upgrade_strategy != "NewCluster",
             bool(engine.import_path),
             engine.type != "vllm",
-            bool(engine.args),
+            "args" in engine.model_fields_set,  # set at all, as the CRD's has() sees it
             engine.max_model_len is not None,
             self.disaggregation is not None,
             self.exposure is not None and self.exposure.gateway is not None,

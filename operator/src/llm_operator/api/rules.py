@@ -901,7 +901,9 @@ JOB_REFUSED_FIELDS: tuple[tuple[str, str, str], ...] = (
         "self.engine.type != 'vllm'",
         "the job runs spec.job.entrypoint, not a Serve application (leave the default)",
     ),
-    ("engine.args", "size(self.engine.args) > 0", "they are Serve engine arguments"),
+    # `has`, not `size`: the API server types a preserve-unknown-fields object without
+    # properties as an object, and CEL's size() has no overload for it.
+    ("engine.args", "has(self.engine.args)", "they are Serve engine arguments"),
     ("engine.maxModelLen", "has(self.engine.maxModelLen)", "it is a serving engine setting"),
     (
         "disaggregation",
