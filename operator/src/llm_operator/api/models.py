@@ -9,7 +9,7 @@ messages.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -684,6 +684,28 @@ class AutoscalingSpec(ApiModel):
         return self
 
 
+class _ReplicaRange:
+    """The replica range of a model with the fields replicas and autoscaling (exclusive)."""
+
+    # Declared for type checking only: a runtime annotation would make pydantic collect
+    # them as fields here, ahead of the model's own.
+    if TYPE_CHECKING:
+        replicas: int | None
+        autoscaling: AutoscalingSpec | None
+
+    @property
+    def min_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return self.min_replicas
+
+
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 
@@ -1206,7 +1228,7 @@ class JobSpec(ApiModel):
 KvConnector = Literal["NixlConnector", "LMCacheConnectorV1"]
 
 
-class DisaggregationRoleSpec(ApiModel):
+class DisaggregationRoleSpec(_ReplicaRange, ApiModel):
     """One side of prefill/decode disaggregation: its engines' parallelism and count."""
 
     tensor_parallel_size: int | None = Field(
@@ -1229,18 +1251,6 @@ class DisaggregationRoleSpec(ApiModel):
         default=None,
         description="This role's replica range driven by load; exclusive with replicas.",
     )
-
-    @property
-    def min_replicas(self) -> int:
-        if self.autoscaling is not None:
-            return self.autoscaling.min_replicas
-        return 1 if self.replicas is None else self.replicas
-
-    @property
-    def max_replicas(self) -> int:
-        if self.autoscaling is not None:
-            return self.autoscaling.max_replicas
-        return self.min_replicas
 
 
 class DisaggregationSpec(ApiModel):
@@ -1268,7 +1278,7 @@ class DisaggregationSpec(ApiModel):
         return role
 
 
-class LLMDeploymentSpec(ApiModel):
+class LLMDeploymentSpec(_ReplicaRange, ApiModel):
     """Desired state of an LLMDeployment."""
 
     model_config = ConfigDict(
@@ -1491,18 +1501,6 @@ class LLMDeploymentSpec(ApiModel):
         """Whether Ray Serve LLM's own application serves the model (the only place the
         routing, LoRA and GPU-sharing sections can go)."""
         return self.mode == "Service" and self.engine.type == "vllm"
-
-    @property
-    def min_replicas(self) -> int:
-        if self.autoscaling is not None:
-            return self.autoscaling.min_replicas
-        return 1 if self.replicas is None else self.replicas
-
-    @property
-    def max_replicas(self) -> int:
-        if self.autoscaling is not None:
-            return self.autoscaling.max_replicas
-        return self.min_replicas
 
 
 # --- status ---------------------------------------------------------------------------
