@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 from tools.generate import golden_cases
 
 from llm_operator import yamlio
@@ -48,6 +49,44 @@ def require_or_skip(module: str, reason: str) -> ModuleType:
         if in_ci():
             pytest.fail(f"{module} is missing in CI ({exc}): {reason}", pytrace=False)
         pytest.skip(f"{module} is not installed: {reason}", allow_module_level=True)
+
+
+# Where `e2e/tools.sh` links the pinned tools and the CRDs of KubeRay and the Gateway API.
+BIN_DIR = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", ROOT / ".e2e" / "bin"))
+
+
+def crd_schema(path: Path, installed_by: str) -> dict[str, Any]:
+    """The v1 openAPIV3Schema of the CRD at `path`; without the file the test is skipped
+    on a developer's machine and fails in CI. `installed_by` says what puts it there."""
+    if not path.exists():
+        missing = f"{path} is missing: {installed_by}"
+        if in_ci():
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # KubeRay's run to 17,000 lines
+    crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths in `value` that `schema` has no field for (what the API server would prune)."""
+    if isinstance(value, dict) and "properties" in schema:
+        found = []
+        for key, item in value.items():
+            if key not in schema["properties"]:
+                found.append(f"{path}.{key}")
+            else:
+                found += unknown_fields(item, schema["properties"][key], f"{path}.{key}")
+        return found
+    if isinstance(value, list) and "items" in schema:
+        return [
+            p
+            for i, item in enumerate(value)
+            for p in unknown_fields(item, schema["items"], f"{path}[{i}]")
+        ]
+    return []
 
 
 def load_one(path: Path) -> dict[str, Any]:

@@ -4,14 +4,11 @@ which the operator owns, restores, deletes when dropped and reports through stat
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from conftest import ROOT, SAMPLES, in_ci, load_one
+from conftest import BIN_DIR, SAMPLES, crd_schema, load_one, unknown_fields
 from fakeapi import (
     NAMESPACE,
     SERVED,
@@ -31,9 +28,7 @@ from llm_operator.settings import OperatorSettings
 
 Body = dict[str, Any]
 SETTINGS = OperatorSettings()
-GATEWAY_API_CRDS = (
-    Path(os.environ.get("LLM_OPERATOR_BIN_DIR", ROOT / ".e2e" / "bin")) / "gateway-api-crds"
-)
+GATEWAY_API_CRDS = BIN_DIR / "gateway-api-crds"
 
 
 def exposed(**gateway: Any) -> Body:
@@ -97,39 +92,14 @@ def test_no_exposure_no_route() -> None:
 
 def _schema(plural: str) -> Body:
     path = GATEWAY_API_CRDS / f"gateway.networking.k8s.io_{plural}.yaml"
-    if not path.exists():
-        missing = f"{path} is missing: `e2e/tools.sh kuberay` links the Gateway API's CRDs"
-        if in_ci():
-            pytest.fail(missing, pytrace=False)
-        pytest.skip(missing)
-    crd = yaml.safe_load(path.read_text(encoding="utf-8"))
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema: Body = version["schema"]["openAPIV3Schema"]
-    return schema
-
-
-def _unknown(value: Any, schema: Body, path: str) -> list[str]:
-    """Paths in `value` the schema has no field for (what the API server would prune)."""
-    if isinstance(value, dict) and "properties" in schema:
-        found = []
-        for key, item in value.items():
-            if key not in schema["properties"]:
-                found.append(f"{path}.{key}")
-            else:
-                found += _unknown(item, schema["properties"][key], f"{path}.{key}")
-        return found
-    if isinstance(value, list) and "items" in schema:
-        return [
-            p for i, v in enumerate(value) for p in _unknown(v, schema["items"], f"{path}[{i}]")
-        ]
-    return []
+    return crd_schema(path, "`e2e/tools.sh kuberay` links the Gateway API's CRDs")
 
 
 def test_every_rendered_field_is_in_the_gateway_apis_crd() -> None:
     schema = _schema("httproutes")
     route = route_of(exposed(parentRefs=[{"name": "public", "port": 443}]))
-    assert _unknown(route, schema, "") == []
-    assert _unknown({"spec": {"rules": [{"backendRef": {}}]}}, schema, "") != []  # guard
+    assert unknown_fields(route, schema, "") == []
+    assert unknown_fields({"spec": {"rules": [{"backendRef": {}}]}}, schema, "") != []  # guard
     hostname = schema["properties"]["spec"]["properties"]["hostnames"]["items"]["pattern"]
     # Our host name format is the CRD's own.
     assert rules.GATEWAY_HOSTNAME.pattern == hostname

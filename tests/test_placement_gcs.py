@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
 import yaml
 
-from conftest import GOLDEN, ROOT, SAMPLES, in_ci, load_one
+from conftest import BIN_DIR, GOLDEN, ROOT, SAMPLES, crd_schema, load_one, unknown_fields
 from fakeapi import NAMESPACE, FakeApiServer, clients_of, llmd_path, ray_path
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
@@ -443,43 +441,15 @@ def test_the_redis_variables_are_refused_in_env(name: str) -> None:
 
 
 # --- the rendered fields are KubeRay v1.6.1's own -------------------------------------------
-KUBERAY_CRDS = Path(os.environ.get("LLM_OPERATOR_BIN_DIR", ROOT / ".e2e" / "bin")) / "kuberay-crds"
+KUBERAY_CRDS = BIN_DIR / "kuberay-crds"
 
 
 def _kuberay_schema(plural: str) -> Body:
-    path = KUBERAY_CRDS / f"ray.io_{plural}.yaml"
-    if not path.exists():
-        missing = f"{path} is missing: `e2e/tools.sh kuberay` installs KubeRay's CRDs"
-        if in_ci():
-            pytest.fail(missing, pytrace=False)
-        pytest.skip(missing)
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # 17,000 lines
-    crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema: Body = version["schema"]["openAPIV3Schema"]
-    return schema
+    return crd_schema(
+        KUBERAY_CRDS / f"ray.io_{plural}.yaml", "`e2e/tools.sh kuberay` installs KubeRay's CRDs"
+    )
 
 
-def _unknown(value: Any, schema: Body, path: str) -> list[str]:
-    """Paths in `value` that `schema` has no field for (what the API server would prune)."""
-    if isinstance(value, dict) and "properties" in schema:
-        found = []
-        for key, item in value.items():
-            if key not in schema["properties"]:
-                found.append(f"{path}.{key}")
-            else:
-                found += _unknown(item, schema["properties"][key], f"{path}.{key}")
-        return found
-    if isinstance(value, list) and "items" in schema:
-        return [
-            p
-            for i, item in enumerate(value)
-            for p in _unknown(item, schema["items"], f"{path}[{i}]")
-        ]
-    return []
-
-
-# Every field of spec.job set, so each rendered RayJob field is checked.
 FULL_JOB: Body = {
     "entrypoint": "python /opt/train.py",
     "runtimeEnv": {"env_vars": {"WANDB_MODE": "offline"}},
@@ -508,16 +478,16 @@ def test_every_rendered_field_is_in_kuberays_crd(mode: str) -> None:
     kind, plural, cluster_at = KUBERAY_KIND[mode]
     (main,) = [c for c in render(resolve(body)) if c["kind"] == kind]
     schema = _kuberay_schema(plural)
-    assert _unknown(main, schema, "") == []
+    assert unknown_fields(main, schema, "") == []
     misspelt = {"spec": {"rayClusterConfig": {"gcsFaultToleranceOption": {}}}}
-    assert _unknown(misspelt, _kuberay_schema("rayservices"), "") != []  # guard
+    assert unknown_fields(misspelt, _kuberay_schema("rayservices"), "") != []  # guard
     cluster = main["spec"] if cluster_at is None else main["spec"][cluster_at]
     assert {"gcsFaultToleranceOptions", "autoscalerOptions"} <= cluster.keys()
     if mode == "Job":
         # Each field of spec.job is rendered (these two under KubeRay's own names).
         assert FULL_JOB.keys() - {"runtimeEnv", "submitterResources"} <= main["spec"].keys()
         assert {"runtimeEnvYAML", "submitterPodTemplate", "suspend"} <= main["spec"].keys()
-        assert _unknown({"spec": {"runtimeEnvYaml": ""}}, schema, "") != []  # guard
+        assert unknown_fields({"spec": {"runtimeEnvYaml": ""}}, schema, "") != []  # guard
 
 
 # --- status: is it on? -----------------------------------------------------------------------
