@@ -15,7 +15,8 @@ from tools.generate import golden_cases
 from llm_operator import yamlio
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.plan import Plan
-from llm_operator.api.validation import resolve, validate
+from llm_operator.api.validation import SpecError, names_field, resolve, validate
+from llm_operator.render.serve import serve_config
 
 __all__ = ["golden_cases"]  # the generator's list, for the suites
 
@@ -87,6 +88,25 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[s
             for p in unknown_fields(item, schema["items"], f"{path}[{i}]")
         ]
     return []
+
+
+def refusals(body: dict[str, Any]) -> list[str]:
+    """What validation says, one message per problem (each names its field)."""
+    with pytest.raises(SpecError) as caught:
+        resolve(body)
+    return [str(e) for e in caught.value.errors]
+
+
+def assert_refused(body: dict[str, Any], field: str) -> None:
+    """Validation refuses the body with a message that names `field`."""
+    messages = refusals(body)
+    assert any(names_field(m, field) for m in messages), messages
+
+
+def llm_config(body: dict[str, Any]) -> dict[str, Any]:
+    """The first LLM config of the first Serve application rendered for `body`."""
+    config: dict[str, Any] = serve_config(resolve(body))["applications"][0]["args"]
+    return dict(config["llm_configs"][0])
 
 
 def load_one(path: Path) -> dict[str, Any]:

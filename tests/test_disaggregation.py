@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLES, load_one, require_or_skip
+from conftest import SAMPLES, load_one, refusals, require_or_skip
 from llm_operator.api.plan import PREFILL_DECODE_APP
-from llm_operator.api.validation import SpecError, names_field, resolve
+from llm_operator.api.validation import names_field, resolve
 from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 
@@ -39,12 +39,6 @@ def groups(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
     specs = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     return {g["groupName"]: g for g in specs}
-
-
-def refusals(body: dict[str, Any]) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        resolve(body)
-    return [str(e) for e in caught.value.errors]
 
 
 def test_renders_rays_pd_builder_with_a_config_per_side() -> None:

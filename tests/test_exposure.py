@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import BIN_DIR, SAMPLES, crd_schema, load_one, unknown_fields
+from conftest import BIN_DIR, SAMPLES, crd_schema, load_one, refusals, unknown_fields
 from fakeapi import (
     NAMESPACE,
     SERVED,
@@ -20,7 +20,7 @@ from fakeapi import (
     ray_path,
 )
 from llm_operator.api import rules
-from llm_operator.api.validation import SpecError, names_field, resolve
+from llm_operator.api.validation import names_field, resolve
 from llm_operator.api.vocabulary import ConditionType, Reason
 from llm_operator.controller import kube, reconciler, status
 from llm_operator.render import names, render
@@ -42,12 +42,6 @@ def exposed(**gateway: Any) -> Body:
 def route_of(body: Body) -> Body:
     (route,) = [c for c in render(resolve(body)) if c["kind"] == "HTTPRoute"]
     return route
-
-
-def refusals(body: Body) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        resolve(body)
-    return [str(e) for e in caught.value.errors]
 
 
 # --- render -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLES, load_one, require_or_skip
+from conftest import SAMPLES, assert_refused, llm_config, load_one, refusals, require_or_skip
 from llm_operator.api.validation import SpecError, names_field, resolve
 from llm_operator.cli import main
 from llm_operator.render import render
@@ -26,22 +26,6 @@ def groups(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
     specs = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     return {g["groupName"]: g for g in specs}
-
-
-def llm_config(body: dict[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = serve_config(resolve(body))["applications"][0]["args"]
-    return dict(config["llm_configs"][0])
-
-
-def refusals(body: dict[str, Any]) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        resolve(body)
-    return [str(e) for e in caught.value.errors]
-
-
-def assert_refused(body: dict[str, Any], field: str) -> None:
-    messages = refusals(body)
-    assert any(names_field(m, field) for m in messages), messages
 
 
 def test_one_worker_group_per_type_in_preference_order() -> None:

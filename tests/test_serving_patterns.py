@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import SAMPLES, load_one
+from conftest import SAMPLES, assert_refused, llm_config, load_one, refusals
 from llm_operator.api.plan import PREFIX_CACHE_AFFINITY_ROUTER
-from llm_operator.api.validation import SpecError, names_field, resolve
+from llm_operator.api.validation import resolve
 from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 
@@ -22,25 +22,6 @@ def quickstart(**spec: Any) -> dict[str, Any]:
     body = load_one(SAMPLES / "quickstart.yaml")
     body["spec"].update(spec)
     return body
-
-
-def llm_config(body: dict[str, Any]) -> dict[str, Any]:
-    config = serve_config(resolve(body))
-    llm: dict[str, Any] = config["applications"][0]["args"]["llm_configs"][0]
-    return llm
-
-
-def refusals(body: dict[str, Any]) -> list[str]:
-    """What validation says, one message per problem (each names its field)."""
-    with pytest.raises(SpecError) as caught:
-        resolve(body)
-    return [str(e) for e in caught.value.errors]
-
-
-def assert_refused(body: dict[str, Any], field: str) -> None:
-    """Validation refuses the body with a message that names `field`."""
-    messages = refusals(body)
-    assert any(names_field(m, field) for m in messages), messages
 
 
 def plan_output(capsys: pytest.CaptureFixture[str], sample: str) -> str:
