@@ -12,6 +12,7 @@ import pytest
 import yaml
 from tools.generate import golden_cases
 
+from fakeapi import FakeApiServer, RecordingKubeApi, cluster_api
 from llm_operator import yamlio
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.plan import Plan
@@ -107,6 +108,16 @@ def llm_config(body: dict[str, Any]) -> dict[str, Any]:
     """The first LLM config of the first Serve application rendered for `body`."""
     config: dict[str, Any] = serve_config(resolve(body))["applications"][0]["args"]
     return dict(config["llm_configs"][0])
+
+
+@pytest.fixture
+def server() -> FakeApiServer:
+    return FakeApiServer()
+
+
+@pytest.fixture
+def api(server: FakeApiServer) -> RecordingKubeApi:
+    return cluster_api(server)
 
 
 def load_one(path: Path) -> dict[str, Any]:

@@ -3,7 +3,6 @@ which the operator owns, restores, deletes when dropped and reports through stat
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from fakeapi import (
     NAMESPACE,
     SERVED,
     FakeApiServer,
-    RecordingKubeApi,
     cluster_api,
     gateway_path,
     llmd_path,
@@ -24,10 +22,9 @@ from llm_operator.api.validation import names_field, resolve
 from llm_operator.api.vocabulary import ConditionType, Reason
 from llm_operator.controller import kube, reconciler, status
 from llm_operator.render import names, render
-from llm_operator.settings import OperatorSettings
+from test_reconciler import OWNER_UID, reconcile, stored_body
 
 Body = dict[str, Any]
-SETTINGS = OperatorSettings()
 GATEWAY_API_CRDS = BIN_DIR / "gateway-api-crds"
 
 
@@ -169,20 +166,6 @@ def test_external_url_from_the_gateways_address_and_listener() -> None:
 
 # --- the reconcile ---------------------------------------------------------------------------
 
-OWNER_UID = "uid-of-the-llmdeployment"
-
-
-def stored(server: FakeApiServer, body: Body) -> str:
-    body["metadata"].update(namespace=NAMESPACE, uid=OWNER_UID)
-    server.put(llmd_path(body["metadata"]["name"]), body)
-    return str(body["metadata"]["name"])
-
-
-def reconcile(server: FakeApiServer, name: str, api: RecordingKubeApi) -> Body:
-    reconciler.reconcile(copy.deepcopy(server.objects[llmd_path(name)]), api, SETTINGS)
-    found: Body = server.objects[llmd_path(name)].get("status", {})
-    return found
-
 
 def without_gateway_api() -> FakeApiServer:
     server = FakeApiServer()
@@ -194,7 +177,7 @@ def test_no_gateway_api_and_no_route_asked_for_costs_nothing() -> None:
     server = without_gateway_api()
     body = exposed()
     del body["spec"]["exposure"]
-    name = stored(server, body)
+    name = stored_body(server, body)
     result = reconcile(server, name, cluster_api(server))
     assert not any(a.group == names.GATEWAY_GROUP for a in server.accesses)
     spec_valid = {c["type"]: c for c in result["conditions"]}[ConditionType.SPEC_VALID]
@@ -203,7 +186,7 @@ def test_no_gateway_api_and_no_route_asked_for_costs_nothing() -> None:
 
 def test_a_route_asked_for_without_the_gateway_api_is_reported_and_retried() -> None:
     server = without_gateway_api()
-    name = stored(server, exposed())
+    name = stored_body(server, exposed())
     with pytest.raises(kube.RouteNotServed) as caught:
         reconcile(server, name, cluster_api(server))
     assert caught.value.delay == kube.NOT_SERVED_RETRY_SECONDS
@@ -224,7 +207,7 @@ def test_a_route_asked_for_without_the_gateway_api_is_reported_and_retried() -> 
 def test_route_created_owned_reported_then_deleted_when_dropped() -> None:
     server = FakeApiServer()
     api = cluster_api(server)
-    name = stored(server, exposed())
+    name = stored_body(server, exposed())
     result = reconcile(server, name, api)
     route_path = gateway_path(names.HTTP_ROUTES, name)
     route = server.objects[route_path]
@@ -272,7 +255,7 @@ def test_the_routes_own_creation_event_reconciles_nothing() -> None:
 def test_a_gateway_the_operator_may_not_read_costs_only_the_external_url() -> None:
     """A namespaced install reads no Gateway outside its namespaces (403)."""
     server = FakeApiServer()
-    name = stored(server, exposed())
+    name = stored_body(server, exposed())
     server.fail("get", names.GATEWAYS, 403, "forbidden")
     result = reconcile(server, name, cluster_api(server))
     assert result["httpRoute"] == name

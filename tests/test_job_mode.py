@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import sample_plan
-from fakeapi import FakeApiServer, RecordingKubeApi, claim_path, cluster_api, llmd_path, ray_path
+from fakeapi import FakeApiServer, RecordingKubeApi, claim_path, llmd_path, ray_path
 from llm_operator.api import rules
 from llm_operator.api.crd import build_crd
 from llm_operator.api.validation import SpecError, resolve, validate
@@ -23,16 +23,6 @@ JOB = "finetune-job"
 SPEC_RULES = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
     "x-kubernetes-validations"
 ]
-
-
-@pytest.fixture
-def server() -> FakeApiServer:
-    return FakeApiServer()
-
-
-@pytest.fixture
-def api(server: FakeApiServer) -> RecordingKubeApi:
-    return cluster_api(server)
 
 
 def ray_job_path(name: str = JOB) -> str:

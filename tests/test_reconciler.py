@@ -23,7 +23,6 @@ from fakeapi import (
     FakeApiServer,
     RecordingKubeApi,
     claim_path,
-    cluster_api,
     llmd_path,
     ray_path,
 )
@@ -42,13 +41,18 @@ OWNER_UID = "uid-of-the-llmdeployment"
 READ_VERBS = frozenset({"get", "list", "watch"})
 
 
+def stored_body(server: FakeApiServer, body: Body) -> str:
+    """`body` in the fake API server, as kopf would hand it over; returns its name."""
+    body["metadata"].update(namespace=NAMESPACE, uid=OWNER_UID)
+    server.put(llmd_path(body["metadata"]["name"]), body)
+    return str(body["metadata"]["name"])
+
+
 def stored(server: FakeApiServer, sample: str, **spec: Any) -> str:
     """A sample LLMDeployment in the fake API server, as kopf would hand it over."""
     body = load_one(SAMPLES / f"{sample}.yaml")
-    body["metadata"].update(namespace=NAMESPACE, uid=OWNER_UID)
     body["spec"].update(copy.deepcopy(spec))
-    server.put(llmd_path(body["metadata"]["name"]), body)
-    return str(body["metadata"]["name"])
+    return stored_body(server, body)
 
 
 def reconcile(server: FakeApiServer, name: str, api: RecordingKubeApi) -> Body:
@@ -64,16 +68,6 @@ def conditions(status: Body) -> dict[str, Body]:
 
 def writes_since(server: FakeApiServer, start: int) -> list[Access]:
     return [a for a in server.accesses[start:] if a.verb not in READ_VERBS]
-
-
-@pytest.fixture
-def server() -> FakeApiServer:
-    return FakeApiServer()
-
-
-@pytest.fixture
-def api(server: FakeApiServer) -> RecordingKubeApi:
-    return cluster_api(server)
 
 
 # --- creation, no-op, update ------------------------------------------------------------
