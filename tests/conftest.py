@@ -17,6 +17,7 @@ from llm_operator import yamlio
 from llm_operator.api.models import LLMDeployment
 from llm_operator.api.plan import Plan
 from llm_operator.api.validation import SpecError, names_field, resolve, validate
+from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 
 __all__ = ["golden_cases"]  # the generator's list, for the suites
@@ -118,6 +119,13 @@ def server() -> FakeApiServer:
 @pytest.fixture
 def api(server: FakeApiServer) -> RecordingKubeApi:
     return cluster_api(server)
+
+
+def groups(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The worker groups of the RayService rendered for `body`, by group name."""
+    (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
+    specs = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    return {g["groupName"]: g for g in specs}
 
 
 def load_one(path: Path) -> dict[str, Any]:

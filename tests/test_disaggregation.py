@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLES, load_one, refusals, require_or_skip
+from conftest import SAMPLES, groups, load_one, refusals, require_or_skip
 from llm_operator.api.plan import PREFILL_DECODE_APP
 from llm_operator.api.validation import names_field, resolve
 from llm_operator.render import render
@@ -33,12 +33,6 @@ def with_roles(prefill: dict[str, Any], decode: dict[str, Any], **spec: Any) -> 
 def app(body: dict[str, Any]) -> dict[str, Any]:
     application: dict[str, Any] = serve_config(resolve(body))["applications"][0]
     return application
-
-
-def groups(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
-    specs = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    return {g["groupName"]: g for g in specs}
 
 
 def test_renders_rays_pd_builder_with_a_config_per_side() -> None:

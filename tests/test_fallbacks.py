@@ -7,10 +7,17 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLES, assert_refused, llm_config, load_one, refusals, require_or_skip
+from conftest import (
+    SAMPLES,
+    assert_refused,
+    groups,
+    llm_config,
+    load_one,
+    refusals,
+    require_or_skip,
+)
 from llm_operator.api.validation import SpecError, names_field, resolve
 from llm_operator.cli import main
-from llm_operator.render import render
 from llm_operator.render.serve import serve_config
 
 
@@ -20,12 +27,6 @@ def fallback(**accelerator: Any) -> dict[str, Any]:
     body = load_one(SAMPLES / "gpu-fallback.yaml")
     body["spec"]["accelerator"].update(accelerator)
     return body
-
-
-def groups(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    (service,) = [c for c in render(resolve(body)) if c["kind"] == "RayService"]
-    specs = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    return {g["groupName"]: g for g in specs}
 
 
 def test_one_worker_group_per_type_in_preference_order() -> None:
