@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from standin import real_node_annotations
 from support import (
     NAMESPACE_GONE_SECONDS,
     RAY_TEST_SECONDS,
@@ -108,6 +109,15 @@ def pool_namespace(kube: Kube) -> Iterator[str]:
 def namespace(kube: Kube) -> Iterator[str]:
     """One namespace per test."""
     with pool_namespace(kube) as name:
+        yield name
+
+
+@pytest.fixture
+def ray_namespace(kube: Kube, settings: dict[str, str]) -> Iterator[str]:
+    """A pool namespace whose pods all go to the real node (Ray and job tests)."""
+    with pool_namespace(kube) as name:
+        annotations = real_node_annotations(settings["REAL_NODE_TAINT"])
+        kube.core.patch_namespace(name, {"metadata": {"annotations": annotations}})
         yield name
 
 

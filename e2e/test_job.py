@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from standin import HEAD_RESOURCES, WORKER_RESOURCES, ray_image, real_node_annotations
+from standin import HEAD_RESOURCES, WORKER_RESOURCES, ray_image
 from support import (
     Body,
     Kube,
@@ -37,7 +37,6 @@ from support import (
     worker_pods,
 )
 
-from conftest import pool_namespace
 from llm_operator.render import names
 
 JOB = "finetune-job"
@@ -165,14 +164,6 @@ TRAIN = f"python -m llm_standin.train --steps {TRAIN_STEPS} --every 20 --step-se
 RUN_SECONDS = 420.0
 
 
-@pytest.fixture
-def job_namespace(kube: Kube, settings: dict[str, str]) -> Iterator[str]:
-    with pool_namespace(kube) as name:
-        annotations = real_node_annotations(settings["REAL_NODE_TAINT"])
-        kube.core.patch_namespace(name, {"metadata": {"annotations": annotations}})
-        yield name
-
-
 @contextlib.contextmanager
 def host_volume(kube: Kube, namespace: str, claim: str) -> Iterator[Path]:
     """A static hostPath PersistentVolume pre-bound to `claim`, on a directory of this
@@ -228,9 +219,9 @@ def training_job(namespace: str) -> Body:
 
 @pytest.mark.ray
 def test_training_resumes_from_its_checkpoint_after_the_head_is_killed(
-    kube: Kube, job_namespace: str
+    kube: Kube, ray_namespace: str
 ) -> None:
-    ns = job_namespace
+    ns = ray_namespace
     claim = names.checkpoints_claim("train")
     with host_volume(kube, ns, claim) as checkpoints:
         started = time.monotonic()

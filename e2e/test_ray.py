@@ -30,11 +30,10 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from standin import quickstart, real_node_annotations, standin_deployment
+from standin import quickstart, standin_deployment
 from support import Body, Kube, condition, head_pods, serving_cluster_name, wait_for, worker_pods
 from support import scrape as support_scrape
 
-from conftest import pool_namespace
 from llm_operator.render import names
 
 pytestmark = pytest.mark.ray
@@ -48,15 +47,6 @@ SCALE_SECONDS = 300.0
 REQUEST_SECONDS = 30.0
 # The stand-in answers with the prompt's words, cut at max_tokens: a long prompt shows it.
 LONG_PROMPT = " ".join(f"word{index}" for index in range(20))
-
-
-@pytest.fixture
-def ray_namespace(kube: Kube, settings: dict[str, str]) -> Iterator[str]:
-    """A pool namespace whose pods all go to the real node."""
-    with pool_namespace(kube) as name:
-        annotations = real_node_annotations(settings["REAL_NODE_TAINT"])
-        kube.core.patch_namespace(name, {"metadata": {"annotations": annotations}})
-        yield name
 
 
 # --- deployments ---------------------------------------------------------------------

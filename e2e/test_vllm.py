@@ -38,7 +38,6 @@ from test_ray import (
     base_url,
     http,
     kuberay_ready,
-    ray_namespace,  # noqa: F401 # the fixture: a namespace whose pods go to the real node
     ray_service,
     record,
     wait_ready,
@@ -266,7 +265,7 @@ LAYOUTS = [
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_ray_serve_llm_serves_the_rendered_layout(
     kube: Kube,
-    ray_namespace: str,  # noqa: F811 # the fixture imported above
+    ray_namespace: str,
     settings: dict[str, str],
     layout: Layout,
 ) -> None:
@@ -338,7 +337,7 @@ PREFIX_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
 
 def test_prefix_cache_affinity_router_runs_in_serve(
     kube: Kube,
-    ray_namespace: str,  # noqa: F811 # the fixture imported above
+    ray_namespace: str,
 ) -> None:
     ns = ray_namespace
     body = vllm_deployment(ns)
@@ -368,7 +367,7 @@ def test_prefix_cache_affinity_router_runs_in_serve(
 
 def test_fractional_gpus_pack_replicas_onto_one_gpu(
     kube: Kube,
-    ray_namespace: str,  # noqa: F811 # the fixture imported above
+    ray_namespace: str,
     settings: dict[str, str],
 ) -> None:
     ns = ray_namespace
@@ -401,7 +400,7 @@ SCALE_SECONDS = 600.0
 
 def test_serve_llm_and_the_ray_autoscaler_scale_out_under_load(
     kube: Kube,
-    ray_namespace: str,  # noqa: F811 # the fixture imported above
+    ray_namespace: str,
 ) -> None:
     """Serve LLM's own autoscaler adds a replica under held requests; the Ray autoscaler
     adds the worker pod it needs. (Scale-down follows Serve's default 600 s downscale
