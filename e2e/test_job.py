@@ -66,6 +66,14 @@ def kuberay_writes(kube: Kube, namespace: str, status: Body, name: str = JOB) ->
     )
 
 
+def created_then_reported(kube: Kube, namespace: str, status: Body) -> None:
+    """The sample job created and first reconciled, then `status` written as KubeRay's."""
+    kube.create_llmd(sample(JOB, namespace))
+    wait_for(lambda: ray_job(kube, namespace), "the RayJob")
+    wait_for(lambda: converged(kube.get_llmd(namespace, JOB)), "first status")
+    kuberay_writes(kube, namespace, status)
+
+
 def phase(kube: Kube, namespace: str, wanted: str, name: str = JOB) -> Body:
     def reached() -> Body | None:
         body = kube.get_llmd(namespace, name)
@@ -96,10 +104,7 @@ def test_the_ray_job_is_accepted_and_its_cluster_placed(kube: Kube, namespace: s
 
 
 def test_the_job_status_is_mirrored_and_a_finished_run_is_kept(kube: Kube, namespace: str) -> None:
-    kube.create_llmd(sample(JOB, namespace))
-    wait_for(lambda: ray_job(kube, namespace), "the RayJob")
-    wait_for(lambda: converged(kube.get_llmd(namespace, JOB)), "first status")
-    kuberay_writes(
+    created_then_reported(
         kube,
         namespace,
         {
@@ -144,10 +149,7 @@ def test_the_job_status_is_mirrored_and_a_finished_run_is_kept(kube: Kube, names
 
 
 def test_a_failed_job_says_kuberays_reason(kube: Kube, namespace: str) -> None:
-    kube.create_llmd(sample(JOB, namespace))
-    wait_for(lambda: ray_job(kube, namespace), "the RayJob")
-    wait_for(lambda: converged(kube.get_llmd(namespace, JOB)), "first status")
-    kuberay_writes(
+    created_then_reported(
         kube,
         namespace,
         {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed"},
