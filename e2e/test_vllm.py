@@ -322,9 +322,13 @@ def reports_by_replica(url: str, replicas: int) -> dict[str, Body]:
 def serve_deployment_configs(kube: Kube, namespace: str) -> list[Body]:
     """The deployment configs Ray Serve itself runs, from the head's dashboard API."""
     cluster = serving_cluster_name(kube, namespace, NAME)
-    service = kube.core.read_namespaced_service(f"{cluster}-head-svc", namespace)
-    port = next(p.port for p in service.spec.ports if p.name == "dashboard")
-    details = http("GET", f"http://{service.spec.cluster_ip}:{port}/api/serve/applications/")
+    # KubeRay's head Service is headless: the head pod's own address, reached from the
+    # host over the node's pod network.
+    head = kube.ray("rayclusters", namespace, cluster)
+    assert head is not None
+    address = head["status"]["head"]["podIP"]
+    port = head["status"]["endpoints"]["dashboard"]
+    details = http("GET", f"http://{address}:{port}/api/serve/applications/")
     return [
         deployment["deployment_config"]
         for application in details["applications"].values()
@@ -341,6 +345,7 @@ def test_prefix_cache_affinity_router_runs_in_serve(
 ) -> None:
     ns = ray_namespace
     body = vllm_deployment(ns)
+    body["spec"].pop("replicas", None)  # autoscaling instead of the fixed count
     body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2}
     body["spec"]["routing"] = {
         "policy": "PrefixCacheAffinity",
@@ -373,7 +378,12 @@ def test_fractional_gpus_pack_replicas_onto_one_gpu(
     ns = ray_namespace
     body = vllm_deployment(ns)
     body["spec"]["accelerator"]["gpuFraction"] = 0.5
+    # Each replica's bundle holds one Ray CPU beside its GPU share: the worker pod
+    # advertises two (Ray counts the CPU limit) while asking the scheduler for little.
+    worker = body["spec"]["rayCluster"]["worker"]
+    worker["resources"] = {"requests": WORKER_RESOURCES, "limits": {**WORKER_RESOURCES, "cpu": "2"}}
     body["spec"]["engine"]["gpuMemoryUtilization"] = 0.45
+    body["spec"].pop("replicas", None)  # autoscaling instead of the fixed count
     body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2}
     url, timings = serve_and_answer(kube, ns, body)
 
@@ -407,6 +417,7 @@ def test_serve_llm_and_the_ray_autoscaler_scale_out_under_load(
     delay, which the LLMDeployment does not set; it is not waited for here.)"""
     ns = ray_namespace
     body = vllm_deployment(ns)
+    body["spec"].pop("replicas", None)  # autoscaling instead of the fixed count
     body["spec"]["autoscaling"] = {
         "minReplicas": 1,
         "maxReplicas": 2,
