@@ -31,8 +31,10 @@ from support import (
     condition,
     converged,
     head_pods,
+    operator_metrics_url,
     sample,
     scheduled,
+    scrape,
     wait_for,
     worker_pods,
 )
@@ -40,6 +42,12 @@ from support import (
 from llm_operator.render import names
 
 JOB = "finetune-job"
+
+
+def reconciles_done() -> float:
+    """Reconciles the operator has finished, whatever their result, from its /metrics."""
+    series = scrape(operator_metrics_url())
+    return sum(v for (name, _), v in series.items() if name == "llmop_reconciles_total")
 
 
 def ray_job(kube: Kube, namespace: str, name: str = JOB) -> Body:
@@ -138,12 +146,15 @@ def test_the_job_status_is_mirrored_and_a_finished_run_is_kept(kube: Kube, names
     assert live["metadata"]["uid"] == uid
     assert live["spec"]["entrypoint"] != "python -m other"
 
-    # Deleting the finished RayJob does not make the run again.
+    # Deleting the finished RayJob does not make the run again: once the operator has
+    # reconciled on the deletion event (its reconcile counter grows), the RayJob is
+    # still gone.
+    done_before = reconciles_done()
     kube.custom.delete_namespaced_custom_object(
         names.RAY_GROUP, names.RAY_VERSION, namespace, "rayjobs", names.ray_job_name(JOB)
     )
     wait_for(lambda: not ray_job(kube, namespace), "the RayJob gone")
-    time.sleep(10)  # a few child events and resyncs later
+    wait_for(lambda: reconciles_done() > done_before, "the operator to reconcile on the deletion")
     assert not ray_job(kube, namespace), "a finished run was made again"
     assert kube.get_llmd(namespace, JOB)["status"]["phase"] == "Succeeded"
 
