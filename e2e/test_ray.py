@@ -68,15 +68,24 @@ def wait_ready(kube: Kube, namespace: str, name: str) -> Body:
         READY_SECONDS,
     )
 
+    seen: dict[str, Any] = {}
+
     def llmd_ready() -> Body | None:
         body = kube.get_llmd(namespace, name)
         status = body.get("status") or {}
         replicas = status.get("replicas") or {}
         ready = status.get("phase") == "Ready" and status.get("endpoint")
         # KubeRay counts the ready workers in a later status update than Ready itself.
-        return body if ready and replicas.get("ready") == replicas.get("desired") else None
+        if ready and replicas.get("ready") == replicas.get("desired"):
+            return body
+        seen.update(llmd=status, rayservice=ray_service(kube, namespace, name).get("status"))
+        return None
 
-    return wait_for(llmd_ready, f"LLMDeployment {namespace}/{name} Ready, every replica", 120)
+    try:
+        return wait_for(llmd_ready, f"LLMDeployment {namespace}/{name} Ready, every replica", 120)
+    except AssertionError as timeout:
+        # What both sides last said: the message CI keeps when this wait times out.
+        raise AssertionError(f"{timeout}\nlast seen: {json.dumps(seen, default=str)}") from None
 
 
 def serve_service(kube: Kube, namespace: str, name: str) -> Any:

@@ -341,6 +341,33 @@ def test_the_active_clusters_bounds_follow_the_spec(
     assert writes_since(server, start) == [], "bounds in line: no patch"
 
 
+def test_ready_replicas_come_from_the_serving_clusters_own_status(
+    server: FakeApiServer, api: RecordingKubeApi
+) -> None:
+    """KubeRay leaves the RayService's copy of its cluster's status stale until something
+    else changes (its status writes compare conditions, endpoints and applications only):
+    a worker that turned Ready after the RayService did shows in the RayCluster alone."""
+    name = stored(server, "quickstart")
+    reconcile(server, name, api)
+    service = names.ray_service_name(name)
+    path = _serving_cluster(server, service, f"{name}-abc", (1, 1))
+    ready = {"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}
+    server.objects[ray_path("rayservices", service)]["status"].update(
+        conditions=[ready],
+        activeServiceStatus={
+            "rayClusterName": f"{name}-abc",
+            "rayClusterStatus": {"desiredWorkerReplicas": 1, "availableWorkerReplicas": 1},
+        },
+    )
+    server.objects[path]["status"] = {"desiredWorkerReplicas": 1, "readyWorkerReplicas": 0}
+    assert reconcile(server, name, api)["replicas"] == {"desired": 1, "ready": 0}
+
+    server.objects[path]["status"]["readyWorkerReplicas"] = 1
+    status = reconcile(server, name, api)
+    assert status["replicas"] == {"desired": 1, "ready": 1}
+    assert status["phase"] == Phase.READY
+
+
 # --- one plan per reconcile -------------------------------------------------------------------
 
 

@@ -234,6 +234,8 @@ def _observe(
         for name in observed.serving_clusters
     }
     active = serving.get(observed.ray_cluster or "")
+    if active is not None:
+        observed = status.observe(plan, live, serving_cluster=active)
     return replace(observed, gcs_fault_tolerance=status.has_gcs_fault_tolerance(active))
 
 

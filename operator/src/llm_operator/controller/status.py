@@ -457,11 +457,20 @@ OBSERVERS: dict[RayKind, Callable[[Body, int], Observed]] = {
 }
 
 
-def observe(plan: Plan, live: Body | None) -> Observed:
-    """What the plan's live Ray child (None: not there) says, in our terms."""
+def observe(plan: Plan, live: Body | None, serving_cluster: Body | None = None) -> Observed:
+    """What the plan's live Ray child (None: not there) says, in our terms; a RayService's
+    ready replicas from its serving cluster's own status when that cluster is given."""
     if live is None:
         return observe_missing(plan.ray_kind)
     observed = OBSERVERS[plan.ray_kind](live, plan.layout.hosts_per_replica)
+    if serving_cluster is not None and observed.ready.status is TRUE:
+        # KubeRay rewrites a RayService's status only when its conditions, endpoints or
+        # applications change (utils/consistency.go), so the copy of the cluster's worker
+        # counts in it can stay stale for good; the RayCluster's own status is current.
+        counted = _serving_replicas(
+            serving_cluster.get("status") or {}, plan.layout.hosts_per_replica
+        )
+        observed = replace(observed, ready_replicas=counted)
     sharing = plan.layout.replicas_per_pod
     if sharing == 1:
         return observed
