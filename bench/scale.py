@@ -16,6 +16,9 @@ With the KubeRay operator stopped, so only this operator reacts, for each N:
   7. the peer: with our operator stopped and KubeRay running, create N RayServices in a
      namespace KubeRay watches and time until each has its RayCluster; KubeRay's CPU
      seconds, its audited writes and RSS per object go next to ours.
+Then, at each steady arrival rate (LLMDeployments created per second for a minute, on a
+schedule, not as fast as possible), the latency of every one from its create request to
+its RayService appearing and to its status being written (p50/p95/p99, from watches).
 Results go to bench/results/scale.json. Both operators run again afterwards.
 """
 
@@ -24,8 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import copy
 import json
+import math
 import os
 import platform
 import subprocess
@@ -137,6 +142,106 @@ class ConvergenceWatch(threading.Thread):
             if len(converged) == self.count:
                 self.done_at = time.monotonic()
                 stream.stop()
+
+
+class FirstSeen(threading.Thread):
+    """Watches one kind in a namespace and notes when each object first meets `done`."""
+
+    def __init__(self, list_call: Any, args: tuple[Any, ...], done: Any) -> None:
+        super().__init__(daemon=True)
+        self.list_call, self.args, self.done = list_call, args, done
+        self.at: dict[str, float] = {}
+        self.ready = threading.Event()
+        self.stream = watch.Watch()
+
+    def run(self) -> None:
+        self.ready.set()
+        for event in self.stream.stream(
+            self.list_call, *self.args, timeout_seconds=CONVERGE_TIMEOUT_SECONDS
+        ):
+            item = event["object"]
+            name = item["metadata"]["name"]
+            if name not in self.at and self.done(item):
+                self.at[name] = time.monotonic()
+
+    def stop(self) -> None:
+        self.stream.stop()
+
+
+def status_written(item: dict[str, Any]) -> bool:
+    return (item.get("status") or {}).get("observedGeneration") == item["metadata"]["generation"]
+
+
+def percentiles(samples: list[float]) -> dict[str, float | None]:
+    """Nearest-rank p50/p95/p99 in milliseconds."""
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float | None:
+        if not ordered:
+            return None
+        return round(1000 * ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 1)
+
+    return {"p50_ms": rank(50), "p95_ms": rank(95), "p99_ms": rank(99)}
+
+
+def measure_latency(
+    core: client.CoreV1Api, custom: client.CustomObjectsApi, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Create `rate` LLMDeployments a second for `seconds`, each at its scheduled instant
+    (a few client threads keep the schedule when one create is slow), and take each one's
+    latency from its create request to its RayService and to its written status."""
+    namespace = make_namespace(core, "bench-rate")
+    count = int(rate * seconds)
+    services = FirstSeen(
+        custom.list_namespaced_custom_object,
+        (names.RAY_GROUP, names.RAY_VERSION, namespace, "rayservices"),
+        lambda item: True,
+    )
+    statuses = FirstSeen(
+        custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL), status_written
+    )
+    for watcher in (services, statuses):
+        watcher.start()
+        watcher.ready.wait()
+    sent: dict[str, float] = {}
+    rendered = {f"rate-{i:05d}": body for i, body in enumerate(bodies(namespace, count))}
+    for name, body in rendered.items():
+        body["metadata"]["name"] = name
+
+    def create(name: str) -> None:
+        sent[name] = time.monotonic()
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, rendered[name])
+
+    started = time.monotonic()
+    lag = 0.0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        futures = []
+        for index, name in enumerate(rendered):
+            due = started + index / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            lag = max(lag, time.monotonic() - due)
+            futures.append(pool.submit(create, name))
+        for future in futures:
+            future.result()
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_SECONDS
+    while len(statuses.at) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for watcher in (services, statuses):
+        watcher.stop()
+    to_service = [services.at[n] - sent[n] for n in sent if n in services.at]
+    to_status = [statuses.at[n] - sent[n] for n in sent if n in statuses.at]
+    delete_and_wait(core, [namespace])
+    return {
+        "rate_per_second": rate,
+        "seconds": seconds,
+        "created": count,
+        # How far the schedule slipped: the client's own lag, not the operator's.
+        "schedule_lag_ms_max": round(1000 * lag, 1),
+        "rayservice_seen": len(to_service),
+        "status_written": len(to_status),
+        "create_to_rayservice": percentiles(to_service),
+        "create_to_status": percentiles(to_status),
+    }
 
 
 def ray_services(custom: client.CustomObjectsApi, namespace: str) -> set[str]:
@@ -431,7 +536,19 @@ def tool_versions() -> list[str]:
     return sorted({link.resolve().parent.name for link in (STATE / "bin").iterdir()})
 
 
-def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
+def latency_summary(run: dict[str, Any]) -> str:
+    service, status = run["create_to_rayservice"], run["create_to_status"]
+    return (
+        f"{run['rate_per_second']}/s for {run['seconds']:.0f} s ({run['created']} created, "
+        f"schedule lag at most {run['schedule_lag_ms_max']} ms): to RayService p50/p95/p99 "
+        f"{service['p50_ms']}/{service['p95_ms']}/{service['p99_ms']} ms, to status "
+        f"{status['p50_ms']}/{status['p95_ms']}/{status['p99_ms']} ms"
+    )
+
+
+def run(
+    counts: list[int], steady_seconds: float, rates: list[float], rate_seconds: float
+) -> dict[str, Any]:
     if not audit.LOG.exists():
         raise SystemExit(
             f"{audit.LOG} is missing: recreate the cluster (make cluster-down cluster-up)"
@@ -439,11 +556,14 @@ def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
     config.load_kube_config(str(STATE / "kubeconfig"))
     core, custom = client.CoreV1Api(), client.CustomObjectsApi()
     cluster("stop", "kuberay-operator")
-    runs = []
+    runs, latency = [], []
     try:
-        for count in counts:
+        for count in (c for c in counts if c > 0):  # -n 0: only the arrival rates
             runs.append(measure(core, custom, count, steady_seconds))
             print(summary(runs[-1]), flush=True)
+        for rate in rates:
+            latency.append(measure_latency(core, custom, rate, rate_seconds))
+            print(latency_summary(latency[-1]), flush=True)
     finally:
         subprocess.run(["bash", str(CLUSTER), "up"], check=False, capture_output=True)
     return {
@@ -454,6 +574,7 @@ def run(counts: list[int], steady_seconds: float) -> dict[str, Any]:
         "tools": tool_versions(),
         "kubeRayOperator": "stopped except in its own (peer) path",
         "runs": runs,
+        "latency": latency,
     }  # fmt: skip
 
 
@@ -461,8 +582,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, action="append", help="LLMDeployments (repeatable)")
     parser.add_argument("--steady-seconds", type=float, default=300.0)
+    parser.add_argument("--rate", type=float, action="append", help="creates a second")
+    parser.add_argument("--rate-seconds", type=float, default=60.0)
     args = parser.parse_args()
-    result = run(args.n or [100, 1000, 5000], args.steady_seconds)
+    result = run(
+        args.n or [100, 1000, 5000],
+        args.steady_seconds,
+        args.rate or [5.0, 20.0, 50.0],
+        args.rate_seconds,
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
