@@ -28,6 +28,7 @@ class Write:
     namespace: str
     name: str
     code: int
+    source: str = ""  # the client's address: which replica, when several share a user
 
     @property
     def succeeded(self) -> bool:
@@ -73,6 +74,7 @@ def writes(namespace: str, since: datetime | None = None, log: Path = LOG) -> It
             namespace=namespace,
             name=ref.get("name", ""),
             code=int((entry.get("responseStatus") or {}).get("code", 0)),
+            source=(entry.get("sourceIPs") or [""])[0],
         )
 
 

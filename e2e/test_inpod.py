@@ -21,6 +21,7 @@ LLMDeployments are deleted while its release still runs, then the release is rem
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -548,6 +549,33 @@ def live_peers(kube: Kube, name: str) -> int:
     )
 
 
+def reconcile_counts(among: list[client.V1Pod]) -> dict[str, float] | None:
+    """Each pod's reconciles so far, once every one of them answers /metrics."""
+    scraped = {p.metadata.name: pod_metrics(p) for p in among}
+    if any(series is None for series in scraped.values()):
+        return None
+    return {name: reconciles(series or {}) for name, series in scraped.items()}
+
+
+def active_and_standby(
+    kube: Kube, namespace: str, pods: list[client.V1Pod]
+) -> tuple[str, str, dict[str, float]]:
+    """The replica that handles a change and the one that does not (by their reconcile
+    counters around one spec change of the quick start), and the counters after it."""
+    before = wait_for(lambda: reconcile_counts(pods), "both replicas' /metrics")
+    generation = bump(kube, namespace, QUICKSTART)
+    wait_for(
+        lambda: converged_at(kube, namespace, QUICKSTART, generation),
+        "the active replica to converge a change",
+        READY_SECONDS,
+    )
+    after = wait_for(lambda: reconcile_counts(pods), "both replicas' /metrics")
+    active = [name for name in after if after[name] > before[name]]
+    assert len(active) == 1, f"reconciles per replica: {before} -> {after} (one active)"
+    (standby,) = set(after) - set(active)
+    return active[0], standby, after
+
+
 def test_peering_keeps_one_replica_active_and_fails_over(
     kube: Kube, settings: dict[str, str], host_operator_stopped: None
 ) -> None:
@@ -562,26 +590,9 @@ def test_peering_keeps_one_replica_active_and_fails_over(
         pods = release.wait_ready(2)
         wait_for(lambda: live_peers(kube, "llm-operator") == 2, "both replicas in kopf's peering")
         quick_start_converges(kube, work, release)
+        active, standby, after = active_and_standby(kube, work, pods)
 
-        def counts(among: list[client.V1Pod]) -> dict[str, float] | None:
-            scraped = {p.metadata.name: pod_metrics(p) for p in among}
-            if any(series is None for series in scraped.values()):
-                return None
-            return {name: reconciles(series or {}) for name, series in scraped.items()}
-
-        before = wait_for(lambda: counts(pods), "both replicas' /metrics")
-        generation = bump(kube, work, QUICKSTART)
-        wait_for(
-            lambda: converged_at(kube, work, QUICKSTART, generation),
-            "the active replica to converge a change",
-            READY_SECONDS,
-        )
-        after = wait_for(lambda: counts(pods), "both replicas' /metrics")
-        active = [name for name in after if after[name] > before[name]]
-        assert len(active) == 1, f"reconciles per replica: {before} -> {after} (one active)"
-        (standby,) = set(after) - set(active)
-
-        kube.core.delete_namespaced_pod(active[0], release.namespace)
+        kube.core.delete_namespaced_pod(active, release.namespace)
         deleted = time.monotonic()
         generation = bump(kube, work, QUICKSTART)
         wait_for(
@@ -595,18 +606,133 @@ def test_peering_keeps_one_replica_active_and_fails_over(
         survivors = [
             p
             for p in release.pods()
-            if not p.metadata.deletion_timestamp and p.metadata.name != active[0]
+            if not p.metadata.deletion_timestamp and p.metadata.name != active
             and p.status.pod_ip
         ]  # fmt: skip
-        now = wait_for(lambda: counts(survivors), "the surviving replicas' /metrics")
+        now = wait_for(lambda: reconcile_counts(survivors), "the surviving replicas' /metrics")
         handled = {name: count - after.get(name, 0.0) for name, count in now.items()}
         assert any(delta > 0 for delta in handled.values()), (after, now)
         record(
             "peering failover",
             takeover_s=round(takeover_s, 1),
-            deleted=active[0],
+            deleted=active,
             standby=standby,
             reconciles_since_takeover=handled,
+        )
+
+
+@dataclass
+class Churn:
+    """Creates LLMDeployments one after another in a thread, and changes the spec of the
+    one before each time: the load a replica is killed under."""
+
+    kube: Kube
+    namespace: str
+    count: int = 12
+    pause_seconds: float = 1.5
+    created: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        for index in range(self.count):
+            if self._stop.is_set():
+                return
+            name = f"churn-{index:02d}"
+            self.kube.create_llmd(
+                sample("quickstart", self.namespace, lambda b, n=name: b["metadata"].update(name=n))
+            )
+            self.created.append(name)
+            if index:
+                bump(self.kube, self.namespace, self.created[index - 1])
+                self.changed.append(self.created[index - 1])
+            self._stop.wait(self.pause_seconds)
+
+    def __enter__(self) -> Churn:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_started(self, created: int) -> None:
+        wait_for(lambda: len(self.created) >= created, f"{created} LLMDeployments created", 60)
+
+    def __exit__(self, *_: object) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout=self.count * (self.pause_seconds + 30))
+        self._stop.set()
+
+
+def test_sigkill_of_the_active_replica_under_churn_repeats_no_write(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    """The active replica is killed with SIGKILL (no shutdown, its peering record left to
+    expire) while LLMDeployments are created and changed: the standby (or the restarted
+    container, if it draws the higher priority) takes over, every deployment converges,
+    and the audit log shows each child created once, none deleted, and no RayService
+    patched more often than its deployment's spec changed."""
+    ctr = shutil.which("ctr")
+    assert ctr, "ctr (Debian package containerd) is not on PATH"
+    remove_leftover_peering_crd(kube)
+    values = ("--set", "peering.enabled=true", "--set", "operator.replicas=2")
+    with installed(kube, settings, None, *values) as release, pool_namespace(kube) as work:
+        pods = release.wait_ready(2)
+        wait_for(lambda: live_peers(kube, "llm-operator") == 2, "both replicas in kopf's peering")
+        quick_start_converges(kube, work, release)
+        active, standby, _ = active_and_standby(kube, work, pods)
+        (victim,) = [p for p in pods if p.metadata.name == active]
+        container_id = victim.status.container_statuses[0].container_id.split("://", 1)[1]
+        since = datetime.now(UTC)
+        with Churn(kube, work) as churn:
+            churn.wait_started(4)
+            subprocess.run(
+                [ctr, "--address", str(NODE_SOCKET), "--namespace", "k8s.io",
+                 "tasks", "kill", "--signal", "SIGKILL", container_id],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            killed_at, killed = datetime.now(UTC), time.monotonic()
+        assert len(churn.created) == churn.count, churn.created
+
+        def all_converged() -> bool:
+            return all(converged(kube.get_llmd(work, name)) for name in churn.created)
+
+        wait_for(all_converged, "every churned LLMDeployment to converge", READY_SECONDS)
+        converged_s = time.monotonic() - killed
+
+        writes = [w for w in audit.writes(work, since) if w.user == release.user]
+        after_kill = [w for w in writes if w.at > killed_at and w.succeeded]
+        assert after_kill, "no write by the operator after the kill"
+        takeover_s = (after_kill[0].at - killed_at).total_seconds()
+        victim_ip = victim.status.pod_ip
+        standby_ip = next(p.status.pod_ip for p in pods if p.metadata.name == standby)
+        taken_by = {victim_ip: "the restarted container", standby_ip: "the standby"}
+
+        services = {names.ray_service_name(name): name for name in churn.created}
+        creates = collections.Counter(
+            w.name for w in writes
+            if w.resource == "rayservices" and w.verb == "create" and w.succeeded
+        )  # fmt: skip
+        assert {s: creates[s] for s in services} == dict.fromkeys(services, 1), creates
+        deletes = [w for w in writes if w.verb in ("delete", "deletecollection")]
+        assert not deletes, deletes
+        patches = collections.Counter(
+            w.name for w in writes
+            if w.resource == "rayservices" and w.verb == "patch" and w.succeeded
+        )  # fmt: skip
+        changes = collections.Counter(names.ray_service_name(n) for n in churn.changed)
+        too_many = {s: patches[s] for s in services if patches[s] > changes[s]}
+        assert not too_many, f"RayService patches {dict(patches)}, spec changes {dict(changes)}"
+        refused = [f"{w.verb} {w.resource}/{w.name} {w.code}" for w in writes if not w.succeeded]
+        record(
+            "sigkill failover",
+            takeover_s=round(takeover_s, 1),
+            taken_by=taken_by.get(after_kill[0].source, after_kill[0].source),
+            every_deployment_converged_s=round(converged_s, 1),
+            deployments=churn.count,
+            spec_changes=len(churn.changed),
+            rayservice_creates=sum(creates[s] for s in services),
+            rayservice_patches=sum(patches[s] for s in services),
+            refused_writes=refused,
         )
 
 
