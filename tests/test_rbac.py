@@ -150,12 +150,20 @@ def drive(run: Run, *, clusterwide: bool) -> None:
     llmd["spec"]["job"]["activeDeadlineSeconds"] = 3600
     converge(run, memo, job)
 
-    # Prefetch: the download Job is created first; its completion (a child event) lets
-    # the RayService be made; a new source makes a new Job and deletes the old one.
-    cached = stored_llmd(run, "llama-8b-l4")
-    cached["metadata"]["name"] = "prefetched"
+    drive_prefetch(run, memo)
+
+    # The metrics sweep lists what exists.
+    metrics = OperatorMetrics(CollectorRegistry())
+    metrics.observe(NAMESPACE, service, "uid-gone", Record("Ready", 1, 1, invalid=False))
+    assert sweep_metrics(run.clients, clusterwide, metrics) == 1
+
+
+def drive_prefetch(run: Run, memo: kopf.Memo) -> None:
+    """Prefetch: the download Job is created first; its completion (a child event) lets
+    the RayService be made; a new revision makes a new Job and deletes the old one."""
+    cached = load_one(SAMPLES / "llama-8b-l4.yaml")
+    cached["metadata"].update(name="prefetched", namespace=NAMESPACE)
     cached["spec"]["storage"]["modelCache"]["prefetch"] = True
-    run.server.objects.pop(llmd_path("llama-8b"))
     run.server.put(llmd_path("prefetched"), cached)
     converge(run, memo, "prefetched")
     (first,) = [p for p in run.server.objects if "/jobs/" in p]
@@ -170,11 +178,6 @@ def drive(run: Run, *, clusterwide: bool) -> None:
     llmd["spec"]["model"]["revision"] = "v2"
     converge(run, memo, "prefetched")
     assert first not in run.server.objects
-
-    # The metrics sweep lists what exists.
-    metrics = OperatorMetrics(CollectorRegistry())
-    metrics.observe(NAMESPACE, service, "uid-gone", Record("Ready", 1, 1, invalid=False))
-    assert sweep_metrics(run.clients, clusterwide, metrics) == 1
 
 
 def recorded_run(monkeypatch: pytest.MonkeyPatch, *, clusterwide: bool) -> Run:
