@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import SAMPLES, load_one
 from fakeapi import FakeApiServer, RecordingKubeApi, job_path, llmd_path, ray_path
@@ -428,3 +429,23 @@ def test_the_operator_watches_its_own_jobs_and_their_changes_reconcile_the_paren
     assert reconciler.parent_of(job) == ("team-a", "llama-8b")
     assert reconciler.redundant_child_event("ADDED", "Job")
     assert not reconciler.redundant_child_event("MODIFIED", "Job")
+
+
+# --- the CLI ----------------------------------------------------------------------------
+GOLDEN_INPUT = Path(__file__).resolve().parent / "golden" / "prefetch" / "input.yaml"
+
+
+def test_render_prints_the_job_and_plan_mentions_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_operator.cli import EXIT_OK, main
+
+    assert main(["render", "-f", str(GOLDEN_INPUT)]) == EXIT_OK
+    rendered = capsys.readouterr().out
+    assert kinds(list(yaml.safe_load_all(rendered))) == [
+        "PersistentVolumeClaim",
+        "Job",
+        "RayService",
+    ]
+    assert main(["plan", "-f", str(GOLDEN_INPUT)]) == EXIT_OK
+    planned = capsys.readouterr().out
+    assert "model prefetch:     Job llama-8b-prefetch-prefetch-" in planned
+    assert "the RayService is made once it is cached" in planned
