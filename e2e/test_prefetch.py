@@ -32,7 +32,17 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from standin import standin_deployment
-from support import Body, Kube, bind_claims, condition, converged, sample, wait_for
+from support import (
+    Body,
+    Kube,
+    bind_claims,
+    condition,
+    converged,
+    operator_metrics_url,
+    sample,
+    scrape,
+    wait_for,
+)
 
 from llm_operator.render import names
 from llm_operator.render.download_program import MARKER
@@ -44,6 +54,12 @@ HOLD_LABEL = "llmops.dev/e2e-prefetch"
 CPU_NODE = "cpu-1"
 # Time for kwok to run and complete a pod and the Job controller to mark its Job.
 JOB_SECONDS = 60.0
+
+
+def reconciles_done() -> float:
+    """Reconciles the operator has finished, whatever their result, from its /metrics."""
+    series = scrape(operator_metrics_url())
+    return sum(v for (name, _), v in series.items() if name == "llmop_reconciles_total")
 
 
 def batch(kube: Kube) -> client.BatchV1Api:
@@ -172,9 +188,10 @@ def test_the_job_runs_first_and_the_ray_service_follows_its_completion(
 
     # The Job's deletion deletes nothing and downloads nothing again.
     uid = service["metadata"]["uid"]
+    done_before = reconciles_done()
     batch(kube).delete_namespaced_job(job_name, namespace, propagation_policy="Background")
     wait_for(lambda: not prefetch_jobs(kube, namespace), "the Job gone")
-    time.sleep(5)  # the operator's reconcile on the deletion event
+    wait_for(lambda: reconciles_done() > done_before, "the operator to reconcile on the deletion")
     assert prefetch_jobs(kube, namespace) == []
     assert (ray_service(kube, namespace) or {}).get("metadata", {}).get("uid") == uid
 
