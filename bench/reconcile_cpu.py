@@ -120,11 +120,11 @@ class Sample:
         return None
 
 
-def _clients(server: FakeApiServer) -> tuple[Any, Any]:
+def _clients(server: FakeApiServer) -> tuple[Any, Any, Any]:
     from tests.fakeapi import clients_of
 
     clients = clients_of(server)
-    return clients.custom, clients.core
+    return clients.custom, clients.core, clients.batch
 
 
 def timed(sample: Sample, run: Callable[[], object]) -> tuple[float, float, int]:

@@ -70,6 +70,7 @@ SERVED = {
         (names.HTTP_ROUTES, "HTTPRoute"),
         (names.GATEWAYS, "Gateway"),
     ],
+    "batch/v1": [("jobs", "Job")],
 }
 
 
@@ -261,12 +262,15 @@ class RecordingApiClient(client.ApiClient):
         message = ""
         if isinstance(answer, tuple):
             answer, message = answer
-        status = answer if isinstance(answer, int) else 200
+        # A create answers 201 Created, as the API server does: the client reads a
+        # created object's body only under 201 (its response types map).
+        ok = 201 if method == "POST" else 200
+        status = answer if isinstance(answer, int) else ok
         error = {"message": message or f"HTTP {status}"}
-        data = json.dumps(error if status != 200 else answer)
+        data = json.dumps(error if status >= 300 else answer)
         response = SimpleNamespace(
             status=status,
-            reason="OK" if status == 200 else "Error",
+            reason="OK" if status < 300 else "Error",
             data=data.encode(),
             headers={"content-type": "application/json"},
         )
@@ -304,6 +308,10 @@ def gateway_path(plural: str, name: str, namespace: str = NAMESPACE) -> str:
     return f"/apis/{names.GATEWAY_API_VERSION}/namespaces/{namespace}/{plural}/{name}"
 
 
+def job_path(name: str) -> str:
+    return f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}"
+
+
 def claim_path(name: str) -> str:
     return f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{name}"
 
@@ -328,7 +336,7 @@ class RecordingKubeApi(kube.KubeApi):
 def clients_of(server: FakeApiServer) -> kube.Clients:
     """The operator's clients, talking to `server`."""
     api = RecordingApiClient(server)
-    return kube.Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
+    return kube.Clients(client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api))
 
 
 def cluster_api(server: FakeApiServer) -> RecordingKubeApi:

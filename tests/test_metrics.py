@@ -360,7 +360,7 @@ class FakeCustom:
 
 
 def fake_clients(custom: FakeCustom) -> kube.Clients:
-    return kube.Clients(custom=custom, core=None)  # type: ignore[arg-type]
+    return kube.Clients(custom=custom, core=None, batch=None)  # type: ignore[arg-type]
 
 
 def test_sweep_lists_every_namespace_at_once_when_clusterwide(

@@ -150,10 +150,34 @@ def drive(run: Run, *, clusterwide: bool) -> None:
     llmd["spec"]["job"]["activeDeadlineSeconds"] = 3600
     converge(run, memo, job)
 
+    drive_prefetch(run, memo)
+
     # The metrics sweep lists what exists.
     metrics = OperatorMetrics(CollectorRegistry())
     metrics.observe(NAMESPACE, service, "uid-gone", Record("Ready", 1, 1, invalid=False))
     assert sweep_metrics(run.clients, clusterwide, metrics) == 1
+
+
+def drive_prefetch(run: Run, memo: kopf.Memo) -> None:
+    """Prefetch: the download Job is created first; its completion (a child event) lets
+    the RayService be made; a new revision makes a new Job and deletes the old one."""
+    cached = load_one(SAMPLES / "llama-8b-l4.yaml")
+    cached["metadata"].update(name="prefetched", namespace=NAMESPACE)
+    cached["spec"]["storage"]["modelCache"]["prefetch"] = True
+    run.server.put(llmd_path("prefetched"), cached)
+    converge(run, memo, "prefetched")
+    (first,) = [p for p in run.server.objects if "/jobs/" in p]
+    job = run.server.objects[first]
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    handlers.on_child_event(
+        event={"type": "MODIFIED", "object": job}, body=kopf.Body(job), memo=memo
+    )
+    assert ray_path("rayservices", "prefetched") in run.server.objects
+    llmd = run.server.objects[llmd_path("prefetched")]
+    llmd["metadata"]["generation"] = 2
+    llmd["spec"]["model"]["revision"] = "v2"
+    converge(run, memo, "prefetched")
+    assert first not in run.server.objects
 
 
 def recorded_run(monkeypatch: pytest.MonkeyPatch, *, clusterwide: bool) -> Run:
@@ -163,6 +187,7 @@ def recorded_run(monkeypatch: pytest.MonkeyPatch, *, clusterwide: bool) -> Run:
     clients = kube.Clients(
         CallRecorder(client.CustomObjectsApi(api), called),  # type: ignore[arg-type]
         CallRecorder(client.CoreV1Api(api), called),  # type: ignore[arg-type]
+        CallRecorder(client.BatchV1Api(api), called),  # type: ignore[arg-type]
     )
     events: list[Access] = []
 
@@ -193,7 +218,7 @@ def controller_client_calls() -> set[str]:
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Attribute)
-                and node.func.value.attr in ("custom", "core")
+                and node.func.value.attr in ("custom", "core", "batch")
             ):
                 found.add(node.func.attr)
     return found
@@ -325,9 +350,10 @@ def test_the_operator_reads_no_secrets_and_writes_no_pods(runs: dict[bool, Run])
     assert {verb for _, _, verb in everything} <= {
         "get", "list", "watch", "create", "patch", "delete"
     }  # fmt: skip
-    # It deletes only the HTTPRoute a spec no longer asks for (the rest goes by ownerRefs).
+    # It deletes only the HTTPRoute a spec no longer asks for and the prefetch Jobs of an
+    # earlier model source (the rest goes by ownerRefs).
     deleted = {(group, resource) for group, resource, verb in everything if verb == "delete"}
-    assert deleted == {(names.GATEWAY_GROUP, names.HTTP_ROUTES)}
+    assert deleted == {(names.GATEWAY_GROUP, names.HTTP_ROUTES), ("batch", "jobs")}
     # Of Gateways it only reads the one its route attaches to (for the external URL).
     gateways = {verb for _, resource, verb in everything if resource == names.GATEWAYS}
     assert gateways == {"get"}

@@ -83,6 +83,11 @@ no Services (KubeRay makes those), delete only on HTTPRoutes.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways"]
   verbs: ["get"]
+# spec.storage.modelCache.prefetch: the operator reads and creates its download Job and
+# deletes the ones of an earlier source (listed by label); kopf watches them.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # kopf posts core Events about the objects it handles.
 - apiGroups: [""]
   resources: ["events"]

@@ -22,6 +22,7 @@ from llm_operator.api.validation import SpecError, resolve
 from llm_operator.listen import listen_address
 from llm_operator.render import names, render
 from llm_operator.render.serve import serve_config
+from llm_operator.render.sources import prefetch_of
 from llm_operator.settings import OperatorSettings
 from llm_operator.sizing import GpuLayout
 
@@ -226,6 +227,13 @@ def pattern_lines(plan: Plan) -> list[str]:
             f"  LoRA adapters:      {lora.path}/<adapter> as model "
             f"{plan.llmd.served_model_id}:<adapter>; up to {lora.max_per_replica} per "
             f"replica, rank <= {lora.max_rank}"
+        )
+    prefetch = prefetch_of(plan.llmd)
+    if prefetch is not None:
+        name = names.prefetch_job_name(plan.llmd.name, prefetch.key)
+        lines.append(
+            f"  model prefetch:     Job {name} downloads {prefetch.source} into "
+            f"{prefetch.path} first; the {plan.ray_kind} is made once it is cached"
         )
     return lines
 

@@ -743,8 +743,33 @@ class VolumeSpec(ApiModel):
 MountPath = Annotated[str, StringConstraints(min_length=2, max_length=1024)]
 
 
+class PrefetchJobSpec(ApiModel):
+    """Bounds of the download Job of spec.storage.modelCache.prefetch."""
+
+    backoff_limit: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description=(
+            "Retries of the download Job (a new pod each) before it counts as failed "
+            "(condition ModelCached, reason DownloadFailed)."
+        ),
+    )
+    active_deadline_seconds: int = Field(
+        default=21600,
+        ge=1,
+        le=2_147_483_647,
+        description=(
+            "Seconds the download Job may run, retries included, before Kubernetes stops "
+            "it and marks it failed (default 6 hours)."
+        ),
+    )
+
+
 class ModelCacheSpec(VolumeSpec):
     """Model cache shared by all Ray pods; HF_HOME points into it."""
+
+    model_config = ConfigDict(json_schema_extra=rules.cel_extra(rules.PREFETCH_JOB_NEEDS_PREFETCH))
 
     size: Quantity = Field(default="200Gi", description="Requested capacity of a created claim.")
     mount_path: MountPath = Field(
@@ -752,6 +777,26 @@ class ModelCacheSpec(VolumeSpec):
         description="Where the cache is mounted in Ray containers (absolute, normalised).",
         json_schema_extra=rules.cel_extra(rules.CACHE_MOUNT_PATH),
     )
+    prefetch: bool = Field(
+        default=False,
+        description=(
+            "Download the model into this claim with a Job before the Ray resource is "
+            "created (condition ModelCached); the Ray pods then load it from the claim, "
+            "not from its source. A changed model.source or revision downloads again."
+        ),
+    )
+    prefetch_job: PrefetchJobSpec | None = Field(
+        default=None,
+        description=(
+            "Retries and time limit of the download Job (needs prefetch: true); omitted, "
+            "backoffLimit 3 and activeDeadlineSeconds 21600."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _prefetch_job_needs_prefetch(self) -> ModelCacheSpec:
+        _check(self.prefetch or self.prefetch_job is None, rules.PREFETCH_JOB_NEEDS_PREFETCH)
+        return self
 
     @field_validator("mount_path")
     @classmethod
@@ -1470,6 +1515,7 @@ class LLMDeploymentSpec(_ReplicaRange, ApiModel):
             self.disaggregation is not None,
             self.exposure is not None and self.exposure.gateway is not None,
             bool(self.accelerator.fallbacks),
+            self.storage.model_cache is not None and self.storage.model_cache.prefetch,
         )
         for is_set, rule in zip(set_fields, rules.JOB_REFUSED, strict=True):
             _check(not is_set, rule)
@@ -1590,7 +1636,8 @@ class LLMDeploymentStatus(ApiModel):
         ),
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Progressing, SpecValid, ResourcesFit."
+        default_factory=list,
+        description="Ready, Progressing, SpecValid, ResourcesFit; ModelCached with prefetch.",
     )
     observed_generation: int | None = Field(
         default=None, description="metadata.generation last reconciled."
@@ -1605,6 +1652,13 @@ class LLMDeploymentStatus(ApiModel):
         default=None, description="Name of the HTTPRoute child (spec.exposure.gateway)."
     )
     ray_job: str | None = Field(default=None, description="Name of the RayJob child (mode Job).")
+    cached_model: str | None = Field(
+        default=None,
+        description=(
+            "Where the download Job of spec.storage.modelCache.prefetch put the model on the "
+            "cache claim, once it finished; the Ray pods load it from there."
+        ),
+    )
     job: JobStatus | None = Field(default=None, description="The job's run (mode Job).")
     gcs_fault_tolerance: GcsFaultToleranceState | None = Field(
         default=None,

@@ -922,6 +922,14 @@ JOB_REFUSED_FIELDS: tuple[tuple[str, str, str], ...] = (
         "that cluster is ready, so a fallback group (0 pods, grown only by the autoscaler) "
         "never stands in for pods that stay Pending",
     ),
+    (
+        "storage.modelCache.prefetch",
+        "has(self.storage) && has(self.storage.modelCache) && "
+        "has(self.storage.modelCache.prefetch) && self.storage.modelCache.prefetch",
+        "the job's entrypoint reads its base model from LLMOP_MODEL_SOURCE and a RayJob "
+        "runs once, so a download held before it is a second run to bound and retry "
+        "(set it false)",
+    ),
 )
 JOB_REFUSED = tuple(_not_for_job(field, test, why) for field, test, why in JOB_REFUSED_FIELDS)
 JOB_NEEDS_JOB = CelRule(
@@ -1063,4 +1071,15 @@ EXPOSURE_ONLY_SERVICE = CelRule(
         "Serve service, which modes Cluster and Job have not; remove it or use mode Service"
     ),
     field_path=".exposure.gateway",
+)
+
+
+# --- model cache prefetch ---------------------------------------------------------------
+PREFETCH_JOB_NEEDS_PREFETCH = CelRule(
+    rule="!has(self.prefetchJob) || (has(self.prefetch) && self.prefetch)",
+    message=(
+        "spec.storage.modelCache.prefetchJob bounds the download Job of prefetch: true; "
+        "set prefetch: true or remove prefetchJob"
+    ),
+    field_path=".prefetchJob",
 )

@@ -34,6 +34,8 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     SPEC_VALID = "SpecValid"
     RESOURCES_FIT = "ResourcesFit"
+    # Only with spec.storage.modelCache.prefetch: the download Job's outcome.
+    MODEL_CACHED = "ModelCached"
 
 
 @unique
@@ -79,6 +81,19 @@ class Reason(StrEnum):
     JOB_FAILED = "JobFailed"
     # A finished run is a record: a later spec change is not applied (see README, mode Job).
     JOB_FINISHED_SPEC_CHANGE_REFUSED = "JobFinishedSpecChangeRefused"
+    # spec.storage.modelCache.prefetch: the download Job runs, finished, or failed.
+    DOWNLOADING = "Downloading"
+    CACHED = "Cached"
+    DOWNLOAD_FAILED = "DownloadFailed"
+
+
+@unique
+class KubeJobCondition(StrEnum):
+    """The `batch/v1` Job conditions that end a Job (k8s.io/api batch/v1 types.go):
+    `Complete` and `Failed`, each `True` once the Job controller decides."""
+
+    COMPLETE = "Complete"
+    FAILED = "Failed"
 
 
 @unique

@@ -146,6 +146,9 @@ async def count_in_metrics(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 # Without the Gateway API's CRDs kopf only warns that it cannot watch these (and watches
 # them once the CRDs appear): a cluster without a Gateway API is fine.
 @kopf.on.event(names.GATEWAY_GROUP, names.GATEWAY_VERSION, names.HTTP_ROUTES, labels=CHILD_LABELS)
+# The prefetch Jobs of spec.storage.modelCache.prefetch: their completion lets the Ray
+# resource be made. Only the operator's own, by label (never every Job of the cluster).
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
 def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed or went away: restore it if needed and mirror its status."""
     if reconciler.redundant_child_event(event["type"], body.get("kind", "")):

@@ -61,13 +61,15 @@ Outcome = Literal["created", "updated", "unchanged"]
 class Clients:
     custom: client.CustomObjectsApi
     core: client.CoreV1Api
+    # batch/v1 Jobs: the model-cache prefetch (spec.storage.modelCache.prefetch).
+    batch: client.BatchV1Api
 
 
 def connect() -> Clients:
     """In-cluster credentials when running in a pod, else the current kubeconfig."""
     config.load_config()  # type: ignore[no-untyped-call]
     api = client.ApiClient()
-    return Clients(client.CustomObjectsApi(api), client.CoreV1Api(api))
+    return Clients(client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api))
 
 
 def served(clients: Clients, group: str, version: str, plural: str) -> bool:
@@ -393,6 +395,56 @@ def ensure_claim(clients: Clients, desired: Manifest, owner_uid: str) -> Outcome
         return "updated"
 
 
+def _plain_job(clients: Clients, job: Any) -> Manifest:
+    return cast(Manifest, clients.batch.api_client.sanitize_for_serialization(job))
+
+
+def ensure_job(clients: Clients, desired: Manifest) -> tuple[Outcome, Manifest]:
+    """Create the Job if absent; else leave it as it is (a Job's pod template is
+    immutable, and a new source or revision is a Job of another name). Returns the live
+    Job."""
+    meta = desired["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    with api_errors(f"Job {namespace}/{name}"):
+        try:
+            return "unchanged", _plain_job(
+                clients, clients.batch.read_namespaced_job(name, namespace)
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        created = clients.batch.create_namespaced_job(
+            namespace, cast(Any, desired), field_manager=FIELD_MANAGER
+        )
+        return "created", _plain_job(clients, created)
+
+
+def delete_jobs(
+    clients: Clients, namespace: str, selector: Mapping[str, str], keep: str
+) -> list[str]:
+    """Delete the Jobs carrying all of `selector`'s labels but the one named `keep` (with
+    their pods, in the background); returns the names deleted."""
+    label_selector = ",".join(f"{key}={value}" for key, value in selector.items())
+    deleted: list[str] = []
+    with api_errors(f"Jobs {label_selector} in {namespace}"):
+        listing = clients.batch.list_namespaced_job(namespace, label_selector=label_selector)
+        for job in _plain_job(clients, listing).get("items") or []:
+            meta = job["metadata"]
+            labels = meta.get("labels") or {}
+            if meta["name"] == keep or any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            try:
+                clients.batch.delete_namespaced_job(
+                    meta["name"], namespace, propagation_policy="Background"
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            deleted.append(meta["name"])
+    return deleted
+
+
 def get_llm_deployment(clients: Clients, namespace: str, name: str) -> Manifest | None:
     try:
         found = cast(
@@ -487,6 +539,12 @@ class KubeApi:
 
     def get_gateway(self, namespace: str, name: str) -> Manifest | None:
         return get_gateway(self.clients, namespace, name)
+
+    def ensure_job(self, desired: Manifest) -> tuple[Outcome, Manifest]:
+        return ensure_job(self.clients, desired)
+
+    def delete_jobs(self, namespace: str, selector: Mapping[str, str], keep: str) -> list[str]:
+        return delete_jobs(self.clients, namespace, selector, keep)
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         patch_status(self.clients, namespace, name, patch)

@@ -31,11 +31,14 @@ from llm_operator.controller.kube import (
 )
 from llm_operator.controller.merge import WorkerBounds, worker_groups
 from llm_operator.render import Children, is_retained, names, render_children
+from llm_operator.render.prefetch import COMPONENT as PREFETCH_COMPONENT
+from llm_operator.render.sources import prefetch_of
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
 
 LOG = logging.getLogger(__name__)
 ROUTE_KIND = "HTTPRoute"
+PREFETCH_JOB_KIND = "Job"
 
 
 class ClusterApi(Protocol):
@@ -62,6 +65,10 @@ class ClusterApi(Protocol):
     def delete_http_route(self, namespace: str, name: str) -> bool: ...
 
     def get_gateway(self, namespace: str, name: str) -> Manifest | None: ...
+
+    def ensure_job(self, desired: Manifest) -> tuple[Outcome, Manifest]: ...
+
+    def delete_jobs(self, namespace: str, selector: Mapping[str, str], keep: str) -> list[str]: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
@@ -130,27 +137,59 @@ def _log(child: Manifest, outcome: Outcome) -> None:
         LOG.info("%s %s/%s %s", child["kind"], meta["namespace"], meta["name"], outcome)
 
 
-def _apply_children(
-    api: ClusterApi, plan: Plan, children: Children, owner: Manifest, *, first: bool, finished: bool
-) -> Manifest | None:
-    """Apply the claims, then the Ray resource; returns the live Ray resource.
-
-    `first`: no status yet, so the children almost surely do not exist either.
-    `finished`: the status records a finished run (mode Job), whose RayJob is only read,
-    never applied or made again (None when it is gone). A run KubeRay finished meanwhile
-    is left as it is too.
-    """
+def _apply_claims(api: ClusterApi, children: Children, owner: Manifest) -> None:
     for claim in children.claims:
         _adopt(claim, owner)
         _log(claim, api.ensure_claim(claim, owner["metadata"]["uid"]))
+
+
+def _apply_ray(
+    api: ClusterApi, plan: Plan, children: Children, owner: Manifest, *, first: bool, held: bool
+) -> Manifest | None:
+    """Apply the Ray resource; returns it as live.
+
+    `first`: no status yet, so the children almost surely do not exist either.
+    `held`: the Ray resource is only read, never applied or made (None when it does not
+    exist): the status records a finished run (mode Job), or the model is not cached yet
+    (prefetch; a Ray resource made for an earlier source keeps serving meanwhile). A run
+    KubeRay finished meanwhile is left as it is too.
+    """
     meta = children.ray["metadata"]
-    if finished:
+    if held:
+        if first:
+            return None  # nothing was made yet: spare the read
         return api.get_ray_resource(children.ray["kind"], meta["namespace"], meta["name"])
     _adopt(children.ray, owner)
     frozen = status.job_finished if plan.runs_to_completion else None
     outcome, live = api.apply_ray_resource(children.ray, likely_absent=first, frozen=frozen)
     _log(children.ray, outcome)
     return live
+
+
+# The Ray resource waits for a prefetch Job that has not finished well.
+def _prefetch(
+    api: ClusterApi, plan: Plan, children: Children, owner: Manifest, before: Mapping[str, Any]
+) -> status.PrefetchState | None:
+    """Run the prefetch Job the spec asks for (None: it asks for none) and read where it
+    is. A download the status records as cached stays cached: its Job is not needed
+    again (it may be gone, deleted by hand). A new Job (a new source or revision)
+    replaces the deployment's earlier ones; without prefetch, any left are deleted."""
+    llmd = plan.llmd
+    selector = {names.DEPLOYMENT_LABEL: llmd.name, names.COMPONENT_LABEL: PREFETCH_COMPONENT}
+    prefetch = prefetch_of(llmd)
+    job = children.prefetch
+    if prefetch is None or job is None:
+        if before.get("cachedModel"):
+            api.delete_jobs(llmd.namespace, selector, keep="")
+        return None
+    if before.get("cachedModel") == prefetch.path:
+        return status.cached(prefetch.path)
+    _adopt(job, owner)
+    outcome, live = api.ensure_job(job)
+    _log(job, outcome)
+    if outcome == "created":
+        api.delete_jobs(llmd.namespace, selector, keep=job["metadata"]["name"])
+    return status.prefetch_state(live, prefetch.path)
 
 
 @dataclass(frozen=True)
@@ -256,9 +295,10 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
         children = render_children(plan, settings)
         finished_at = status.finished_generation(before) if plan.runs_to_completion else None
         try:
-            live = _apply_children(
-                api, plan, children, owner, first=not before, finished=finished_at is not None
-            )
+            _apply_claims(api, children, owner)
+            cache = _prefetch(api, plan, children, owner, before)
+            held = finished_at is not None or (cache is not None and not cache.cached)
+            live = _apply_ray(api, plan, children, owner, first=not before, held=held)
             # Mode Service only (render makes no route otherwise); a route left from an
             # earlier spec is deleted in every mode.
             route = _apply_route(api, plan, children, owner, before)
@@ -285,6 +325,10 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
             api, owner, before, plan, live=live, finished_at=finished_at, generation=generation
         )
     observed = _with_route(plan, observed, route)
+    if cache is not None:
+        observed = status.with_prefetch(
+            observed, cache, ray_exists=live is not None, previous=before
+        )
     after = status.reconciled_status(plan, observed, before, _now(), finished_at)
     _write_status(api, owner, before, after)
     if route.problem is not None:
@@ -331,13 +375,18 @@ def _finished_run(
 def redundant_child_event(event_type: str | None, kind: str) -> bool:
     """Child events that cannot tell the reconcile anything new.
 
-    A RayService's, RayJob's or HTTPRoute's creation: only the reconcile that just
-    created it makes them.
+    A RayService's, RayJob's, HTTPRoute's or prefetch Job's creation: only the reconcile
+    that just created it makes them.
     KubeRay's RayClusters do count from their creation on (a new serving cluster needs
     the current worker bounds), and so do listings (no type), which after a lost watch
     are the only sign of what changed meanwhile.
     """
-    return event_type == "ADDED" and kind in (RayKind.RAY_SERVICE, RayKind.RAY_JOB, ROUTE_KIND)
+    return event_type == "ADDED" and kind in (
+        RayKind.RAY_SERVICE,
+        RayKind.RAY_JOB,
+        ROUTE_KIND,
+        PREFETCH_JOB_KIND,
+    )
 
 
 def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -20,6 +20,7 @@ from llm_operator.api.vocabulary import (
     ConditionStatus,
     ConditionType,
     GcsFaultToleranceState,
+    KubeJobCondition,
     KubeRayJobDeploymentStatus,
     KubeRayJobStatus,
     Phase,
@@ -78,6 +79,10 @@ class Observed:
     route_problem: str | None = None
     # The URL clients outside the cluster use, once the route's Gateway has an address.
     external_endpoint: str | None = None
+    # spec.storage.modelCache.prefetch: the ModelCached condition (None: no prefetch) and
+    # the directory the Ray resource loads from, once a download finished.
+    model_cached: ConditionState | None = None
+    cached_model: str | None = None
 
 
 # Ports a URL of each scheme leaves out.
@@ -412,6 +417,72 @@ def refused_change(observed: Observed, finished_at: int) -> Observed:
     )
 
 
+# --- spec.storage.modelCache.prefetch: the download Job -----------------------------
+
+
+@dataclass(frozen=True)
+class PrefetchState:
+    """Where the download of the model into `path` is: cached, or not (yet) with
+    ModelCached's reason and message."""
+
+    path: str
+    cached: bool
+    condition: ConditionState
+
+
+def cached(path: str) -> PrefetchState:
+    return PrefetchState(path, True, ConditionState(TRUE, Reason.CACHED, f"the model is in {path}"))
+
+
+def _job_condition(job: Body, kind: KubeJobCondition) -> Body | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == TRUE:
+            return dict(condition)
+    return None
+
+
+def prefetch_state(job: Body, path: str) -> PrefetchState:
+    """A download Job's outcome as the Job controller reports it: Complete or Failed
+    (terminal, `True`), else still running (or not started)."""
+    name = (job.get("metadata") or {}).get("name", "")
+    if _job_condition(job, KubeJobCondition.COMPLETE) is not None:
+        return cached(path)
+    failed = _job_condition(job, KubeJobCondition.FAILED)
+    if failed is not None:
+        said = str(failed.get("message") or failed.get("reason") or "the Job failed")
+        message = (
+            f"Job {name} failed: {said}. Delete the Job to download again, or change "
+            "spec.model.source or revision"
+        )
+        return PrefetchState(
+            path, False, ConditionState(FALSE, Reason.DOWNLOAD_FAILED, message[:MAX_MESSAGE])
+        )
+    active = int((job.get("status") or {}).get("active") or 0)
+    doing = f"Job {name} downloads the model into {path}"
+    if active == 0:
+        doing = f"Job {name} is to download the model into {path} (no pod running yet)"
+    return PrefetchState(path, False, ConditionState(FALSE, Reason.DOWNLOADING, doing))
+
+
+def with_prefetch(
+    observed: Observed, cache: PrefetchState, *, ray_exists: bool, previous: Body
+) -> Observed:
+    """The observed state with the download's: ModelCached, and while the model is not
+    cached, Progressing says so; with no Ray resource yet (it waits for the download),
+    the phase is Pending and Ready says what it waits for."""
+    kept = cache.path if cache.cached else previous.get("cachedModel")
+    observed = replace(observed, model_cached=cache.condition, cached_model=kept or None)
+    if cache.cached:
+        return observed
+    waiting = cache.condition
+    failed = waiting.reason == Reason.DOWNLOAD_FAILED
+    progressing = ConditionState(FALSE if failed else TRUE, waiting.reason, waiting.message)
+    if ray_exists:
+        return replace(observed, progressing=progressing)
+    ready = ConditionState(FALSE, waiting.reason, waiting.message)
+    return replace(observed, phase=Phase.PENDING, ready=ready, progressing=progressing)
+
+
 def _fit_state(fit: MemoryFit) -> ConditionState:
     status = {True: TRUE, False: FALSE, None: UNKNOWN}[fit.fits]
     return ConditionState(status, fit.reason, fit.message[:MAX_MESSAGE])
@@ -505,16 +576,22 @@ def reconciled_status(
         ConditionType.SPEC_VALID: _spec_valid_state(observed.route_problem),
         ConditionType.RESOURCES_FIT: _fit_state(plan.fit),
     }
+    conditions: Sequence[Body] = previous.get("conditions") or []
+    if observed.model_cached is not None:
+        wanted[ConditionType.MODEL_CACHED] = observed.model_cached
+    else:  # no prefetch (any more): no condition about one
+        conditions = [c for c in conditions if c.get("type") != ConditionType.MODEL_CACHED]
     service = plan.serves
     in_cluster = names.endpoint(llmd.name, llmd.namespace) if service else None
     status = LLMDeploymentStatus(
         phase=observed.phase,
-        conditions=merge_conditions(previous.get("conditions") or [], wanted, generation, now),
+        conditions=merge_conditions(conditions, wanted, generation, now),
         observed_generation=generation,
         model=llmd.served_model_id if llmd.spec.model is not None else None,
         endpoint=observed.external_endpoint or in_cluster,
         ray_service=names.ray_service_name(llmd.name) if service else None,
         http_route=observed.http_route,
+        cached_model=observed.cached_model,
         ray_job=names.ray_job_name(llmd.name) if plan.runs_to_completion else None,
         job=(
             None

@@ -15,6 +15,7 @@ from llm_operator.render.pods import (
     submitter_template,
     worker_groups,
 )
+from llm_operator.render.prefetch import prefetch_job
 from llm_operator.render.route import http_route
 from llm_operator.render.serve import serve_config_yaml
 from llm_operator.settings import OperatorSettings
@@ -180,23 +181,35 @@ class Children:
     kind: RayKind
     # The HTTPRoute of spec.exposure.gateway; None when the spec asks for none.
     route: Manifest | None = None
+    # The download Job of spec.storage.modelCache.prefetch; None without prefetch. The
+    # operator applies the Ray resource only once this Job has cached the model.
+    prefetch: Manifest | None = None
 
     def in_apply_order(self) -> list[Manifest]:
-        """Claims first (pods mount them), then the Ray resource, then the route to the
-        Service KubeRay makes for it."""
-        return [*self.claims, self.ray, *([] if self.route is None else [self.route])]
+        """Claims first (pods mount them), then the prefetch Job (the Ray resource waits
+        for it), then the Ray resource, then the route to the Service KubeRay makes for
+        it."""
+        return [
+            *self.claims,
+            *([] if self.prefetch is None else [self.prefetch]),
+            self.ray,
+            *([] if self.route is None else [self.route]),
+        ]
 
 
 def render_children(plan: Plan, settings: OperatorSettings | None = None) -> Children:
     """Every child of a resolved plan."""
     settings = settings or OperatorSettings()
     ray = RAY_CHILD[plan.ray_kind](plan, settings)
-    return Children(tuple(claims(plan.llmd)), ray, plan.ray_kind, http_route(plan.llmd))
+    llmd = plan.llmd
+    return Children(
+        tuple(claims(llmd)), ray, plan.ray_kind, http_route(llmd), prefetch_job(llmd, settings)
+    )
 
 
 def render(plan: Plan, settings: OperatorSettings | None = None) -> list[Manifest]:
-    """All children in apply order: claims first (pods mount them), then the Ray resource,
-    then the route."""
+    """All children in apply order: claims first (pods mount them), then the prefetch Job,
+    the Ray resource and the route."""
     return render_children(plan, settings).in_apply_order()
 
 

@@ -84,6 +84,18 @@ def checkpoints_claim(deployment: str) -> str:
     return f"{deployment}-checkpoints"
 
 
+# Characters of the model key in a prefetch Job's name: 47 (the longest deployment name)
+# + "-prefetch-" + 6 = 63, the most a Job name may have (the Job controller copies it
+# into a label value of its pods).
+PREFETCH_NAME_KEY: Final = 6
+
+
+def prefetch_job_name(deployment: str, model_key: str) -> str:
+    """The download Job of one model source and revision (spec.storage.modelCache
+    .prefetch): a new source or revision is a new Job."""
+    return f"{deployment}-prefetch-{model_key[:PREFETCH_NAME_KEY]}"
+
+
 def http_route_name(deployment: str) -> str:
     return deployment
 

@@ -15,7 +15,7 @@ from llm_operator.api.models import (
 )
 from llm_operator.api.plan import FallbackGroup, GpuRole, Plan
 from llm_operator.render import names
-from llm_operator.render.sources import ModelSource, optional_model_source
+from llm_operator.render.sources import ModelSource, optional_model_source, serving_source
 from llm_operator.settings import OperatorSettings
 from llm_operator.yamlio import Manifest
 
@@ -27,7 +27,8 @@ RAY_PORTS: tuple[tuple[str, int], ...] = (
 METRICS_PATH = "/metrics"
 
 
-def _container_security() -> Manifest:
+def container_security() -> Manifest:
+    """The security context of every container the operator renders."""
     return {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -110,19 +111,24 @@ def _volumes_and_mounts(
             {"name": names.CHECKPOINTS_VOLUME, "mountPath": storage.checkpoints.mount_path}
         )
     if source is not None and source.claim is not None:
-        volumes.append(_claim_volume(names.MODEL_SOURCE_VOLUME, source.claim, read_only=True))
-        mounts.append(
-            {
-                "name": names.MODEL_SOURCE_VOLUME,
-                "mountPath": names.MODEL_SOURCE_MOUNT,
-                "readOnly": True,
-            }
-        )
+        volume, mount = source_volume(source.claim)
+        volumes.append(volume)
+        mounts.append(mount)
     if shm:
         # NCCL and the Ray object store need more shared memory than the runtime's 64Mi.
         volumes.append({"name": names.SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": names.SHM_VOLUME, "mountPath": "/dev/shm"})
     return volumes, mounts
+
+
+def source_volume(claim: str) -> tuple[Manifest, Manifest]:
+    """The pvc:// source claim, read-only at the model-source mount: volume and mount."""
+    mount = {
+        "name": names.MODEL_SOURCE_VOLUME,
+        "mountPath": names.MODEL_SOURCE_MOUNT,
+        "readOnly": True,
+    }
+    return _claim_volume(names.MODEL_SOURCE_VOLUME, claim, read_only=True), mount
 
 
 def job_env(llmd: LLMDeployment) -> list[Manifest]:
@@ -200,7 +206,7 @@ def _pod_spec(
     """A Ray pod: its one container and its volumes (shared memory for the workers only),
     then the placement fields that are set."""
     llmd = plan.llmd
-    volumes, mounts = _volumes_and_mounts(llmd, optional_model_source(llmd), shm=not head)
+    volumes, mounts = _volumes_and_mounts(llmd, serving_source(llmd), shm=not head)
     container = _container(
         plan,
         settings,
@@ -246,7 +252,7 @@ def _container(
         "image": plan.llmd.spec.ray_cluster.image or settings.ray_image,
         "resources": resources,
         "ports": _ports(plan, head=head),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }
     env = container_env(plan)
     if env:
@@ -441,18 +447,36 @@ def submitter_template(plan: Plan, settings: OperatorSettings) -> Manifest:
         "name": names.SUBMITTER_CONTAINER,
         "image": cluster.image or settings.ray_image,
         "resources": resources,
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }
-    pod: Manifest = {"restartPolicy": "Never", "containers": [container]}
+    pod: Manifest = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        **pull_and_account(llmd),
+        **head_placement(llmd),
+    }
+    labels = {**cluster.pod_labels, **names.labels(llmd.name, "ray-job-submitter")}
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def pull_and_account(llmd: LLMDeployment) -> Manifest:
+    """The Ray pods' service account and image pull secrets, for a pod of the operator's
+    own (the job submitter, the prefetch Job)."""
+    cluster = llmd.spec.ray_cluster
+    pod: Manifest = {}
     if cluster.service_account_name:
         pod["serviceAccountName"] = cluster.service_account_name
     if cluster.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s.name} for s in cluster.image_pull_secrets]
-    head = cluster.head
-    # Beside the head: its placement, never the GPU nodes'.
+    return pod
+
+
+def head_placement(llmd: LLMDeployment) -> Manifest:
+    """Beside the head: its node selector and tolerations, never the GPU nodes'."""
+    head = llmd.spec.ray_cluster.head
+    pod: Manifest = {}
     if head.node_selector:
         pod["nodeSelector"] = dict(head.node_selector)
     if head.tolerations:
         pod["tolerations"] = _tolerations(head.tolerations)
-    labels = {**cluster.pod_labels, **names.labels(llmd.name, "ray-job-submitter")}
-    return {"metadata": {"labels": labels}, "spec": pod}
+    return pod

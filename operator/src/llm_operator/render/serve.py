@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from llm_operator.api.models import LLMDeployment
 from llm_operator.api.plan import (
     DATA_PARALLEL_APP,
     OPENAI_APP,
@@ -19,7 +20,7 @@ from llm_operator.api.plan import (
     RequestRouter,
 )
 from llm_operator.render import names
-from llm_operator.render.sources import model_source
+from llm_operator.render.sources import model_source, prefetch_of, serving_source
 from llm_operator.sizing import GpuLayout
 from llm_operator.yamlio import Manifest
 
@@ -69,7 +70,8 @@ def engine_kwargs(plan: Plan, role: GpuRole) -> Manifest:
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
     revision = None if llmd.spec.model is None else llmd.spec.model.revision
-    if revision is not None and model_source(llmd).scheme == "hf":
+    # A prefetched model is a directory of that revision already.
+    if revision is not None and model_source(llmd).scheme == "hf" and prefetch_of(llmd) is None:
         kwargs["revision"] = revision
     if plan.lora is not None:
         # Ray downloads adapters and hands them to vLLM, which serves them only when on.
@@ -129,6 +131,14 @@ def deployment_config(plan: Plan, role: GpuRole) -> Manifest:
     return config
 
 
+def loaded_from(llmd: LLMDeployment) -> str:
+    """Ray Serve LLM's model_source: the cache claim's directory when prefetched."""
+    source = serving_source(llmd)
+    if source is None:
+        raise ValueError("spec.model is required to serve a model")
+    return source.model_source
+
+
 def llm_config(plan: Plan, role: GpuRole) -> Manifest:
     """One Ray Serve LLM `LLMConfig` whose placement matches its role's worker pods."""
     llmd = plan.llmd
@@ -136,7 +146,7 @@ def llm_config(plan: Plan, role: GpuRole) -> Manifest:
     config: Manifest = {
         "model_loading_config": {
             "model_id": llmd.served_model_id,
-            "model_source": model_source(llmd).model_source,
+            "model_source": loaded_from(llmd),
         },
     }
     # Ray Serve LLM adds an `accelerator_type:<type>` share to every bundle it is given

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from dataclasses import dataclass
+from typing import Final
 
-from llm_operator.api.models import LLMDeployment
+from llm_operator.api.models import LLMDeployment, ModelCacheSpec
 from llm_operator.render import names
+
+# Prefetched models live here on the cache claim, one directory per source and revision.
+CACHE_DIR: Final = "prefetched"
+KEY_LENGTH: Final = 16
 
 
 @dataclass(frozen=True)
@@ -59,3 +65,43 @@ def optional_model_source(llmd: LLMDeployment) -> ModelSource | None:
     """The model's source; None for a Job without a base model."""
     model = llmd.spec.model
     return None if model is None else parse_source(model.source)
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """What one prefetch downloads, and where: `key` is a hash of the source and
+    revision, so a changed source or revision makes a new Job and a new directory."""
+
+    source: str
+    revision: str
+    key: str
+    path: str
+    cache: ModelCacheSpec
+
+
+def model_key(source: str, revision: str | None) -> str:
+    digest = hashlib.sha256(f"{source}\n{revision or ''}".encode()).hexdigest()
+    return digest[:KEY_LENGTH]
+
+
+def prefetch_of(llmd: LLMDeployment) -> Prefetch | None:
+    """The deployment's prefetch, or None when it asks for none."""
+    cache, model = llmd.spec.storage.model_cache, llmd.spec.model
+    if cache is None or not cache.prefetch or model is None:
+        return None
+    key = model_key(model.source, model.revision)
+    path = posixpath.join(cache.mount_path, CACHE_DIR, key)
+    return Prefetch(model.source, model.revision or "", key, path, cache)
+
+
+def cached_source(prefetch: Prefetch) -> ModelSource:
+    """What the Ray pods load with prefetch: the directory on the cache claim (mounted at
+    the same path in the Job and the Ray pods), with no source claim to mount."""
+    return ModelSource("cache", prefetch.path)
+
+
+def serving_source(llmd: LLMDeployment) -> ModelSource | None:
+    """What the Ray pods load: the prefetched directory on the cache claim with
+    spec.storage.modelCache.prefetch, else the model's own source."""
+    prefetch = prefetch_of(llmd)
+    return optional_model_source(llmd) if prefetch is None else cached_source(prefetch)
