@@ -430,6 +430,26 @@ INCREMENTAL_NEEDS_OPTIONS = CelRule(
     ),
     field_path=".incrementalUpgrade",
 )
+INCREMENTAL_OPTIONS_NEED_STRATEGY = CelRule(
+    rule=(
+        "!has(self.incrementalUpgrade) || "
+        "self.upgradeStrategy == 'NewClusterWithIncrementalUpgrade'"
+    ),
+    message=(
+        "spec.incrementalUpgrade is only used with upgradeStrategy "
+        "NewClusterWithIncrementalUpgrade; set that strategy or remove it"
+    ),
+    field_path=".incrementalUpgrade",
+)
+# A RayCluster has no upgrade strategy: only a RayService rolls out new clusters.
+UPGRADE_ONLY_SERVICE = CelRule(
+    rule="self.mode != 'Cluster' || self.upgradeStrategy == 'NewCluster'",
+    message=(
+        "spec.upgradeStrategy does not apply to mode Cluster: only a RayService (mode "
+        "Service) rolls out new Ray clusters; remove it or use mode Service"
+    ),
+    field_path=".upgradeStrategy",
+)
 SERVICE_NEEDS_REPLICA = CelRule(
     rule="self.mode != 'Service' || !has(self.replicas) || self.replicas >= 1",
     message=(

@@ -34,6 +34,8 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     SPEC_VALID = "SpecValid"
     RESOURCES_FIT = "ResourcesFit"
+    # Mode Service: whether KubeRay is moving the model to a new Ray cluster.
+    UPGRADING = "Upgrading"
 
 
 @unique
@@ -71,6 +73,14 @@ class Reason(StrEnum):
     RAY_CLUSTER_READY = "RayClusterReady"
     RAY_CLUSTER_FAILED = "RayClusterFailed"
     SUSPENDED = "Suspended"
+    # Upgrading: KubeRay serves from an active and a pending cluster (NewCluster), shifts
+    # traffic between them (NewClusterWithIncrementalUpgrade), or rolls that back; else
+    # no upgrade, or the first cluster of the RayService is still starting.
+    NEW_CLUSTER_STARTING = "NewClusterStarting"
+    MIGRATING_TRAFFIC = "MigratingTraffic"
+    ROLLING_BACK = "RollingBack"
+    NO_UPGRADE = "NoUpgrade"
+    FIRST_CLUSTER_STARTING = "FirstClusterStarting"
     # Mode Job: where the run is, as folded from KubeRay's jobDeploymentStatus/jobStatus.
     JOB_PENDING = "JobPending"
     JOB_RUNNING = "JobRunning"

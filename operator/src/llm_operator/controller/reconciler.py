@@ -23,11 +23,14 @@ from llm_operator.api.validation import FieldError, SpecError, resolve
 from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType, RayKind
 from llm_operator.controller import status
 from llm_operator.controller.kube import (
+    GATEWAY,
+    HTTP_ROUTE,
     NOT_SERVED_RETRY_SECONDS,
     ChildRefused,
     NotServed,
     Outcome,
     RouteNotServed,
+    UpgradeNotServed,
 )
 from llm_operator.controller.merge import WorkerBounds, worker_groups
 from llm_operator.render import Children, is_retained, names, render_children
@@ -62,6 +65,8 @@ class ClusterApi(Protocol):
     def delete_http_route(self, namespace: str, name: str) -> bool: ...
 
     def get_gateway(self, namespace: str, name: str) -> Manifest | None: ...
+
+    def gateway_api_served(self) -> bool: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
@@ -237,6 +242,39 @@ def _observe(
     return replace(observed, gcs_fault_tolerance=status.has_gcs_fault_tolerance(active))
 
 
+INCREMENTAL_UPGRADE = "NewClusterWithIncrementalUpgrade"
+
+
+def upgrade_problem(api: ClusterApi, plan: Plan) -> str | None:
+    """Why the RayService cannot take the spec's upgradeStrategy here, or None.
+
+    KubeRay's NewClusterWithIncrementalUpgrade makes a Gateway and an HTTPRoute of its own
+    (ray-operator v1.6.1 rayservice_controller.go); without the Gateway API it would fail
+    on every reconcile of the RayService. One discovery request, and only for that strategy.
+    """
+    if not plan.serves or plan.llmd.spec.upgrade_strategy != INCREMENTAL_UPGRADE:
+        return None
+    if api.gateway_api_served():
+        return None
+    return (
+        f"spec.upgradeStrategy: {INCREMENTAL_UPGRADE} needs the Gateway API, and the API "
+        f"server serves neither {HTTP_ROUTE.served_as} nor {GATEWAY.served_as} (or not both): "
+        "install the Gateway API's CRDs (standard channel, v1.0 or later) and a Gateway "
+        "controller, or set upgradeStrategy NewCluster; the Ray resource is left as it was"
+    )
+
+
+def _held_back(api: ClusterApi, plan: Plan, children: Children, problem: str) -> status.Observed:
+    """What a deployment whose upgradeStrategy is refused reports: the live RayService as
+    KubeRay reports it, read only (no child, no worker bound is written), or, before
+    there is one, that it waits for the Gateway API."""
+    meta = children.ray["metadata"]
+    live = api.get_ray_resource(children.ray["kind"], meta["namespace"], meta["name"])
+    if live is not None:
+        return replace(status.observe(plan, live), upgrade_problem=problem)
+    return status.waiting_for_gateway_api(problem)
+
+
 def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettings) -> Plan:
     """Converge one LLMDeployment: resolve, apply children, mirror status; returns the plan.
 
@@ -253,6 +291,13 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
         plan = resolve(plain, settings.gpu_memory_gib)
         children = render_children(plan, settings)
         finished_at = status.finished_generation(before) if plan.runs_to_completion else None
+        refused = upgrade_problem(api, plan)
+        if refused is not None:
+            held = _held_back(api, plan, children, refused)
+            after = status.reconciled_status(plan, held, before, _now())
+            _write_status(api, owner, before, after)
+            # Retried soon, so the deployment goes ahead once the Gateway API is installed.
+            raise UpgradeNotServed(refused, delay=NOT_SERVED_RETRY_SECONDS)
         try:
             live = _apply_children(
                 api, plan, children, owner, first=not before, finished=finished_at is not None
