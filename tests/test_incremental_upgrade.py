@@ -387,7 +387,7 @@ def test_other_strategies_ask_nothing_of_the_gateway_api(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     asked: list[object] = []
-    monkeypatch.setattr(kube, "gateway_api_served", lambda clients: asked.append(clients))
+    monkeypatch.setattr(kube, "gateway_api_served", asked.append)
     server = without_gateway_api()
     body = load_one(SAMPLES / "quickstart.yaml")
     name = stored_body(server, body)
