@@ -100,6 +100,11 @@ CROSS_FIELD_RULES = [
         "self.upgradeStrategy == 'NewClusterWithIncrementalUpgrade'",
     ),
     (".spec", "self.mode != 'Cluster' || self.upgradeStrategy == 'NewCluster'"),
+    (
+        ".spec",
+        "!has(self.exposure) || !has(self.exposure.gateway) || "
+        "self.upgradeStrategy != 'NewClusterWithIncrementalUpgrade'",
+    ),
     (".spec.autoscaling", "self.minReplicas <= self.maxReplicas"),
     (".spec.autoscaling", "self.targetOngoingRequests <= self.maxOngoingRequests"),
     (

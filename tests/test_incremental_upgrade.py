@@ -22,7 +22,16 @@ from typing import Any
 import pytest
 
 from conftest import BIN_DIR, SAMPLES, crd_schema, load_one, refusals, unknown_fields
-from fakeapi import SERVED, FakeApiServer, RecordingKubeApi, cluster_api, llmd_path, ray_path
+from fakeapi import (
+    NAMESPACE,
+    SERVED,
+    FakeApiServer,
+    RecordingKubeApi,
+    cluster_api,
+    gateway_path,
+    llmd_path,
+    ray_path,
+)
 from llm_operator.api import crd
 from llm_operator.api.validation import names_field, resolve
 from llm_operator.api.vocabulary import ConditionType, Phase, Reason
@@ -400,3 +409,36 @@ def test_the_child_watch_treats_the_refusal_as_recorded() -> None:
     # on_child_event returns quietly on RouteNotServed: the refusal is in status already.
     assert issubclass(kube.UpgradeNotServed, kube.RouteNotServed)
     assert reconciler.INCREMENTAL_UPGRADE == INCREMENTAL
+
+
+# --- the endpoint: KubeRay's Gateway, not the RayService's Serve service --------------------
+
+
+def test_the_endpoint_is_kuberays_gateway_once_it_has_an_address(
+    server: FakeApiServer, api: RecordingKubeApi
+) -> None:
+    status = observed(server, api, STEADY)
+    # KubeRay makes no <rayservice>-serve-svc with this strategy: no in-cluster URL to give.
+    assert "endpoint" not in status
+    gateway = {
+        "apiVersion": names.GATEWAY_API_VERSION,
+        "kind": "Gateway",
+        "metadata": {"name": "qwen-small-gateway", "namespace": NAMESPACE},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+        },
+        "status": {"addresses": [{"type": "IPAddress", "value": "203.0.113.9"}]},
+    }
+    assert gateway["metadata"]["name"] == names.upgrade_gateway_name("qwen-small")
+    server.put(gateway_path(names.GATEWAYS, "qwen-small-gateway"), gateway)
+    status = reconcile(server, "qwen-small", api)
+    assert status["endpoint"] == "http://203.0.113.9/v1"
+
+
+def test_a_route_of_ours_is_refused_with_an_incremental_upgrade() -> None:
+    body = load_one(SAMPLES / "gateway-route.yaml")
+    body["spec"]["upgradeStrategy"] = INCREMENTAL
+    body["spec"]["incrementalUpgrade"] = dict(OPTIONS)
+    messages = refusals(body)
+    assert any(names_field(m, "spec.exposure.gateway") for m in messages), messages

@@ -1289,6 +1289,7 @@ class LLMDeploymentSpec(_ReplicaRange, ApiModel):
             rules.INCREMENTAL_NEEDS_OPTIONS,
             rules.INCREMENTAL_OPTIONS_NEED_STRATEGY,
             rules.UPGRADE_ONLY_SERVICE,
+            rules.EXPOSURE_NOT_INCREMENTAL,
             rules.RAY_ACCELERATOR_TYPE,
             rules.FALLBACK_RAY_ACCELERATOR_TYPE,
             rules.FALLBACK_NOT_DISAGGREGATED,
@@ -1407,6 +1408,12 @@ class LLMDeploymentSpec(_ReplicaRange, ApiModel):
         _check(
             self.mode != "Cluster" or self.upgrade_strategy == "NewCluster",
             rules.UPGRADE_ONLY_SERVICE,
+        )
+        _check(
+            self.exposure is None
+            or self.exposure.gateway is None
+            or self.upgrade_strategy != "NewClusterWithIncrementalUpgrade",
+            rules.EXPOSURE_NOT_INCREMENTAL,
         )
         _check(
             self.engine.type != "vllm" or self.accelerator.type in RAY_GPU_ACCELERATOR_TYPES,

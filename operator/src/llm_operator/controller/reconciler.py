@@ -39,6 +39,7 @@ from llm_operator.yamlio import Manifest
 
 LOG = logging.getLogger(__name__)
 ROUTE_KIND = "HTTPRoute"
+INCREMENTAL_UPGRADE = "NewClusterWithIncrementalUpgrade"
 
 
 class ClusterApi(Protocol):
@@ -210,6 +211,21 @@ def _with_route(plan: Plan, observed: status.Observed, route: RouteState) -> sta
     )
 
 
+def _with_upgrade_gateway(
+    api: ClusterApi, plan: Plan, observed: status.Observed
+) -> status.Observed:
+    """With an incremental upgrade KubeRay serves through a Gateway of its own: the
+    endpoint is its address, once its controller reports one."""
+    if not plan.serves or plan.llmd.spec.upgrade_strategy != INCREMENTAL_UPGRADE:
+        return observed
+    llmd = plan.llmd
+    gateway = api.get_gateway(llmd.namespace, names.upgrade_gateway_name(llmd.name))
+    endpoint = status.gateway_endpoint(
+        gateway, hostnames=[], path="/", section_name=names.UPGRADE_GATEWAY_LISTENER
+    )
+    return replace(observed, external_endpoint=endpoint)
+
+
 def _sync_serving_cluster_bounds(
     api: ClusterApi, ray_service: Manifest, namespace: str, cluster_name: str
 ) -> Manifest | None:
@@ -240,9 +256,6 @@ def _observe(
     }
     active = serving.get(observed.ray_cluster or "")
     return replace(observed, gcs_fault_tolerance=status.has_gcs_fault_tolerance(active))
-
-
-INCREMENTAL_UPGRADE = "NewClusterWithIncrementalUpgrade"
 
 
 def upgrade_problem(api: ClusterApi, plan: Plan) -> str | None:
@@ -328,6 +341,7 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
             api, owner, before, plan, live=live, finished_at=finished_at, generation=generation
         )
     observed = _with_route(plan, observed, route)
+    observed = _with_upgrade_gateway(api, plan, observed)
     after = status.reconciled_status(plan, observed, before, _now(), finished_at)
     _write_status(api, owner, before, after)
     if route.problem is not None:

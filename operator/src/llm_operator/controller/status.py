@@ -615,7 +615,10 @@ def reconciled_status(
     if observed.upgrading is not None:
         wanted[ConditionType.UPGRADING] = observed.upgrading
     service = plan.serves
-    in_cluster = names.endpoint(llmd.name, llmd.namespace) if service else None
+    # With an incremental upgrade KubeRay makes no <rayservice>-serve-svc (only one per
+    # cluster): the endpoint is its Gateway's, once that has an address.
+    serve_service = service and llmd.spec.upgrade_strategy != "NewClusterWithIncrementalUpgrade"
+    in_cluster = names.endpoint(llmd.name, llmd.namespace) if serve_service else None
     status = LLMDeploymentStatus(
         phase=observed.phase,
         conditions=merge_conditions(previous.get("conditions") or [], wanted, generation, now),
