@@ -143,8 +143,8 @@ start_kuberay() {
   [ "${LLM_OPERATOR_REAL_NODE:-1}" = 0 ] || proxy=(--use-kubernetes-proxy)
   # RayServiceIncrementalUpgrade (alpha in v1.6.1, off by default: pkg/features) makes
   # KubeRay act on upgradeStrategy NewClusterWithIncrementalUpgrade; without it KubeRay
-  # treats that type as "no zero-downtime upgrade". It needs the Gateway API's CRDs,
-  # which install_cluster_content applied before.
+  # treats that type like None (no new cluster for a change). It needs the Gateway API's
+  # CRDs, which install_cluster_content applied before.
   start_background kuberay-operator env KUBECONFIG="$admin_kubeconfig" ray-operator \
     --feature-gates=RayServiceIncrementalUpgrade=true \
     --watch-namespace "$(kuberay_namespaces)" "${proxy[@]}" \
