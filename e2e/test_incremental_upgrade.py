@@ -14,8 +14,10 @@ What KubeRay v1.6.1 does with it (controllers/ray/rayservice_controller.go):
 On the fake GPU nodes no Ray runs: once a head pod is Ready, KubeRay asks its dashboard
 for Serve's status, fails, and ends each reconcile there (before its Gateway step and
 before it writes status). No cluster ever becomes active, so the upgrade proper (the
-pending cluster, the HTTPRoute and its weights) is not reachable here: it needs the real
-node's Ray. What the fake nodes show: KubeRay accepts the spec (no ValidationFailed, no
+pending cluster, the HTTPRoute and its weights) is not reachable there: the test marked
+`ray` runs it on the real node, where Ray serves the stand-in app and the test plays the
+Gateway controller (KubeRay moves capacity only once its Gateway is Accepted and
+Programmed and its HTTPRoute Accepted with ResolvedRefs). What the fake nodes show: KubeRay accepts the spec (no ValidationFailed, no
 InvalidRayServiceSpec Event), makes its Gateway, starts the first cluster at target
 capacity 100 (which it does only for this strategy), and a cluster change reaches the
 RayService with the strategy kept and KubeRay's Gateway left alone.
@@ -289,3 +291,115 @@ def test_the_split_is_mirrored_and_the_endpoint_is_the_gateways(
         "25",
         "50",
     ), columns
+
+
+# --- the upgrade proper, on the real node (Ray runs; the test plays the Gateway controller) --
+
+REAL_OPTIONS = {
+    "gatewayClassName": GATEWAY_CLASS,
+    "stepSizePercent": 25,
+    "intervalSeconds": 15,
+    "maxSurgePercent": 50,
+}
+NOW = "2026-01-01T00:00:00Z"
+
+
+def _true(kind: str, generation: int) -> Body:
+    return {"type": kind, "status": "True", "reason": kind, "message": "",
+            "lastTransitionTime": NOW, "observedGeneration": generation}  # fmt: skip
+
+
+def accept_gateway(kube: Kube, namespace: str, name: str) -> None:
+    """What a Gateway controller reports of a Gateway it serves: KubeRay moves Serve's
+    target capacity only once its Gateway is Accepted and Programmed
+    (utils.IsGatewayReady)."""
+    generation = gateway(kube, namespace, name)["metadata"]["generation"]  # type: ignore[index]
+    patch_status(kube, namespace, names.GATEWAYS, name, {"status": {
+        "conditions": [_true("Accepted", generation), _true("Programmed", generation)],
+        "addresses": [{"type": "IPAddress", "value": "203.0.113.10"}],
+    }})  # fmt: skip
+
+
+def accept_route(kube: Kube, namespace: str, name: str, gateway_name: str) -> None:
+    """What a Gateway controller reports of a route it took (utils.IsHTTPRouteReady)."""
+    route: Body = _gw(kube, "get", namespace, names.HTTP_ROUTES, name)
+    generation = route["metadata"]["generation"]
+    patch_status(kube, namespace, names.HTTP_ROUTES, name, {"status": {"parents": [{
+        "parentRef": {"name": gateway_name, "namespace": namespace},
+        "controllerName": "example.com/e2e",
+        "conditions": [_true("Accepted", generation), _true("ResolvedRefs", generation)],
+    }]}})  # fmt: skip
+
+
+def route_of(kube: Kube, namespace: str, name: str) -> Body | None:
+    try:
+        found: Body = _gw(kube, "get", namespace, names.HTTP_ROUTES, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
+
+
+@pytest.mark.ray
+def test_an_incremental_upgrade_moves_capacity_and_traffic_in_steps(
+    kube: Kube, ray_namespace: str
+) -> None:
+    """KubeRay itself upgrades: a pending cluster whose Serve target capacity grows by
+    maxSurgePercent at a time while the active one's shrinks, traffic moved by
+    stepSizePercent through its HTTPRoute, then the pending cluster promoted. The
+    LLMDeployment mirrors each step."""
+    from standin import standin_deployment  # the real node's image: only for this test
+    from test_ray import READY_SECONDS, kuberay_ready
+
+    namespace = ray_namespace
+    body = standin_deployment(namespace)
+    body["spec"]["upgradeStrategy"] = INCREMENTAL
+    body["spec"]["incrementalUpgrade"] = dict(REAL_OPTIONS)
+    kube.create_llmd(body)
+    gateway_name = names.upgrade_gateway_name(NAME)
+    wait_for(lambda: gateway(kube, namespace, gateway_name), "KubeRay's Gateway")
+    accept_gateway(kube, namespace, gateway_name)
+    wait_for(lambda: kuberay_ready(kube, namespace, NAME), "KubeRay Ready", READY_SECONDS)
+    first = rayservice(kube, namespace)["status"]["activeServiceStatus"]["rayClusterName"]
+    route_name = names.upgrade_route_name(NAME)
+    wait_for(lambda: route_of(kube, namespace, route_name), "KubeRay's HTTPRoute")
+    accept_route(kube, namespace, route_name, gateway_name)
+
+    kube.patch_llmd(
+        namespace, NAME, {"spec": {"rayCluster": {"env": [{"name": "E2E_CHANGE", "value": "1"}]}}}
+    )
+    seen: list[tuple[int | None, int | None, int | None, int | None]] = []
+    upgrading_seen: set[str] = set()
+
+    def promoted() -> Body | None:
+        found = kube.get_llmd(namespace, NAME)
+        upgrade = (found.get("status") or {}).get("upgrade") or {}
+        active, pending = upgrade.get("active") or {}, upgrade.get("pending") or {}
+        upgrading_seen.add(str((condition(found, "Upgrading") or {}).get("reason")))
+        if pending:
+            seen.append((
+                active.get("targetCapacity"), pending.get("targetCapacity"),
+                active.get("trafficRoutedPercent"), pending.get("trafficRoutedPercent"),
+            ))  # fmt: skip
+        done = active.get("rayCluster") not in (None, first) and not pending
+        return found if done else None
+
+    # Within Ray's per-test bound (e2e/conftest.py): the pending cluster starts on the 2-core
+    # node, then 4 traffic steps of 15 s and 4 capacity steps.
+    after = wait_for(promoted, "the upgrade to finish", READY_SECONDS + 300)
+    assert "MigratingTraffic" in upgrading_seen, upgrading_seen
+    assert seen, "the split was never mirrored"
+    for active_capacity, pending_capacity, _, pending_traffic in seen:
+        # Never twice the capacity: at most maxSurgePercent above one cluster's.
+        assert (active_capacity or 0) + (pending_capacity or 0) <= 150, seen
+        # Traffic only goes where the capacity is.
+        assert (pending_traffic or 0) <= (pending_capacity or 0), seen
+    # The pending cluster grew by maxSurgePercent (50) at a time, traffic by 25.
+    assert {c for _, c, _, _ in seen if c} <= {50, 100}, seen
+    assert 50 in {c for _, c, _, _ in seen}, seen
+    assert {t for _, _, _, t in seen if t} <= {25, 50, 75, 100}, seen
+    upgrading = condition(after, "Upgrading") or {}
+    assert (upgrading.get("status"), upgrading.get("reason")) == ("False", "NoUpgrade")
+    assert after["status"]["upgrade"]["active"]["trafficRoutedPercent"] == 100
+    assert after["status"]["endpoint"] == "http://203.0.113.10/v1"
