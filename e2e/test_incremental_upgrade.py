@@ -17,10 +17,11 @@ before it writes status). No cluster ever becomes active, so the upgrade proper 
 pending cluster, the HTTPRoute and its weights) is not reachable there: the test marked
 `ray` runs it on the real node, where Ray serves the stand-in app and the test plays the
 Gateway controller (KubeRay moves capacity only once its Gateway is Accepted and
-Programmed and its HTTPRoute Accepted with ResolvedRefs). What the fake nodes show: KubeRay accepts the spec (no ValidationFailed, no
-InvalidRayServiceSpec Event), makes its Gateway, starts the first cluster at target
-capacity 100 (which it does only for this strategy), and a cluster change reaches the
-RayService with the strategy kept and KubeRay's Gateway left alone.
+Programmed and its HTTPRoute Accepted with ResolvedRefs). What the fake nodes show:
+KubeRay accepts the spec (no ValidationFailed, no InvalidRayServiceSpec Event), makes its
+Gateway, starts the first cluster at target capacity 100 (which it does only for this
+strategy), and a cluster change reaches the RayService with the strategy kept and
+KubeRay's Gateway left alone.
 
 In a namespace KubeRay does not watch, the test writes a mid-upgrade RayService status
 as KubeRay would, and KubeRay's Gateway with an address as a Gateway controller would:
