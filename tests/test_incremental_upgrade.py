@@ -383,12 +383,14 @@ def test_a_running_deployment_is_left_as_it_was_then_upgraded_once_served() -> N
     assert server.objects[path] == before, "the running RayService is not patched"
     status = server.objects[llmd_path(name)]["status"]
     assert status["phase"] == Phase.READY, "what KubeRay reports is still mirrored"
+    assert status["endpoint"] == names.endpoint(name, NAMESPACE), "it still serves there"
     assert spec_valid(status)["reason"] == Reason.GATEWAY_API_NOT_INSTALLED
 
     # The Gateway API's CRDs are installed: the retry applies the strategy.
     server.served = dict(SERVED)
     status = reconcile(server, name, api)
     assert server.objects[path]["spec"]["upgradeStrategy"]["type"] == INCREMENTAL
+    assert "endpoint" not in status, "KubeRay's Gateway has no address yet"
     assert (spec_valid(status)["status"], spec_valid(status)["reason"]) == ("True", Reason.VALID)
 
 

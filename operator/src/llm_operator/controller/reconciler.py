@@ -283,9 +283,18 @@ def _held_back(api: ClusterApi, plan: Plan, children: Children, problem: str) ->
     there is one, that it waits for the Gateway API."""
     meta = children.ray["metadata"]
     live = api.get_ray_resource(children.ray["kind"], meta["namespace"], meta["name"])
-    if live is not None:
-        return replace(status.observe(plan, live), upgrade_problem=problem)
-    return status.waiting_for_gateway_api(problem)
+    if live is None:
+        return status.waiting_for_gateway_api(problem)
+    # The endpoint of the RayService as it runs: its Serve service unless it already has
+    # the incremental strategy (then KubeRay's Gateway, which cannot be read without the
+    # Gateway API).
+    running = (live.get("spec") or {}).get("upgradeStrategy") or {}
+    llmd = plan.llmd
+    endpoint = None
+    if running.get("type") != INCREMENTAL_UPGRADE:
+        endpoint = names.endpoint(llmd.name, llmd.namespace)
+    observed = status.observe(plan, live)
+    return replace(observed, upgrade_problem=problem, external_endpoint=endpoint)
 
 
 def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettings) -> Plan:
