@@ -271,9 +271,10 @@ def upgrade_problem(api: ClusterApi, plan: Plan) -> str | None:
         return None
     return (
         f"spec.upgradeStrategy: {INCREMENTAL_UPGRADE} needs the Gateway API, and the API "
-        f"server serves neither {HTTP_ROUTE.served_as} nor {GATEWAY.served_as} (or not both): "
+        f"server does not serve both {HTTP_ROUTE.served_as} and {GATEWAY.served_as}: "
         "install the Gateway API's CRDs (standard channel, v1.0 or later) and a Gateway "
-        "controller, or set upgradeStrategy NewCluster; the Ray resource is left as it was"
+        "controller, or set upgradeStrategy NewCluster; meanwhile no Ray resource is "
+        "created or changed"
     )
 
 
