@@ -104,8 +104,9 @@ install_cluster_content() {
   wait_until 60 "KubeRay's CRDs" kubectl wait --for condition=established --timeout 5s \
     crd/rayclusters.ray.io crd/rayservices.ray.io
   # The Gateway API's standard CRDs at the version KubeRay pins (e2e/tools.sh): the
-  # HTTPRoute of spec.exposure.gateway. No Gateway controller runs; tests write a
-  # Gateway's status as one would.
+  # HTTPRoute of spec.exposure.gateway, and the Gateway and HTTPRoute KubeRay makes for
+  # incremental upgrades. No Gateway controller runs; tests write a Gateway's status as
+  # one would.
   kubectl apply --server-side --force-conflicts -f "$bin_dir/gateway-api-crds/" >&2
   wait_until 60 "the Gateway API's CRDs" kubectl wait --for condition=established --timeout 5s \
     crd/httproutes.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io
@@ -140,7 +141,12 @@ start_kuberay() {
   # addresses from leaving the machine).
   local proxy=()
   [ "${LLM_OPERATOR_REAL_NODE:-1}" = 0 ] || proxy=(--use-kubernetes-proxy)
+  # RayServiceIncrementalUpgrade (alpha in v1.6.1, off by default: pkg/features) makes
+  # KubeRay act on upgradeStrategy NewClusterWithIncrementalUpgrade; without it KubeRay
+  # treats that type like None (no new cluster for a change). It needs the Gateway API's
+  # CRDs, which install_cluster_content applied before.
   start_background kuberay-operator env KUBECONFIG="$admin_kubeconfig" ray-operator \
+    --feature-gates=RayServiceIncrementalUpgrade=true \
     --watch-namespace "$(kuberay_namespaces)" "${proxy[@]}" \
     --metrics-addr 127.0.0.1:18081 --health-probe-bind-address 127.0.0.1:18082 \
     --enable-leader-election=false

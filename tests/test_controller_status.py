@@ -159,7 +159,7 @@ def test_reconciled_status_fields() -> None:
     assert result["rayService"] == "llama-405b"
     assert result["replicas"] == {"desired": 1, "ready": 0}
     conditions = by_type(result)
-    assert set(conditions) == {"Ready", "Progressing", "SpecValid", "ResourcesFit"}
+    assert set(conditions) == {"Ready", "Progressing", "SpecValid", "ResourcesFit", "Upgrading"}
     assert conditions["ResourcesFit"]["status"] == "True"
     assert all(c["observedGeneration"] == 5 for c in conditions.values())
     assert all(c["lastTransitionTime"] == NOW for c in conditions.values())
@@ -176,7 +176,13 @@ def test_transition_time_moves_only_with_status() -> None:
     )
     second = status.reconciled_status(plan, ready, first, LATER)
     times = {k: c["lastTransitionTime"] for k, c in by_type(second).items()}
-    assert times == {"Ready": LATER, "Progressing": LATER, "SpecValid": NOW, "ResourcesFit": NOW}
+    assert times == {
+        "Ready": LATER,
+        "Progressing": LATER,
+        "SpecValid": NOW,
+        "ResourcesFit": NOW,
+        "Upgrading": NOW,
+    }
     assert status.status_patch(second, second) is None
     assert status.status_patch(first, second)["phase"] == "Ready"
 

@@ -94,6 +94,17 @@ CROSS_FIELD_RULES = [
         "self.upgradeStrategy != 'NewClusterWithIncrementalUpgrade' || "
         "has(self.incrementalUpgrade)",
     ),
+    (
+        ".spec",
+        "!has(self.incrementalUpgrade) || "
+        "self.upgradeStrategy == 'NewClusterWithIncrementalUpgrade'",
+    ),
+    (".spec", "self.mode != 'Cluster' || self.upgradeStrategy == 'NewCluster'"),
+    (
+        ".spec",
+        "!has(self.exposure) || !has(self.exposure.gateway) || "
+        "self.upgradeStrategy != 'NewClusterWithIncrementalUpgrade'",
+    ),
     (".spec.autoscaling", "self.minReplicas <= self.maxReplicas"),
     (".spec.autoscaling", "self.targetOngoingRequests <= self.maxOngoingRequests"),
     (

@@ -46,9 +46,13 @@ kubectl apply -f "$e2e_dir/cluster/nodes.yaml"
 watch=$DEMO_NAMESPACE
 for i in $(seq 1 "$E2E_NAMESPACE_COUNT"); do watch+=",$(printf '%s%02d' "$E2E_NAMESPACE_PREFIX" "$i")"; done
 helm repo add kuberay https://ray-project.github.io/kuberay-helm/ >/dev/null
+# Incremental upgrades (upgradeStrategy NewClusterWithIncrementalUpgrade) need KubeRay's
+# RayServiceIncrementalUpgrade feature gate (alpha, off by default in v1.6.1); the list
+# replaces the chart's, and gates it leaves out keep KubeRay's own defaults.
 helm upgrade --install kuberay-operator kuberay/kuberay-operator \
   --version "${kuberay_version#v}" --namespace kuberay-system --create-namespace \
-  --set "watchNamespace={$watch}" --wait
+  --set "watchNamespace={$watch}" \
+  --set-json 'featureGates=[{"name":"RayServiceIncrementalUpgrade","enabled":true}]' --wait
 
 # Our operator, from this checkout, in the cluster under the chart's RBAC.
 docker build -t "$image" -f "$root/images/operator/Dockerfile" "$root"

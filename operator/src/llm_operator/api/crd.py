@@ -195,6 +195,26 @@ PRINTER_COLUMNS: list[Schema] = [
         "jsonPath": ".status.gcsFaultTolerance",
         "priority": 1,
     },
+    # Incremental upgrades: KubeRay's upgrade state and the pending cluster's share of
+    # traffic and of Serve's capacity, with -o wide.
+    {
+        "name": "Upgrading",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Upgrading")].status',
+        "priority": 1,
+    },
+    {
+        "name": "Traffic-New",
+        "type": "integer",
+        "jsonPath": ".status.upgrade.pending.trafficRoutedPercent",
+        "priority": 1,
+    },
+    {
+        "name": "Capacity-New",
+        "type": "integer",
+        "jsonPath": ".status.upgrade.pending.targetCapacity",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -1332,6 +1332,9 @@ class LLMDeploymentSpec(_ReplicaRange, ApiModel):
             rules.TP_WITHIN_NODE,
             rules.SERVICE_NEEDS_REPLICA,
             rules.INCREMENTAL_NEEDS_OPTIONS,
+            rules.INCREMENTAL_OPTIONS_NEED_STRATEGY,
+            rules.UPGRADE_ONLY_SERVICE,
+            rules.EXPOSURE_NOT_INCREMENTAL,
             rules.RAY_ACCELERATOR_TYPE,
             rules.FALLBACK_RAY_ACCELERATOR_TYPE,
             rules.FALLBACK_NOT_DISAGGREGATED,
@@ -1441,6 +1444,21 @@ class LLMDeploymentSpec(_ReplicaRange, ApiModel):
             self.upgrade_strategy != "NewClusterWithIncrementalUpgrade"
             or self.incremental_upgrade is not None,
             rules.INCREMENTAL_NEEDS_OPTIONS,
+        )
+        _check(
+            self.incremental_upgrade is None
+            or self.upgrade_strategy == "NewClusterWithIncrementalUpgrade",
+            rules.INCREMENTAL_OPTIONS_NEED_STRATEGY,
+        )
+        _check(
+            self.mode != "Cluster" or self.upgrade_strategy == "NewCluster",
+            rules.UPGRADE_ONLY_SERVICE,
+        )
+        _check(
+            self.exposure is None
+            or self.exposure.gateway is None
+            or self.upgrade_strategy != "NewClusterWithIncrementalUpgrade",
+            rules.EXPOSURE_NOT_INCREMENTAL,
         )
         _check(
             self.engine.type != "vllm" or self.accelerator.type in RAY_GPU_ACCELERATOR_TYPES,
@@ -1623,6 +1641,39 @@ class JobStatus(ApiModel):
     )
 
 
+class ClusterTrafficStatus(ApiModel):
+    """One of the RayService's Ray clusters during an incremental upgrade, as KubeRay
+    reports it (its activeServiceStatus or pendingServiceStatus)."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+    ray_cluster: str | None = Field(default=None, description="The RayCluster's name.")
+    traffic_routed_percent: int | None = Field(
+        default=None,
+        description="Share of requests KubeRay's HTTPRoute sends to this cluster, in percent.",
+    )
+    target_capacity: int | None = Field(
+        default=None,
+        description="Serve's target_capacity here: this cluster's share of the replicas, in %.",
+    )
+    last_traffic_migrated_time: str | None = Field(
+        default=None, description="When its traffic share last moved (RFC 3339)."
+    )
+
+
+class UpgradeStatus(ApiModel):
+    """Where an incremental upgrade (NewClusterWithIncrementalUpgrade) stands."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+    active: ClusterTrafficStatus | None = Field(
+        default=None, description="The cluster serving before the upgrade."
+    )
+    pending: ClusterTrafficStatus | None = Field(
+        default=None, description="The cluster being upgraded to; absent between upgrades."
+    )
+
+
 class LLMDeploymentStatus(ApiModel):
     """Observed state, mirrored from the KubeRay children."""
 
@@ -1637,7 +1688,10 @@ class LLMDeploymentStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, SpecValid, ResourcesFit; ModelCached with prefetch.",
+        description=(
+            "Ready, Progressing, SpecValid, ResourcesFit; ModelCached with prefetch; "
+            "mode Service: Upgrading."
+        ),
     )
     observed_generation: int | None = Field(
         default=None, description="metadata.generation last reconciled."
@@ -1666,6 +1720,13 @@ class LLMDeploymentStatus(ApiModel):
             "GCS fault tolerance of the serving Ray cluster: Enabled (KubeRay builds its head "
             "with the Redis of spec.rayCluster.gcsFaultTolerance), Disabled, or Pending "
             "(asked for; the serving cluster does not have it yet)."
+        ),
+    )
+    upgrade: UpgradeStatus | None = Field(
+        default=None,
+        description=(
+            "Traffic split and target capacity of the active and pending Ray clusters, as "
+            "KubeRay reports them (upgradeStrategy NewClusterWithIncrementalUpgrade)."
         ),
     )
 

@@ -430,6 +430,42 @@ INCREMENTAL_NEEDS_OPTIONS = CelRule(
     ),
     field_path=".incrementalUpgrade",
 )
+INCREMENTAL_OPTIONS_NEED_STRATEGY = CelRule(
+    rule=(
+        "!has(self.incrementalUpgrade) || "
+        "self.upgradeStrategy == 'NewClusterWithIncrementalUpgrade'"
+    ),
+    message=(
+        "spec.incrementalUpgrade is only used with upgradeStrategy "
+        "NewClusterWithIncrementalUpgrade; set that strategy or remove it"
+    ),
+    field_path=".incrementalUpgrade",
+)
+# With an incremental upgrade KubeRay serves through a Gateway of its own and per-cluster
+# Serve services (ray-operator v1.6.1 common/service.go BuildServeService): the
+# `<rayservice>-serve-svc` a route of ours would lead to is never made.
+EXPOSURE_NOT_INCREMENTAL = CelRule(
+    rule=(
+        "!has(self.exposure) || !has(self.exposure.gateway) || "
+        "self.upgradeStrategy != 'NewClusterWithIncrementalUpgrade'"
+    ),
+    message=(
+        "spec.exposure.gateway does not work with upgradeStrategy "
+        "NewClusterWithIncrementalUpgrade: KubeRay then serves through its own Gateway "
+        "<name>-gateway (status.endpoint) and no <name>-serve-svc exists for the route; "
+        "remove it or use upgradeStrategy NewCluster"
+    ),
+    field_path=".exposure.gateway",
+)
+# A RayCluster has no upgrade strategy: only a RayService rolls out new clusters.
+UPGRADE_ONLY_SERVICE = CelRule(
+    rule="self.mode != 'Cluster' || self.upgradeStrategy == 'NewCluster'",
+    message=(
+        "spec.upgradeStrategy does not apply to mode Cluster: only a RayService (mode "
+        "Service) rolls out new Ray clusters; remove it or use mode Service"
+    ),
+    field_path=".upgradeStrategy",
+)
 SERVICE_NEEDS_REPLICA = CelRule(
     rule="self.mode != 'Service' || !has(self.replicas) || self.replicas >= 1",
     message=(

@@ -36,6 +36,8 @@ class ConditionType(StrEnum):
     RESOURCES_FIT = "ResourcesFit"
     # Only with spec.storage.modelCache.prefetch: the download Job's outcome.
     MODEL_CACHED = "ModelCached"
+    # Mode Service: whether KubeRay is moving the model to a new Ray cluster.
+    UPGRADING = "Upgrading"
 
 
 @unique
@@ -73,6 +75,14 @@ class Reason(StrEnum):
     RAY_CLUSTER_READY = "RayClusterReady"
     RAY_CLUSTER_FAILED = "RayClusterFailed"
     SUSPENDED = "Suspended"
+    # Upgrading: KubeRay serves from an active and a pending cluster (NewCluster), shifts
+    # traffic between them (NewClusterWithIncrementalUpgrade), or rolls that back; else
+    # no upgrade, or the first cluster of the RayService is still starting.
+    NEW_CLUSTER_STARTING = "NewClusterStarting"
+    MIGRATING_TRAFFIC = "MigratingTraffic"
+    ROLLING_BACK = "RollingBack"
+    NO_UPGRADE = "NoUpgrade"
+    FIRST_CLUSTER_STARTING = "FirstClusterStarting"
     # Mode Job: where the run is, as folded from KubeRay's jobDeploymentStatus/jobStatus.
     JOB_PENDING = "JobPending"
     JOB_RUNNING = "JobRunning"

@@ -29,6 +29,7 @@ from llm_operator.controller.merge import (
     keep_autoscaler_fields,
 )
 from llm_operator.render.names import (
+    GATEWAY_API_VERSION,
     GATEWAY_GROUP,
     GATEWAY_VERSION,
     GATEWAYS,
@@ -305,6 +306,27 @@ def apply_http_route(
         ) from exc
 
 
+class UpgradeNotServed(RouteNotServed):
+    """The API server does not serve the Gateway API, and a spec's upgradeStrategy
+    (NewClusterWithIncrementalUpgrade) needs it: KubeRay shifts traffic with a Gateway
+    and an HTTPRoute it makes itself."""
+
+
+def gateway_api_served(clients: Clients) -> bool:
+    """Whether the API server serves both Gateway API kinds KubeRay's incremental upgrade
+    writes (ray-operator v1.6.1 rayservice_controller.go: reconcileGateway and
+    reconcileHTTPRoute), in one discovery request."""
+    with api_errors(f"discovery of {GATEWAY_API_VERSION}"):
+        try:
+            listing = clients.custom.get_api_resources(GATEWAY_GROUP, GATEWAY_VERSION)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+    plurals = {resource.name for resource in listing.resources}
+    return {HTTP_ROUTE.plural, GATEWAY.plural} <= plurals
+
+
 def delete_http_route(clients: Clients, namespace: str, name: str) -> bool:
     """Delete the HTTPRoute a spec no longer asks for; False when it is gone already (or
     the Gateway API is not served: then there is none either)."""
@@ -545,6 +567,9 @@ class KubeApi:
 
     def delete_jobs(self, namespace: str, selector: Mapping[str, str], keep: str) -> list[str]:
         return delete_jobs(self.clients, namespace, selector, keep)
+
+    def gateway_api_served(self) -> bool:
+        return gateway_api_served(self.clients)
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         patch_status(self.clients, namespace, name, patch)

@@ -23,11 +23,14 @@ from llm_operator.api.validation import FieldError, SpecError, resolve
 from llm_operator.api.vocabulary import WARNING_PHASES, ConditionType, RayKind
 from llm_operator.controller import status
 from llm_operator.controller.kube import (
+    GATEWAY,
+    HTTP_ROUTE,
     NOT_SERVED_RETRY_SECONDS,
     ChildRefused,
     NotServed,
     Outcome,
     RouteNotServed,
+    UpgradeNotServed,
 )
 from llm_operator.controller.merge import WorkerBounds, worker_groups
 from llm_operator.render import Children, is_retained, names, render_children
@@ -39,6 +42,7 @@ from llm_operator.yamlio import Manifest
 LOG = logging.getLogger(__name__)
 ROUTE_KIND = "HTTPRoute"
 PREFETCH_JOB_KIND = "Job"
+INCREMENTAL_UPGRADE = "NewClusterWithIncrementalUpgrade"
 
 
 class ClusterApi(Protocol):
@@ -69,6 +73,8 @@ class ClusterApi(Protocol):
     def ensure_job(self, desired: Manifest) -> tuple[Outcome, Manifest]: ...
 
     def delete_jobs(self, namespace: str, selector: Mapping[str, str], keep: str) -> list[str]: ...
+
+    def gateway_api_served(self) -> bool: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
@@ -244,6 +250,21 @@ def _with_route(plan: Plan, observed: status.Observed, route: RouteState) -> sta
     )
 
 
+def _with_upgrade_gateway(
+    api: ClusterApi, plan: Plan, observed: status.Observed
+) -> status.Observed:
+    """With an incremental upgrade KubeRay serves through a Gateway of its own: the
+    endpoint is its address, once its controller reports one."""
+    if not plan.serves or plan.llmd.spec.upgrade_strategy != INCREMENTAL_UPGRADE:
+        return observed
+    llmd = plan.llmd
+    gateway = api.get_gateway(llmd.namespace, names.upgrade_gateway_name(llmd.name))
+    endpoint = status.gateway_endpoint(
+        gateway, hostnames=[], path="/", section_name=names.UPGRADE_GATEWAY_LISTENER
+    )
+    return replace(observed, external_endpoint=endpoint)
+
+
 def _sync_serving_cluster_bounds(
     api: ClusterApi, ray_service: Manifest, namespace: str, cluster_name: str
 ) -> Manifest | None:
@@ -278,6 +299,46 @@ def _observe(
     return replace(observed, gcs_fault_tolerance=status.has_gcs_fault_tolerance(active))
 
 
+def upgrade_problem(api: ClusterApi, plan: Plan) -> str | None:
+    """Why the RayService cannot take the spec's upgradeStrategy here, or None.
+
+    KubeRay's NewClusterWithIncrementalUpgrade makes a Gateway and an HTTPRoute of its own
+    (ray-operator v1.6.1 rayservice_controller.go); without the Gateway API it would fail
+    on every reconcile of the RayService. One discovery request, and only for that strategy.
+    """
+    if not plan.serves or plan.llmd.spec.upgrade_strategy != INCREMENTAL_UPGRADE:
+        return None
+    if api.gateway_api_served():
+        return None
+    return (
+        f"spec.upgradeStrategy: {INCREMENTAL_UPGRADE} needs the Gateway API, and the API "
+        f"server does not serve both {HTTP_ROUTE.served_as} and {GATEWAY.served_as}: "
+        "install the Gateway API's CRDs (standard channel, v1.0 or later) and a Gateway "
+        "controller, or set upgradeStrategy NewCluster; meanwhile no Ray resource is "
+        "created or changed"
+    )
+
+
+def _held_back(api: ClusterApi, plan: Plan, children: Children, problem: str) -> status.Observed:
+    """What a deployment whose upgradeStrategy is refused reports: the live RayService as
+    KubeRay reports it, read only (no child, no worker bound is written), or, before
+    there is one, that it waits for the Gateway API."""
+    meta = children.ray["metadata"]
+    live = api.get_ray_resource(children.ray["kind"], meta["namespace"], meta["name"])
+    if live is None:
+        return status.waiting_for_gateway_api(problem)
+    # The endpoint of the RayService as it runs: its Serve service unless it already has
+    # the incremental strategy (then KubeRay's Gateway, which cannot be read without the
+    # Gateway API).
+    running = (live.get("spec") or {}).get("upgradeStrategy") or {}
+    llmd = plan.llmd
+    endpoint = None
+    if running.get("type") != INCREMENTAL_UPGRADE:
+        endpoint = names.endpoint(llmd.name, llmd.namespace)
+    observed = status.observe(plan, live)
+    return replace(observed, upgrade_problem=problem, external_endpoint=endpoint)
+
+
 def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettings) -> Plan:
     """Converge one LLMDeployment: resolve, apply children, mirror status; returns the plan.
 
@@ -294,6 +355,13 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
         plan = resolve(plain, settings.gpu_memory_gib)
         children = render_children(plan, settings)
         finished_at = status.finished_generation(before) if plan.runs_to_completion else None
+        refused = upgrade_problem(api, plan)
+        if refused is not None:
+            held = _held_back(api, plan, children, refused)
+            after = status.reconciled_status(plan, held, before, _now())
+            _write_status(api, owner, before, after)
+            # Retried soon, so the deployment goes ahead once the Gateway API is installed.
+            raise UpgradeNotServed(refused, delay=NOT_SERVED_RETRY_SECONDS)
         try:
             _apply_claims(api, children, owner)
             cache = _prefetch(api, plan, children, owner, before)
@@ -329,6 +397,7 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
         observed = status.with_prefetch(
             observed, cache, ray_exists=live is not None, previous=before
         )
+    observed = _with_upgrade_gateway(api, plan, observed)
     after = status.reconciled_status(plan, observed, before, _now(), finished_at)
     _write_status(api, owner, before, after)
     if route.problem is not None:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from llm_operator.api.models import Condition, JobStatus, LLMDeploymentStatus, ReplicaStatus
+from llm_operator.api.models import (
+    ClusterTrafficStatus,
+    Condition,
+    JobStatus,
+    LLMDeploymentStatus,
+    ReplicaStatus,
+    UpgradeStatus,
+)
 from llm_operator.api.plan import Plan
 from llm_operator.api.vocabulary import (
     TERMINAL_JOB_DEPLOYMENT_STATUSES,
@@ -46,6 +53,7 @@ class KubeRayCondition(StrEnum):
 
     READY = "Ready"
     UPGRADE_IN_PROGRESS = "UpgradeInProgress"
+    ROLLBACK_IN_PROGRESS = "RollbackInProgress"
     REPLICA_FAILURE = "ReplicaFailure"
     HEAD_POD_READY = "HeadPodReady"
 
@@ -83,6 +91,13 @@ class Observed:
     # the directory the Ray resource loads from, once a download finished.
     model_cached: ConditionState | None = None
     cached_model: str | None = None
+    # Mode Service: whether KubeRay moves the model to a new cluster, and (incremental
+    # upgrades) the traffic split and target capacity of both clusters.
+    upgrading: ConditionState | None = None
+    upgrade: UpgradeStatus | None = None
+    # Why the Ray resource was left as it is: the spec's upgradeStrategy needs the
+    # Gateway API, which the cluster does not serve.
+    upgrade_problem: str | None = None
 
 
 # Ports a URL of each scheme leaves out.
@@ -177,9 +192,94 @@ def _serving_replicas(cluster_status: Body, hosts_per_replica: int) -> int:
 
 def observe_missing(kind: RayKind) -> Observed:
     waiting = ConditionState(FALSE, Reason.CHILD_MISSING, f"the {kind} does not exist yet")
+    upgrading = None
+    if kind is RayKind.RAY_SERVICE:
+        upgrading = ConditionState(FALSE, Reason.NO_UPGRADE, f"the {kind} does not exist yet")
     return Observed(
-        Phase.PENDING, waiting, ConditionState(TRUE, Reason.CREATING, f"creating the {kind}")
+        Phase.PENDING,
+        waiting,
+        ConditionState(TRUE, Reason.CREATING, f"creating the {kind}"),
+        upgrading=upgrading,
     )
+
+
+def waiting_for_gateway_api(problem: str) -> Observed:
+    """No RayService yet, and its upgradeStrategy needs the Gateway API the cluster lacks."""
+    held = ConditionState(FALSE, Reason.GATEWAY_API_NOT_INSTALLED, problem[:MAX_MESSAGE])
+    return Observed(
+        Phase.PENDING,
+        held,
+        held,
+        upgrading=ConditionState(FALSE, Reason.NO_UPGRADE, "the RayService does not exist yet"),
+        upgrade_problem=problem,
+    )
+
+
+def _cluster_traffic(service_status: Body) -> ClusterTrafficStatus | None:
+    """One of KubeRay's activeServiceStatus/pendingServiceStatus; None without a cluster."""
+    name = service_status.get("rayClusterName") or None
+    if name is None:
+        return None
+    return ClusterTrafficStatus(
+        ray_cluster=name,
+        traffic_routed_percent=service_status.get("trafficRoutedPercent"),
+        target_capacity=service_status.get("targetCapacity"),
+        last_traffic_migrated_time=service_status.get("lastTrafficMigratedTime"),
+    )
+
+
+def _shifts_traffic(cluster: ClusterTrafficStatus | None) -> bool:
+    return cluster is not None and (
+        cluster.traffic_routed_percent is not None or cluster.target_capacity is not None
+    )
+
+
+def upgrade_status(status: Body) -> UpgradeStatus | None:
+    """The traffic split and target capacity KubeRay reports during incremental upgrades
+    (ray-operator v1.6.1 apis/ray/v1/rayservice_types.go, RayServiceStatus); None when
+    it reports neither (other upgrade strategies)."""
+    active = _cluster_traffic(status.get("activeServiceStatus") or {})
+    pending = _cluster_traffic(status.get("pendingServiceStatus") or {})
+    if not (_shifts_traffic(active) or _shifts_traffic(pending)):
+        return None
+    return UpgradeStatus(active=active, pending=pending)
+
+
+def _percent(value: int | None) -> str:
+    return "unset" if value is None else f"{value}%"
+
+
+def _split(cluster: ClusterTrafficStatus) -> str:
+    return (
+        f"{cluster.ray_cluster} (traffic {_percent(cluster.traffic_routed_percent)}, "
+        f"target capacity {_percent(cluster.target_capacity)})"
+    )
+
+
+def upgrading_state(status: Body) -> ConditionState:
+    """Upgrading: True while KubeRay serves from an active and a pending cluster, shifts
+    traffic between them, or rolls an upgrade back; False otherwise."""
+    active = _cluster_traffic(status.get("activeServiceStatus") or {})
+    pending = _cluster_traffic(status.get("pendingServiceStatus") or {})
+    rollback = _conditions({"status": status}).get(KubeRayCondition.ROLLBACK_IN_PROGRESS)
+    if rollback is not None and rollback.get("status") == TRUE:
+        said = _state(rollback, Reason.ROLLING_BACK).message
+        clusters = "; ".join(_split(c) for c in (active, pending) if c is not None)
+        message = f"{said}: {clusters}" if said else clusters
+        return ConditionState(TRUE, Reason.ROLLING_BACK, message[:MAX_MESSAGE])
+    if active is not None and pending is not None:
+        if _shifts_traffic(active) or _shifts_traffic(pending):
+            message = f"from {_split(active)} to {_split(pending)}"
+            return ConditionState(TRUE, Reason.MIGRATING_TRAFFIC, message[:MAX_MESSAGE])
+        message = (
+            f"KubeRay starts Ray cluster {pending.ray_cluster} to replace "
+            f"{active.ray_cluster}; traffic moves once it serves"
+        )
+        return ConditionState(TRUE, Reason.NEW_CLUSTER_STARTING, message)
+    if pending is not None:
+        message = f"the RayService's first Ray cluster {pending.ray_cluster} is starting"
+        return ConditionState(FALSE, Reason.FIRST_CLUSTER_STARTING, message)
+    return ConditionState(FALSE, Reason.NO_UPGRADE, "no pending Ray cluster")
 
 
 def _failed_applications(status: Body) -> list[str]:
@@ -201,7 +301,12 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
         waiting = ConditionState(
             UNKNOWN, Reason.WAITING_FOR_KUBERAY, "KubeRay has not reported yet"
         )
-        return Observed(Phase.PENDING, waiting, ConditionState(TRUE, Reason.WAITING_FOR_KUBERAY))
+        return Observed(
+            Phase.PENDING,
+            waiting,
+            ConditionState(TRUE, Reason.WAITING_FOR_KUBERAY),
+            upgrading=waiting,
+        )
     conditions = _conditions(service)
     ready = _state(conditions.get(KubeRayCondition.READY), Reason.WAITING_FOR_KUBERAY)
     active = status.get("activeServiceStatus") or {}
@@ -238,7 +343,16 @@ def observe_ray_service(service: Body, hosts_per_replica: int) -> Observed:
         progressing = ConditionState(FALSE, ready.reason, ready.message)
     else:
         phase = Phase.PROGRESSING
-    return Observed(phase, ready, progressing, replicas, cluster, serving)
+    return Observed(
+        phase,
+        ready,
+        progressing,
+        replicas,
+        cluster,
+        serving,
+        upgrading=upgrading_state(status),
+        upgrade=upgrade_status(status),
+    )
 
 
 def observe_ray_cluster(cluster: Body, hosts_per_replica: int) -> Observed:
@@ -551,12 +665,14 @@ def observe(plan: Plan, live: Body | None, serving_cluster: Body | None = None) 
     return replace(observed, ready_replicas=ready)
 
 
-def _spec_valid_state(route_problem: str | None) -> ConditionState:
-    """Valid, unless the spec asks for a route the cluster cannot serve (its Gateway API
-    is missing): the Ray resource serves in the cluster meanwhile."""
-    if route_problem is None:
+def _spec_valid_state(observed: Observed) -> ConditionState:
+    """Valid, unless the spec asks for what the cluster's missing Gateway API cannot give:
+    a route (the Ray resource serves in the cluster meanwhile), or an incremental upgrade
+    (the Ray resource is left as it was)."""
+    problem = observed.upgrade_problem or observed.route_problem
+    if problem is None:
         return ConditionState(TRUE, Reason.VALID, "the spec passed validation")
-    return ConditionState(FALSE, Reason.GATEWAY_API_NOT_INSTALLED, route_problem[:MAX_MESSAGE])
+    return ConditionState(FALSE, Reason.GATEWAY_API_NOT_INSTALLED, problem[:MAX_MESSAGE])
 
 
 def reconciled_status(
@@ -573,7 +689,7 @@ def reconciled_status(
     wanted = {
         ConditionType.READY: observed.ready,
         ConditionType.PROGRESSING: observed.progressing,
-        ConditionType.SPEC_VALID: _spec_valid_state(observed.route_problem),
+        ConditionType.SPEC_VALID: _spec_valid_state(observed),
         ConditionType.RESOURCES_FIT: _fit_state(plan.fit),
     }
     conditions: Sequence[Body] = previous.get("conditions") or []
@@ -581,8 +697,13 @@ def reconciled_status(
         wanted[ConditionType.MODEL_CACHED] = observed.model_cached
     else:  # no prefetch (any more): no condition about one
         conditions = [c for c in conditions if c.get("type") != ConditionType.MODEL_CACHED]
+    if observed.upgrading is not None:
+        wanted[ConditionType.UPGRADING] = observed.upgrading
     service = plan.serves
-    in_cluster = names.endpoint(llmd.name, llmd.namespace) if service else None
+    # With an incremental upgrade KubeRay makes no <rayservice>-serve-svc (only one per
+    # cluster): the endpoint is its Gateway's, once that has an address.
+    serve_service = service and llmd.spec.upgrade_strategy != "NewClusterWithIncrementalUpgrade"
+    in_cluster = names.endpoint(llmd.name, llmd.namespace) if serve_service else None
     status = LLMDeploymentStatus(
         phase=observed.phase,
         conditions=merge_conditions(conditions, wanted, generation, now),
@@ -604,6 +725,7 @@ def reconciled_status(
         gcs_fault_tolerance=gcs_fault_tolerance_state(
             llmd.spec.ray_cluster.gcs_fault_tolerance is not None, observed.gcs_fault_tolerance
         ),
+        upgrade=observed.upgrade,
     )
     return _dump(status)
 

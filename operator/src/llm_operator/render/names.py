@@ -105,6 +105,20 @@ def serve_service_name(deployment: str) -> str:
     return f"{ray_service_name(deployment)}-serve-svc"
 
 
+def upgrade_gateway_name(deployment: str) -> str:
+    """KubeRay names the Gateway of an incremental upgrade `<rayservice>-gateway`, and its
+    HTTPRoute `<rayservice>-httproute` (ray-operator v1.6.1, controllers/ray/common/
+    association.go); the Gateway's listener is `http` on port 80 (utils/constant.go)."""
+    return f"{ray_service_name(deployment)}-gateway"
+
+
+def upgrade_route_name(deployment: str) -> str:
+    return f"{ray_service_name(deployment)}-httproute"
+
+
+UPGRADE_GATEWAY_LISTENER: Final = "http"
+
+
 def endpoint(deployment: str, namespace: str) -> str:
     host = f"{serve_service_name(deployment)}.{namespace}.svc.cluster.local"
     return f"http://{host}:{SERVE_PORT}/v1"
