@@ -68,6 +68,11 @@ NEEDED = [
     Access("watch", "httproutes", "gateway.networking.k8s.io"),
     Access("delete", "httproutes", "gateway.networking.k8s.io"),
     Access("get", "gateways", "gateway.networking.k8s.io"),
+    # storage.modelCache.prefetch: the download Job it owns, replaced (never changed)
+    # when the model's source changes.
+    Access("create", "jobs", "batch"),
+    Access("watch", "jobs", "batch"),
+    Access("delete", "jobs", "batch"),
 ]
 FORBIDDEN = [
     Access("get", "secrets"),
@@ -96,6 +101,8 @@ FORBIDDEN = [
     Access("list", "gateways", "gateway.networking.k8s.io"),
     Access("create", "gateways", "gateway.networking.k8s.io"),
     Access("delete", "rayservices", "ray.io"),
+    Access("patch", "jobs", "batch"),
+    Access("update", "jobs", "batch"),
 ]
 
 
@@ -157,15 +164,14 @@ NAMESPACED: dict[str, list[Access]] = {
         Access("update", "pods", "", "ephemeralcontainers"),
         Access("create", "pods", "", "eviction"),
     ],
-    # Anything that makes Pods from a template, but the three KubeRay kinds the operator
-    # writes by design (RayService, RayCluster, RayJob: their pods are what section 2
-    # checks).
+    # Anything that makes Pods from a template, but what the operator writes by design:
+    # the three KubeRay kinds (RayService, RayCluster, RayJob: their pods are what section
+    # 2 checks) and the model-prefetch Job (batch/v1 jobs, granted above).
     "workloads": [
         Access("create", "deployments", "apps"),
         Access("create", "statefulsets", "apps"),
         Access("create", "daemonsets", "apps"),
         Access("create", "replicasets", "apps"),
-        Access("create", "jobs", "batch"),
         Access("create", "cronjobs", "batch"),
         Access("create", "replicationcontrollers"),
         Access("create", "services"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,8 +61,13 @@ POD_SPEC_KEYS = {
     "imagePullSecrets",
     "nodeSelector",
     "tolerations",
+    "restartPolicy",  # the prefetch Job's: Never
 }
-CONTAINER_KEYS = {"name", "image", "resources", "ports", "securityContext", "env", "volumeMounts"}
+CONTAINER_KEYS = {
+    *("name", "image", "resources", "ports", "securityContext", "env", "volumeMounts"),
+    # The prefetch Job's download program, and its failure message from the log's tail.
+    *("command", "terminationMessagePolicy"),
+}
 CLAIM_SPEC_KEYS = {"accessModes", "resources", "storageClassName"}
 SERVE_APP_KEYS = {"name", "route_prefix", "import_path", "args"}
 
@@ -90,6 +96,8 @@ def test_validation_refuses_naming_the_field(case: str) -> None:
 
 
 def pod_templates(child: Body) -> list[Body]:
+    if child["kind"] == "Job":  # the model prefetch
+        return [child["spec"]["template"]]
     if child["kind"] not in ("RayService", "RayCluster"):
         return []
     spec = child["spec"]
@@ -132,7 +140,7 @@ def assert_template_confined(template: Body, child_labels: dict[str, str]) -> No
     for container in spec["containers"]:
         assert set(container) <= CONTAINER_KEYS, sorted(container)
         assert container["securityContext"] == HARDENED
-        assert all(set(port) == {"name", "containerPort"} for port in container["ports"])
+        assert all(set(port) == {"name", "containerPort"} for port in container.get("ports", []))
         for entry in container.get("env", []):
             assert set(entry) in ({"name", "value"}, {"name", "valueFrom"}), entry
             source = entry.get("valueFrom", {})
@@ -152,7 +160,8 @@ def assert_serve_config_is_only_serve(text: str) -> None:
 
 def assert_source_in_mount(source: str) -> None:
     """model_source is a bucket URI, a Hub id (two names, neither a step up or down the
-    file system), or the pvc:// claim's mount or a normalised path inside it."""
+    file system), the pvc:// claim's mount or a normalised path inside it, or (with
+    prefetch) a normalised path to the download in the model cache claim."""
     if source.startswith(("s3://", "gs://")):
         return
     if not source.startswith("/"):
@@ -160,6 +169,8 @@ def assert_source_in_mount(source: str) -> None:
         assert len(parts) == 2 and not {"", ".", ".."} & set(parts), source
         return
     assert posixpath.normpath(source) == source, source
+    if re.fullmatch(r"/.+/prefetched/[0-9a-f]{16}", source):
+        return  # the prefetch's copy in the model cache claim, where that claim is mounted
     mount = names.MODEL_SOURCE_MOUNT
     assert source == mount or source.startswith(mount + "/"), source
 
@@ -353,6 +364,24 @@ def test_all_admitted_hostile_fields_at_once_stay_confined() -> None:
         assert [c["kind"] for c in children] == [
             "RayService" if mode == "Service" else "RayCluster"
         ]
+
+
+def test_the_prefetch_job_stays_confined_with_every_admitted_hostile_field() -> None:
+    def combined(body: Body) -> None:
+        set_env_values(body)
+        set_cluster("podLabels", LABELS)(body)
+        set_cluster("podAnnotations", HOSTILE_ANNOTATIONS)(body)
+        set_cluster("serviceAccountName", "kube-system")(body)
+        set_source("pvc://other-ns/claim")(body)
+        set_cache(existingClaim="kube-system", prefetch=True)(body)
+
+    children = rendered(hostile(combined))
+    assert [c["kind"] for c in children] == ["Job", "RayService"]
+    assert_confined(children, NAMESPACE)
+    (job,) = [c for c in children if c["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    # The hostile values reach the download as values, never as its program.
+    assert container["command"][:2] == ["python", "-c"]
 
 
 def test_the_checks_catch_an_escape() -> None:
