@@ -357,8 +357,8 @@ def reconcile(body: Mapping[str, Any], api: ClusterApi, settings: OperatorSettin
         finished_at = status.finished_generation(before) if plan.runs_to_completion else None
         refused = upgrade_problem(api, plan)
         if refused is not None:
-            held = _held_back(api, plan, children, refused)
-            after = status.reconciled_status(plan, held, before, _now())
+            kept = _held_back(api, plan, children, refused)
+            after = status.reconciled_status(plan, kept, before, _now())
             _write_status(api, owner, before, after)
             # Retried soon, so the deployment goes ahead once the Gateway API is installed.
             raise UpgradeNotServed(refused, delay=NOT_SERVED_RETRY_SECONDS)
