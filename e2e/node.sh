@@ -8,7 +8,9 @@
 #   e2e/node.sh up       install what is missing, build or reuse the images, start and join
 #   e2e/node.sh down     stop everything it started, remove its pods, routes and rules
 #   e2e/node.sh env      the local images' references (RAY_LOCAL_IMAGE=..., REDIS_LOCAL_IMAGE,
-#                        OPERATOR_LOCAL_IMAGE, OPERATOR_LOCAL_IMAGE_NEXT, TEST_TOOLS_LOCAL_IMAGE)
+#                        OPERATOR_LOCAL_IMAGE, OPERATOR_LOCAL_IMAGE_NEXT, TEST_TOOLS_LOCAL_IMAGE,
+#                        OPERATOR_PREVIOUS_IMAGE) and PREVIOUS_RELEASE_TREE, the previous
+#                        release's source tree (its chart and samples, for the upgrade test)
 #
 # Only namespaces that ask run here: the node carries a taint of its own, and a namespace
 # annotated for the PodNodeSelector and PodTolerationRestriction admission plugins (as
@@ -25,6 +27,10 @@ sock=$node/containerd.sock
 bridge=llmop0
 log_prefix=node
 export KUBECONFIG=$admin_kubeconfig
+
+# The previous release: the last commit of chart version 0.1.0 (the next commit, eaa4591,
+# made everything 0.2.0). e2e/test_inpod.py upgrades from its chart and image.
+PREVIOUS_RELEASE_COMMIT=bc604847e5fb316171aba4e52a57d62fb89316c5
 
 # Debian packages the node needs, by the command that shows each is there.
 packages=(containerd:containerd runc:runc conntrack:conntrack iptables:iptables
@@ -57,6 +63,41 @@ build_image() { # ray|ray-llm|pause|redis|operator|test-tools -> sets image_ref,
   local out script=$root/images/ray-local/build.sh
   case $1 in operator | test-tools) script=$root/images/operator/build.sh ;; esac
   out=$(bash "$script" "$1")
+  image_ref=$(sed -n 's/^ref=//p' <<<"$out")
+  image_archive=$(sed -n 's/^archive=//p' <<<"$out")
+}
+
+# The previous release's tree, exported once per commit beside the images (outside the
+# work tree, which may be a clone of any branch): its own build.sh builds its image, the
+# test installs its chart and applies its samples. -> sets previous_tree
+export_previous_release() {
+  local cache=${LLM_OPERATOR_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-operator/images}
+  case $cache in /*) ;; *) cache=$PWD/$cache ;; esac # as build.sh resolves it
+  previous_tree=$cache/previous-release-$PREVIOUS_RELEASE_COMMIT
+  [ -f "$previous_tree/charts/llm-operator/Chart.yaml" ] && return 0
+  # root runs this; the clone may belong to someone else.
+  local git=(git -c "safe.directory=$root" -C "$root")
+  if ! "${git[@]}" cat-file -e "$PREVIOUS_RELEASE_COMMIT^{commit}" 2>/dev/null; then
+    log "the previous release's commit $PREVIOUS_RELEASE_COMMIT is not in this clone:" \
+      "fetch full history (git fetch --unshallow) and run again"
+    exit 1
+  fi
+  local partial
+  mkdir -p "$cache"
+  partial=$(mktemp -d "$previous_tree.partial.XXXXXX")
+  chmod 755 "$partial" # mktemp makes it private; the test reads it
+  "${git[@]}" archive "$PREVIOUS_RELEASE_COMMIT" | tar -x -C "$partial"
+  # Whoever renames first wins; an identical tree from a parallel run is dropped.
+  mv -T "$partial" "$previous_tree" 2>/dev/null || rm -rf "$partial"
+  log "exported the previous release ($PREVIOUS_RELEASE_COMMIT) to $previous_tree"
+}
+
+# The previous release's operator image, built by its own tree's build.sh (same cache: a
+# warm machine skips the build). -> sets previous_tree, image_ref, image_archive
+build_previous_operator() {
+  export_previous_release
+  local out
+  out=$(bash "$previous_tree/images/operator/build.sh" operator)
   image_ref=$(sed -n 's/^ref=//p' <<<"$out")
   image_archive=$(sed -n 's/^archive=//p' <<<"$out")
 }
@@ -279,18 +320,22 @@ up() {
     build_image "$image"
     refs+=("$image_ref") archives+=("$image_archive")
   done
+  build_previous_operator
+  local previous_ref=$image_ref previous_archive=$image_archive
   route_safely
   write_containerd_config "${refs[0]}"
   start_containerd
   for image in "${!refs[@]}"; do
     import_image "${refs[$image]}" "${archives[$image]}"
   done
+  import_image "$previous_ref" "$previous_archive"
   # A second tag of the operator image, for the chart's upgrade test: an image imported
   # with ctr has no repo digest, so only a new tag is a new image to the kubelet.
   ctr_ images tag --force "${refs[3]}" "${refs[3]}-next" >/dev/null
   printf '%s\n' "RAY_LOCAL_IMAGE=${refs[1]}" "REDIS_LOCAL_IMAGE=${refs[2]}" \
     "OPERATOR_LOCAL_IMAGE=${refs[3]}" "OPERATOR_LOCAL_IMAGE_NEXT=${refs[3]}-next" \
-    "TEST_TOOLS_LOCAL_IMAGE=${refs[4]}" >"$node/images.env"
+    "TEST_TOOLS_LOCAL_IMAGE=${refs[4]}" "OPERATOR_PREVIOUS_IMAGE=$previous_ref" \
+    "PREVIOUS_RELEASE_TREE=$previous_tree" >"$node/images.env"
   issue_cert kubelet "/O=system:nodes/CN=system:node:$REAL_NODE_NAME"
   issue_cert kube-proxy "/CN=system:kube-proxy"
   write_kubeconfig kubelet

@@ -6,7 +6,10 @@ enforces the restricted Pod Security level.
 e2e/node.sh imports that image into the node's containerd under two tags (the second
 for `helm upgrade` to a changed tag), and the image `helm test` runs (kubectl and curl,
 `images/operator/build.sh test-tools`), and names them in .e2e/node/images.env:
-OPERATOR_LOCAL_IMAGE, OPERATOR_LOCAL_IMAGE_NEXT, TEST_TOOLS_LOCAL_IMAGE.
+OPERATOR_LOCAL_IMAGE, OPERATOR_LOCAL_IMAGE_NEXT, TEST_TOOLS_LOCAL_IMAGE. For the upgrade
+from the previous release it exports that release's tree (PREVIOUS_RELEASE_TREE: its
+chart, CRD and samples) and imports the image its own build.sh makes
+(OPERATOR_PREVIOUS_IMAGE); the commit is PREVIOUS_RELEASE_COMMIT in e2e/node.sh.
 
 Each release lives in a fresh namespace annotated for the PodNodeSelector and
 PodTolerationRestriction admission plugins (as e2e/test_ray.py's namespaces are), so its
@@ -51,8 +54,11 @@ from support import (
     ROOT,
     Kube,
     Series,
+    bind_claims,
     cluster,
     converged,
+    create_claim,
+    load_yaml,
     sample,
     scrape,
     wait_for,
@@ -77,8 +83,12 @@ LIVENESS_RESTART_SECONDS = 300.0
 SETTLE_SECONDS = 30.0
 QUICKSTART = "qwen-small"  # manifests/samples/quickstart.yaml
 PLACEHOLDER_WARNING = "WARNING: the operator image is the chart's placeholder"
-# What the operator writes for an LLMDeployment (its children).
-CHILD_RESOURCES = frozenset({"rayservices", "rayclusters", "persistentvolumeclaims"})
+# What the operator writes for an LLMDeployment (its children): the Ray resource, the
+# claims, the HTTPRoute of exposure.gateway and the download Job of modelCache.prefetch.
+CHILD_RESOURCES = frozenset(
+    {"rayservices", "rayclusters", "rayjobs", "persistentvolumeclaims", "httproutes", "jobs"}
+)
+CRD_NAME = "llmdeployments.llmops.dev"
 
 
 def record(name: str, **figures: Any) -> None:
@@ -87,11 +97,15 @@ def record(name: str, **figures: Any) -> None:
 
 
 # --- images the real node holds ------------------------------------------------------
-def node_images() -> dict[str, str]:
+def node_env() -> dict[str, str]:
     assert NODE_ENV.exists(), f"{NODE_ENV} is missing: the real node is not up (e2e/node.sh up)"
-    pairs = dict(
+    return dict(
         line.split("=", 1) for line in NODE_ENV.read_text(encoding="utf-8").split() if "=" in line
     )
+
+
+def node_images() -> dict[str, str]:
+    pairs = node_env()
     wanted = ("OPERATOR_LOCAL_IMAGE", "OPERATOR_LOCAL_IMAGE_NEXT", "TEST_TOOLS_LOCAL_IMAGE")
     missing = [key for key in wanted if not pairs.get(key)]
     assert not missing, (
@@ -100,6 +114,40 @@ def node_images() -> dict[str, str]:
         "tools image (images/operator/build.sh test-tools), import them and name them there"
     )
     return {key: pairs[key] for key in wanted}
+
+
+@dataclass(frozen=True)
+class PreviousRelease:
+    """The previous release as e2e/node.sh prepared it: its image on the node and its
+    source tree (chart, CRD, samples) outside the work tree."""
+
+    image: str
+    tree: Path
+
+    @property
+    def chart(self) -> Path:
+        return self.tree / "charts" / "llm-operator"
+
+    @property
+    def crd(self) -> Path:
+        (path,) = (self.chart / "crds").glob("*.yaml")
+        return path
+
+    @property
+    def samples(self) -> list[Path]:
+        return sorted((self.tree / "manifests" / "samples").glob("*.yaml"))
+
+
+def previous_release() -> PreviousRelease:
+    pairs = node_env()
+    image, tree = pairs.get("OPERATOR_PREVIOUS_IMAGE"), pairs.get("PREVIOUS_RELEASE_TREE")
+    assert image and tree, (
+        f"{NODE_ENV} lacks OPERATOR_PREVIOUS_IMAGE or PREVIOUS_RELEASE_TREE: e2e/node.sh up "
+        "must export the previous release's tree and import the image its build.sh makes"
+    )
+    release = PreviousRelease(image, Path(tree))
+    assert (release.chart / "Chart.yaml").is_file(), f"{tree}: not the previous release's tree"
+    return release
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -128,13 +176,27 @@ def readme_install_command() -> list[str]:
     return shlex.split(line.split("  #", 1)[0])
 
 
-def as_in_readme(release: str, namespace: str, image: str) -> list[str]:
-    """The README's install command with only the release, namespace and image swapped
-    for this test's (the README's own release and namespace are the local cluster's)."""
-    args = readme_install_command()
-    assert args[:2] == ["helm", "install"] and args[3] == "charts/llm-operator", args
+def readme_upgrade_commands() -> tuple[list[str], list[str]]:
+    """The README's Upgrade section, in its order: the CRD's apply, then `helm upgrade`."""
+    section = README.read_text(encoding="utf-8").split("\n### Upgrade\n", 1)[1]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    commands = [shlex.split(ln[2:]) for ln in joined.splitlines() if ln.startswith("$ ")]
+    assert [c[:2] for c in commands] == [["kubectl", "apply"], ["helm", "upgrade"]], commands
+    return commands[0], commands[1]
+
+
+def as_in_readme(
+    release: str, namespace: str, image: str, args: list[str] | None = None
+) -> list[str]:
+    """The README's install command (or `args`, its upgrade command) with only the
+    release, namespace and image swapped for this test's (the README's own release and
+    namespace are the local cluster's)."""
+    args = args or readme_install_command()
+    assert args[0] == "helm" and args[1] in ("install", "upgrade"), args
+    assert args[3] == "charts/llm-operator", args
     repository, tag = split_ref(image)
-    out = ["install", release, str(ROOT / args[3])]
+    out = [args[1], release, str(ROOT / args[3])]
     rest = iter(args[4:])
     for arg in rest:
         if arg in ("-n", "--namespace"):
@@ -242,18 +304,24 @@ def release_namespace(kube: Kube, settings: dict[str, str]) -> Iterator[str]:
 
 @contextlib.contextmanager
 def installed(
-    kube: Kube, settings: dict[str, str], install_args: list[str] | None = None, *values: str
+    kube: Kube,
+    settings: dict[str, str],
+    install_args: list[str] | None = None,
+    *values: str,
+    chart: Path = CHART,
+    image: str | None = None,
 ) -> Iterator[Release]:
     """A release of its own (`inpod-<id>`, so nothing cluster-wide collides with another
     run's leftovers) in a fresh restricted namespace: installed with `install_args` (a
     `helm install` argument list, `{release}` and `{namespace}` standing for the names)
-    or else with the local operator image and `values`; uninstalled after."""
+    or else from `chart` with `image` (default: the local operator image) and `values`;
+    uninstalled after."""
     with release_namespace(kube, settings) as namespace:
         release = Release(kube, f"inpod-{namespace.rsplit('-', 1)[-1]}", namespace)
         if install_args is None:
-            repository, tag = split_ref(node_images()["OPERATOR_LOCAL_IMAGE"])
+            repository, tag = split_ref(image or node_images()["OPERATOR_LOCAL_IMAGE"])
             install_args = [
-                "install", release.name, str(CHART), "-n", namespace, "--create-namespace",
+                "install", release.name, str(chart), "-n", namespace, "--create-namespace",
                 "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                 *values,
             ]  # fmt: skip
@@ -279,6 +347,33 @@ def host_operator_stopped() -> Iterator[None]:
         yield
     finally:
         cluster("start", "llm-operator")
+
+
+def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl from the repository's root (the README's paths are relative to it)."""
+    binary = shutil.which("kubectl")
+    assert binary, "kubectl is not on PATH"
+    return subprocess.run(
+        [binary, *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+@contextlib.contextmanager
+def previous_crd(kube: Kube, previous: PreviousRelease) -> Iterator[None]:
+    """The previous release's CRD in place as its `helm install` would have left it:
+    written whole (a PUT, so nothing of the newer schema stays) under Helm's field
+    manager, which then owns every field the newer CRD changes. The working tree's CRD is
+    applied again on the way out, whatever happened (other modules need it)."""
+    extensions = client.ApiextensionsV1Api(kube.api)
+    body = load_yaml(previous.crd)
+    live = extensions.read_custom_resource_definition(CRD_NAME)
+    body["metadata"]["resourceVersion"] = live.metadata.resource_version
+    extensions.replace_custom_resource_definition(CRD_NAME, body, field_manager="helm")
+    try:
+        yield
+    finally:
+        done = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+        assert done.returncode == 0, f"restoring the CRD:\n{done.stdout}\n{done.stderr}"
 
 
 # --- metrics -------------------------------------------------------------------------
@@ -828,3 +923,187 @@ def test_upgrade_to_a_new_tag_recreates_the_operator_and_rewrites_no_child(
             pods_seen=sorted(census.seen),
             operator_writes_after=[f"{w.verb} {w.resource}/{w.name}" for w in writes],
         )
+
+
+# --- upgrade from the previous release -----------------------------------------------
+def user_claims(body: dict[str, Any]) -> list[str]:
+    """Claims a sample expects its user to have made: a `pvc://` model source's and any
+    `existingClaim`."""
+    spec = body["spec"]
+    claims = []
+    source = str((spec.get("model") or {}).get("source", ""))
+    if source.startswith("pvc://"):
+        claims.append(source.removeprefix("pvc://").split("/", 1)[0])
+    for volume in (spec.get("storage") or {}).values():
+        if isinstance(volume, dict) and volume.get("existingClaim"):
+            claims.append(str(volume["existingClaim"]))
+    return claims
+
+
+def create_samples(kube: Kube, namespace: str, paths: list[Path]) -> list[str]:
+    """Every sample in `paths`, in `namespace`, with the claims it expects to exist."""
+    created = []
+    for path in paths:
+        body = load_yaml(path)
+        body["metadata"]["namespace"] = namespace
+        existing = kube.claims(namespace)
+        for claim in user_claims(body):
+            if claim not in existing:
+                create_claim(kube, namespace, claim)
+        kube.create_llmd(body)
+        created.append(str(body["metadata"]["name"]))
+    return created
+
+
+def bind_every_claim(kube: Kube, namespace: str) -> None:
+    """Bind the claims still pending (the operator's and the user's), as test_samples.py
+    does, so KubeRay's pods are placed before the census."""
+    pending = [n for n, c in kube.claims(namespace).items() if c.status.phase != "Bound"]
+    if pending:
+        bind_claims(kube, namespace, pending)
+
+
+PodState = dict[str, tuple[str, int]]
+
+
+def pod_state(kube: Kube, namespace: str) -> PodState:
+    """Each pod's name -> (UID, restarts of all its containers)."""
+    return {
+        pod.metadata.name: (
+            pod.metadata.uid,
+            sum(c.restart_count for c in pod.status.container_statuses or []),
+        )
+        for pod in kube.core.list_namespaced_pod(namespace).items
+    }
+
+
+def ray_state(kube: Kube, namespace: str) -> dict[str, tuple[int, str]]:
+    """Each RayService's and RayCluster's `<plural>/<name>` -> (generation, resourceVersion)."""
+    return {
+        f"{plural}/{body['metadata']['name']}": (
+            int(body["metadata"].get("generation", 0)),
+            str(body["metadata"]["resourceVersion"]),
+        )
+        for plural in ("rayservices", "rayclusters")
+        for body in kube.rays(plural, namespace)
+    }
+
+
+def settled_pods(kube: Kube, namespace: str) -> PodState:
+    """The namespace's pods once the set and their restarts stay the same for
+    SETTLE_SECONDS (KubeRay makes heads, then workers)."""
+    last: PodState = {}
+    stable_since = time.monotonic()
+
+    def quiet() -> PodState | None:
+        nonlocal last, stable_since
+        now = pod_state(kube, namespace)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+            return None
+        return now if time.monotonic() - stable_since >= SETTLE_SECONDS else None
+
+    return wait_for(quiet, f"the pods of {namespace} to settle", READY_SECONDS + SETTLE_SECONDS)
+
+
+def test_upgrade_from_the_previous_release_rewrites_no_child_and_restarts_no_pod(
+    kube: Kube, settings: dict[str, str], host_operator_stopped: None
+) -> None:
+    """#15: the previous release (chart 0.1.0: its CRD, chart, image and every one of its
+    samples) is upgraded to the working tree as the README's Upgrade section says (the
+    CRD first, then `helm upgrade`). From the audit log, no child is written after the
+    upgrade begins; no pod of KubeRay's is replaced or restarted; every LLMDeployment
+    stays converged and a spec change converges under the new operator."""
+    assert audit.LOG.exists(), f"no audit log at {audit.LOG}: the local cluster writes one"
+    previous = previous_release()
+    new_image = node_images()["OPERATOR_LOCAL_IMAGE"]
+    assert split_ref(previous.image)[1] != split_ref(new_image)[1], "the same image twice"
+    apply_crd, upgrade = readme_upgrade_commands()
+    with (
+        previous_crd(kube, previous),
+        installed(kube, settings, None, chart=previous.chart, image=previous.image) as release,
+        pool_namespace(kube) as work,
+    ):
+        release.wait_ready(1, previous.image)
+        deployments = create_samples(kube, work, previous.samples)
+        assert QUICKSTART in deployments, deployments
+
+        def all_converged() -> bool:
+            return all(converged(kube.get_llmd(work, name)) for name in deployments)
+
+        wait_for(all_converged, "the previous operator to converge every sample", READY_SECONDS)
+        bind_every_claim(kube, work)
+        pods_before = settled_pods(kube, work)
+        assert pods_before, f"no pod in {work}: KubeRay made nothing to watch"
+        rays_before = ray_state(kube, work)
+        assert any(key.startswith("rayservices/") for key in rays_before), rays_before
+
+        since = datetime.now(UTC)
+        started = time.monotonic()
+        # Whether the CRD's apply would stop without --force-conflicts: Helm's manager owns
+        # the fields the new CRD changes (recorded; the README's command decides).
+        dry = kubectl(*[a for a in apply_crd[1:] if a != "--force-conflicts"], "--dry-run=server")
+        applied = kubectl(*apply_crd[1:])
+        assert applied.returncode == 0, f"{shlex.join(apply_crd)}:\n{applied.stderr}"
+        with PodCensus(release) as census:
+            upgrade_started = time.monotonic()
+            helm(*as_in_readme(release.name, release.namespace, new_image, upgrade))
+            (new,) = release.wait_ready(1, new_image)
+            ready_s = time.monotonic() - upgrade_started
+            url = release.service_url("metrics", "/metrics")
+            wait_for(
+                lambda: (s := try_scrape(url))
+                and any(n == "llmop_llmdeployments" and ("namespace", work) in labels
+                        for (n, labels) in s),
+                "the new operator's start-up listing",
+                120,
+            )  # fmt: skip
+            time.sleep(SETTLE_SECONDS)
+        upgraded_s = time.monotonic() - started
+        assert census.most_running == 1, f"{census.most_running} operators ran at once"
+
+        unconverged = [n for n in deployments if not converged(kube.get_llmd(work, n))]
+        assert not unconverged, f"not converged after the upgrade: {unconverged}"
+        pods_after = pod_state(kube, work)
+        rays_after = ray_state(kube, work)
+        until = datetime.now(UTC)
+        writes = [
+            w for w in audit.writes(work, since) if w.user == release.user and w.at < until
+        ]  # fmt: skip
+        rewritten = [w for w in writes if w.resource.split("/")[0] in CHILD_RESOURCES]
+        assert not rewritten, [f"{w.verb} {w.resource}/{w.name}" for w in rewritten]
+        replaced = {
+            name: (before, pods_after.get(name))
+            for name, before in pods_before.items()
+            if pods_after.get(name, ("", 0))[0] != before[0] or pods_after[name][1] > before[1]
+        }
+        assert not replaced, f"pods replaced or restarted (UID, restarts): {replaced}"
+        assert sorted(pods_after) == sorted(pods_before), sorted(set(pods_after) ^ set(pods_before))
+        generations = {key: value[0] for key, value in rays_before.items()}
+        assert {key: value[0] for key, value in rays_after.items()} == generations
+
+        # The new operator handles a change of one of the old deployments.
+        generation = bump(kube, work, QUICKSTART)
+        wait_for(
+            lambda: converged_at(kube, work, QUICKSTART, generation),
+            "the new operator to converge a change of a previous release's deployment",
+            READY_SECONDS,
+        )
+        by_kind = collections.Counter(f"{w.verb} {w.resource}" for w in writes if w.succeeded)
+        record(
+            "upgrade from the previous release",
+            previous_image=previous.image,
+            deployments=len(deployments),
+            pods=len(pods_before),
+            helm_upgrade_to_ready_s=round(ready_s, 1),
+            crd_apply_to_settled_s=round(upgraded_s, 1),
+            crd_conflicts_without_force=dry.returncode != 0,
+            writes_after_upgrade_by_kind=dict(by_kind),
+            refused_writes=[f"{w.verb} {w.resource}/{w.name} {w.code}" for w in writes
+                            if not w.succeeded],
+            ray_objects_with_new_resource_version=sorted(
+                key for key in rays_before if rays_after.get(key) != rays_before[key]
+            ),
+            pods_seen=sorted(census.seen),
+            new_operator=new.metadata.name,
+        )  # fmt: skip

@@ -209,3 +209,45 @@ def test_readme_install_builds_and_pushes_the_image_first() -> None:
     install = next(c for c in commands if c.startswith("helm install "))
     assert "--set image.repository=" in install and "--set image.tag=" in install
     assert "no public image" in section.split("```", 1)[0].lower()
+
+
+def test_readme_upgrade_applies_the_crd_first_then_names_the_new_image() -> None:
+    """The Upgrade section, as e2e/test_inpod.py runs it from the previous release: the
+    CRD by server-side apply that takes over Helm's fields, then `helm upgrade` with the
+    image (given no values, helm would keep the old tag)."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n### Upgrade\n", 1)[1].split("\n### ", 1)[0]
+    commands = console_commands(section.split("```console\n", 1)[1].split("```", 1)[0])
+    assert [c.split()[:2] for c in commands] == [["kubectl", "apply"], ["helm", "upgrade"]]
+    apply, upgrade = (c.split() for c in commands)
+    assert {"--server-side", "--force-conflicts"} <= set(apply), apply
+    assert apply[-2:] == ["-f", "charts/llm-operator/crds/"], apply
+    assert "--reuse-values" not in upgrade, upgrade
+    assert f"image.tag={__version__}" in upgrade and any(
+        a.startswith("image.repository=") for a in upgrade
+    ), upgrade
+
+
+def test_readme_install_names_this_version_s_tag() -> None:
+    section = README.read_text(encoding="utf-8").split("\n## Install\n", 1)[1]
+    commands = console_commands(section.split("```console\n", 1)[1].split("```", 1)[0])
+    install = next(c for c in commands if c.startswith("helm install "))
+    assert f"--set image.tag={__version__}" in install, install
+
+
+def test_previous_release_commit_is_at_chart_version_0_1_0() -> None:
+    """e2e/node.sh names the previous release by commit; the upgrade test relies on it
+    holding chart 0.1.0 (skipped in a clone without that history)."""
+    script = (ROOT / "e2e" / "node.sh").read_text(encoding="utf-8")
+    match = re.search(r"^PREVIOUS_RELEASE_COMMIT=([0-9a-f]{40})$", script, re.M)
+    assert match, "e2e/node.sh names no PREVIOUS_RELEASE_COMMIT (40 hex digits)"
+    shown = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{match[1]}:charts/{CHART_NAME}/Chart.yaml"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if shown.returncode != 0:
+        pytest.skip(f"commit {match[1]} is not in this clone (shallow?): {shown.stderr.strip()}")
+    previous = yaml.safe_load(shown.stdout)
+    assert previous["version"] == "0.1.0", previous["version"]
+    current = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert current["version"] != previous["version"], "the previous release is this version"
