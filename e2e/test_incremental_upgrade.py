@@ -362,7 +362,15 @@ def test_an_incremental_upgrade_moves_capacity_and_traffic_in_steps(
     wait_for(lambda: gateway(kube, namespace, gateway_name), "KubeRay's Gateway")
     accept_gateway(kube, namespace, gateway_name)
     wait_for(lambda: kuberay_ready(kube, namespace, NAME), "KubeRay Ready", READY_SECONDS)
-    first = rayservice(kube, namespace)["status"]["activeServiceStatus"]["rayClusterName"]
+    # KubeRay promotes the first cluster in a reconcile after the one that reports Ready
+    # (its serve endpoints count before the promotion): wait for the promotion itself.
+    first = wait_for(
+        lambda: (
+            (rayservice(kube, namespace).get("status") or {}).get("activeServiceStatus") or {}
+        ).get("rayClusterName"),
+        "KubeRay to promote the first cluster to active",
+        READY_SECONDS,
+    )
     route_name = names.upgrade_route_name(NAME)
     wait_for(lambda: route_of(kube, namespace, route_name), "KubeRay's HTTPRoute")
     accept_route(kube, namespace, route_name, gateway_name)

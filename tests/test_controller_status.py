@@ -199,6 +199,22 @@ def test_status_patch_removes_stale_keys_and_keeps_foreign_ones() -> None:
     assert patch == {"endpoint": None}
 
 
+def test_status_patch_drops_a_nested_key_that_is_gone() -> None:
+    """A finished incremental upgrade has no pending cluster: a merge patch that only
+    leaves `pending` out would keep it in the stored status for good."""
+    active = {"rayCluster": "new", "targetCapacity": 100, "trafficRoutedPercent": 100}
+    pending = {"rayCluster": "new", "targetCapacity": 100, "trafficRoutedPercent": 100}
+    old = {"rayCluster": "old", "targetCapacity": 0, "trafficRoutedPercent": 0}
+    previous = {"phase": "Ready", "upgrade": {"active": old, "pending": pending}}
+    patch = status.status_patch(previous, {"phase": "Ready", "upgrade": {"active": active}})
+    assert patch == {
+        "upgrade": {
+            "active": {"rayCluster": "new", "targetCapacity": 100, "trafficRoutedPercent": 100},
+            "pending": None,
+        }
+    }
+
+
 def test_invalid_spec_keeps_a_running_deployment_running() -> None:
     running = {"phase": "Ready", "endpoint": "http://e", "rayService": "m", "conditions": []}
     result = status.invalid_status("spec.x: bad", 7, running, NOW)

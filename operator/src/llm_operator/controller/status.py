@@ -795,5 +795,28 @@ def status_patch(previous: Body, current: Mapping[str, Any]) -> dict[str, Any] |
     patch: dict[str, Any] = {
         key: None for key in previous if key in _STATUS_KEYS and key not in current
     }
-    patch.update({key: value for key, value in current.items() if previous.get(key) != value})
+    patch.update(
+        {
+            key: _merge_diff(previous.get(key), value)
+            for key, value in current.items()
+            if previous.get(key) != value
+        }
+    )
     return patch or None
+
+
+def _merge_diff(before: Any, after: Any) -> Any:
+    """A merge patch's value from `before` to `after`: a map names each key it drops with
+    null, or the API server keeps it (a finished upgrade's `pending` would stay forever);
+    anything else is replaced whole."""
+    if not (isinstance(before, Mapping) and isinstance(after, Mapping)):
+        return after
+    diff: dict[str, Any] = {key: None for key in before if key not in after}
+    diff.update(
+        {
+            key: _merge_diff(before.get(key), value)
+            for key, value in after.items()
+            if before.get(key) != value
+        }
+    )
+    return diff
