@@ -77,6 +77,11 @@ demo: $(STAMP)
 bench: cluster-up bench-render bench-reconcile
 	$(BIN)/python -m bench.scale
 
+## bench-profile: py-spy's flame graph of the running operator while it converges 1000
+## LLMDeployments on the local control plane (bench/results/operator_converge.svg)
+bench-profile: cluster-up
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m bench.profile_converge
+
 ## bench-reconcile: CPU per reconcile against the in-memory API server, no cluster
 ## (results in bench/results/reconcile_cpu.json)
 bench-reconcile: $(STAMP)
