@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from bench import ideal
 from e2e import audit, support  # the e2e suite's audit-log reader, endpoints, scraping
 from kubernetes import client, config, watch
@@ -152,19 +153,25 @@ class FirstSeen(threading.Thread):
         self.list_call, self.args, self.done = list_call, args, done
         self.at: dict[str, float] = {}
         self.ready = threading.Event()
+        self.stopped = threading.Event()
         self.stream = watch.Watch()
 
     def run(self) -> None:
         self.ready.set()
-        for event in self.stream.stream(
-            self.list_call, *self.args, timeout_seconds=CONVERGE_TIMEOUT_SECONDS
-        ):
-            item = event["object"]
-            name = item["metadata"]["name"]
-            if name not in self.at and self.done(item):
-                self.at[name] = time.monotonic()
+        try:
+            for event in self.stream.stream(
+                self.list_call, *self.args, timeout_seconds=CONVERGE_TIMEOUT_SECONDS
+            ):
+                item = event["object"]
+                name = item["metadata"]["name"]
+                if name not in self.at and self.done(item):
+                    self.at[name] = time.monotonic()
+        except urllib3.exceptions.ProtocolError:
+            if not self.stopped.is_set():
+                raise  # a watch cut short other than by `stop`
 
     def stop(self) -> None:
+        self.stopped.set()
         self.stream.stop()
 
 
