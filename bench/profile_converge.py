@@ -13,7 +13,7 @@ import argparse
 import subprocess
 from pathlib import Path
 
-from bench.scale import STATE, delete_and_wait, make_namespace, pid_of, time_operator
+from bench.scale import ROOT, STATE, delete_and_wait, make_namespace, pid_of, time_operator
 from kubernetes import client, config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,6 +37,10 @@ def main() -> None:
         spy.send_signal(2)  # py-spy writes the flame graph on SIGINT
         spy.wait(timeout=120)
         delete_and_wait(core, [namespace])
+    # The graph names the operator's command line and its own path: keep the checkout's
+    # location out of a committed file.
+    graph = args.out.read_text(encoding="utf-8")
+    args.out.write_text(graph.replace(f"{ROOT}/", ""), encoding="utf-8")
     print(f"N={args.n} converged in {seconds:.1f} s under py-spy; flame graph: {args.out}")
 
 
