@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -356,6 +357,34 @@ def create_claim(kube: Kube, namespace: str, name: str, size: str = "100Gi") -> 
             ),
         ),
     )
+
+
+@contextlib.contextmanager
+def host_volume(kube: Kube, namespace: str, claim: str, prefix: str) -> Iterator[Path]:
+    """A static hostPath PersistentVolume pre-bound to `claim`, on a fresh directory of
+    this machine (where the real node's kubelet runs) that the Ray user (uid 1000) can
+    write; deleted afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o777)  # the Ray user of the image writes here
+    name = f"{namespace}-{claim}"
+    kube.core.create_persistent_volume(
+        client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(name=name, labels={"llmops.dev/e2e-namespace": namespace}),
+            spec=client.V1PersistentVolumeSpec(
+                capacity={"storage": "1Gi"},
+                access_modes=["ReadWriteOnce"],
+                storage_class_name="",
+                persistent_volume_reclaim_policy="Retain",
+                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
+                host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"),
+            ),
+        )
+    )
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(ApiException):
+            kube.core.delete_persistent_volume(name)
 
 
 def namespace_pool() -> Iterator[str]:

@@ -14,15 +14,10 @@ runs the real node's kubelet (the test reads the resumed step there).
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 from standin import HEAD_RESOURCES, WORKER_RESOURCES, ray_image
 from support import (
     Body,
@@ -31,6 +26,7 @@ from support import (
     condition,
     converged,
     head_pods,
+    host_volume,
     operator_metrics_url,
     sample,
     scheduled,
@@ -177,33 +173,6 @@ TRAIN = f"python -m llm_standin.train --steps {TRAIN_STEPS} --every 20 --step-se
 RUN_SECONDS = 420.0
 
 
-@contextlib.contextmanager
-def host_volume(kube: Kube, namespace: str, claim: str) -> Iterator[Path]:
-    """A static hostPath PersistentVolume pre-bound to `claim`, on a directory of this
-    machine (where the real node's kubelet runs) that the Ray user (uid 1000) can write."""
-    path = Path(tempfile.mkdtemp(prefix="llmop-job-"))
-    path.chmod(0o777)  # the Ray user of the image writes here
-    name = f"{namespace}-{claim}"
-    kube.core.create_persistent_volume(
-        client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=name, labels={"llmops.dev/e2e-namespace": namespace}),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": "1Gi"},
-                access_modes=["ReadWriteOnce"],
-                storage_class_name="",
-                persistent_volume_reclaim_policy="Retain",
-                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
-                host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"),
-            ),
-        )
-    )
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(client.exceptions.ApiException):
-            kube.core.delete_persistent_volume(name)
-
-
 def training_job(namespace: str) -> Body:
     resources: Any = {"requests": HEAD_RESOURCES, "limits": HEAD_RESOURCES}
     workers: Any = {"requests": WORKER_RESOURCES, "limits": WORKER_RESOURCES}
@@ -236,7 +205,7 @@ def test_training_resumes_from_its_checkpoint_after_the_head_is_killed(
 ) -> None:
     ns = ray_namespace
     claim = names.checkpoints_claim("train")
-    with host_volume(kube, ns, claim) as checkpoints:
+    with host_volume(kube, ns, claim, "llmop-job-") as checkpoints:
         started = time.monotonic()
         kube.create_llmd(training_job(ns))
         wait_for(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from support import (
     bind_claims,
     condition,
     converged,
+    host_volume,
     operator_metrics_url,
     sample,
     scrape,
@@ -233,33 +233,6 @@ def test_prefetch_in_mode_job_is_refused_at_admission(kube: Kube, namespace: str
 RUN_SECONDS = 300.0
 
 
-@contextlib.contextmanager
-def host_volume(kube: Kube, namespace: str, claim: str) -> Iterator[Path]:
-    """A static hostPath PersistentVolume pre-bound to `claim`, on a directory of this
-    machine that the Ray user (uid 1000) can write."""
-    path = Path(tempfile.mkdtemp(prefix="llmop-prefetch-"))
-    path.chmod(0o777)
-    name = f"{namespace}-{claim}"
-    kube.core.create_persistent_volume(
-        client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=name, labels={"llmops.dev/e2e-namespace": namespace}),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": "1Gi"},
-                access_modes=["ReadWriteOnce"],
-                storage_class_name="",
-                persistent_volume_reclaim_policy="Retain",
-                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
-                host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"),
-            ),
-        )
-    )
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(ApiException):
-            kube.core.delete_persistent_volume(name)
-
-
 def source_claim(kube: Kube, namespace: str, name: str) -> None:
     kube.core.create_namespaced_persistent_volume_claim(
         namespace,
@@ -308,8 +281,8 @@ def test_the_download_runs_for_real_from_a_pvc_source(kube: Kube, ray_namespace:
     }
     cache_claim = names.model_cache_claim(NAME)
     with (
-        host_volume(kube, ns, "model-store") as store,
-        host_volume(kube, ns, cache_claim) as cache,
+        host_volume(kube, ns, "model-store", "llmop-prefetch-") as store,
+        host_volume(kube, ns, cache_claim, "llmop-prefetch-") as cache,
     ):
         files = tiny_model(store / "qwen" / "tiny")
         source_claim(kube, ns, "model-store")

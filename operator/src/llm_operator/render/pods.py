@@ -144,19 +144,20 @@ def job_env(llmd: LLMDeployment) -> list[Manifest]:
     return env
 
 
+def hub_token_env(llmd: LLMDeployment) -> list[Manifest]:
+    """HF_TOKEN from the model's tokenSecretRef, by reference (never read), or nothing."""
+    model = llmd.spec.model
+    token = None if model is None else model.token_secret_ref
+    if token is None:
+        return []
+    ref = {"name": token.name, "key": token.key}
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
+
+
 def container_env(plan: Plan) -> list[Manifest]:
     """Operator-set variables first, then the user's (validation forbids overlaps)."""
     llmd = plan.llmd
-    env: list[Manifest] = []
-    model = llmd.spec.model
-    token = None if model is None else model.token_secret_ref
-    if token is not None:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
-            }
-        )
+    env: list[Manifest] = hub_token_env(llmd)
     cache = llmd.spec.storage.model_cache
     if cache is not None:
         env.append({"name": "HF_HOME", "value": cache.mount_path})

@@ -13,6 +13,7 @@ from llm_operator.render.pods import (
     claim_name,
     container_security,
     head_placement,
+    hub_token_env,
     pull_and_account,
     source_volume,
 )
@@ -41,15 +42,7 @@ def _env(llmd: LLMDeployment, prefetch: Prefetch, local: ModelSource) -> list[Ma
     ]
     if local.claim is not None:
         env.append({"name": "LLMOP_LOCAL_SOURCE", "value": local.model_source})
-    model = llmd.spec.model
-    token = None if model is None else model.token_secret_ref
-    if token is not None:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
-            }
-        )
+    env.extend(hub_token_env(llmd))
     env.append({"name": "HF_HOME", "value": prefetch.cache.mount_path})
     # The Ray pods' own variables too: cloud credentials for s3:// and gs:// come this way.
     env.extend(e.model_dump(by_alias=True, exclude_none=True) for e in llmd.spec.ray_cluster.env)
