@@ -45,7 +45,12 @@ def _established(kube: Kube) -> bool:
 
 @pytest.fixture(scope="module", autouse=True)
 def gateway_api(kube: Kube) -> None:
-    """The Gateway API's CRDs, applied from the pinned path if the cluster lacks them."""
+    install_gateway_api(kube)
+
+
+def install_gateway_api(kube: Kube) -> None:
+    """The Gateway API's CRDs, applied from the pinned path if the cluster lacks them
+    (kind); e2e/cluster.sh installs them before KubeRay starts."""
     if _established(kube):
         return
     subprocess.run(

@@ -44,7 +44,6 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 from support import (
-    CRD_SECONDS,
     Body,
     Kube,
     condition,
@@ -55,7 +54,7 @@ from support import (
 )
 
 from llm_operator.render import names
-from test_exposure import GATEWAY_API_CRDS, _established, _gw, patch_status
+from test_exposure import _gw, install_gateway_api, patch_status
 
 INCREMENTAL = "NewClusterWithIncrementalUpgrade"
 GATEWAY_CLASS = "e2e-no-controller"
@@ -70,16 +69,7 @@ OPTIONS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def gateway_api(kube: Kube) -> None:
-    """The Gateway API's CRDs, applied from the pinned path if the cluster lacks them
-    (kind); e2e/cluster.sh installs them before KubeRay starts."""
-    if _established(kube):
-        return
-    subprocess.run(
-        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", f"{GATEWAY_API_CRDS}/"],
-        check=True,
-        capture_output=True,
-    )
-    wait_for(lambda: _established(kube), "the Gateway API's CRDs", CRD_SECONDS)
+    install_gateway_api(kube)
 
 
 def incremental(namespace: str) -> Body:

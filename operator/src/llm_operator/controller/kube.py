@@ -73,15 +73,21 @@ def connect() -> Clients:
     return Clients(client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api))
 
 
-def served(clients: Clients, group: str, version: str, plural: str) -> bool:
-    """Whether the API server serves this resource yet (its CRD is installed and established)."""
+def served_plurals(clients: Clients, group: str, version: str) -> set[str]:
+    """The resources the API server serves in a group version (none before its CRDs are
+    installed and established), in one discovery request."""
     try:
         listing = clients.custom.get_api_resources(group, version)
     except ApiException as exc:
         if exc.status == 404:
-            return False
+            return set()
         raise
-    return any(resource.name == plural for resource in listing.resources)
+    return {resource.name for resource in listing.resources}
+
+
+def served(clients: Clients, group: str, version: str, plural: str) -> bool:
+    """Whether the API server serves this resource yet (its CRD is installed and established)."""
+    return plural in served_plurals(clients, group, version)
 
 
 class NotServed(kopf.TemporaryError):
@@ -317,13 +323,7 @@ def gateway_api_served(clients: Clients) -> bool:
     writes (ray-operator v1.6.1 rayservice_controller.go: reconcileGateway and
     reconcileHTTPRoute), in one discovery request."""
     with api_errors(f"discovery of {GATEWAY_API_VERSION}"):
-        try:
-            listing = clients.custom.get_api_resources(GATEWAY_GROUP, GATEWAY_VERSION)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-    plurals = {resource.name for resource in listing.resources}
+        plurals = served_plurals(clients, GATEWAY_GROUP, GATEWAY_VERSION)
     return {HTTP_ROUTE.plural, GATEWAY.plural} <= plurals
 
 
