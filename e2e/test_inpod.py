@@ -425,6 +425,19 @@ def quick_start_converges(kube: Kube, namespace: str, release: Release) -> dict[
     return dict(llmd)
 
 
+def wait_for_startup_listing(release: Release, namespace: str) -> None:
+    """Until the release's operator has listed what exists in `namespace` (its gauges
+    count afresh after a start)."""
+    url = release.service_url("metrics", "/metrics")
+    wait_for(
+        lambda: (s := try_scrape(url))
+        and any(n == "llmop_llmdeployments" and ("namespace", namespace) in labels
+                for (n, labels) in s),
+        "the new operator's start-up listing",
+        120,
+    )  # fmt: skip
+
+
 def bump(kube: Kube, namespace: str, name: str) -> int:
     """A spec change (one more replica); returns the new generation."""
     body = kube.get_llmd(namespace, name)
@@ -896,14 +909,7 @@ def test_upgrade_to_a_new_tag_recreates_the_operator_and_rewrites_no_child(
             (new,) = release.wait_ready(1, images["OPERATOR_LOCAL_IMAGE_NEXT"])
             rolled_s = time.monotonic() - started
             # The new operator has listed what exists (its gauges count afresh)...
-            url = release.service_url("metrics", "/metrics")
-            wait_for(
-                lambda: (s := try_scrape(url))
-                and any(n == "llmop_llmdeployments" and ("namespace", work) in labels
-                        for (n, labels) in s),
-                "the new operator's start-up listing",
-                120,
-            )  # fmt: skip
+            wait_for_startup_listing(release, work)
             # ...and had time to write anything it would.
             time.sleep(SETTLE_SECONDS)
         assert new.metadata.name != old.metadata.name
@@ -1050,14 +1056,7 @@ def test_upgrade_from_the_previous_release_rewrites_no_child_and_restarts_no_pod
             helm(*as_in_readme(release.name, release.namespace, new_image, upgrade))
             (new,) = release.wait_ready(1, new_image)
             ready_s = time.monotonic() - upgrade_started
-            url = release.service_url("metrics", "/metrics")
-            wait_for(
-                lambda: (s := try_scrape(url))
-                and any(n == "llmop_llmdeployments" and ("namespace", work) in labels
-                        for (n, labels) in s),
-                "the new operator's start-up listing",
-                120,
-            )  # fmt: skip
+            wait_for_startup_listing(release, work)
             time.sleep(SETTLE_SECONDS)
         upgraded_s = time.monotonic() - started
         assert census.most_running == 1, f"{census.most_running} operators ran at once"
