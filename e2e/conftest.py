@@ -65,12 +65,21 @@ def settings() -> dict[str, str]:
     return cluster_settings()
 
 
+# KubeRay starts Ray under `bash -c` as the container's first process, which ignores SIGTERM,
+# so a Ray pod sits out the default 30 s grace; a finished test's pods need none.
+TEARDOWN_POD_GRACE_SECONDS = 1
+
+
 def _delete_namespace(kube: Kube, name: str) -> None:
     try:
         kube.core.delete_namespace(name)
     except ApiException as exc:
         if exc.status != 404:
             raise
+    # After the namespace is Terminating no controller can make a pod in it again.
+    kube.core.delete_collection_namespaced_pod(
+        name, grace_period_seconds=TEARDOWN_POD_GRACE_SECONDS
+    )
     wait_for(
         lambda: not kube.namespace_exists(name), f"namespace {name} to go", NAMESPACE_GONE_SECONDS
     )
