@@ -319,6 +319,22 @@ def container_usage(kube: Kube, node: str, namespace: str, pod: str) -> dict[str
     return None
 
 
+def serve_addresses(kube: Kube, namespace: str) -> list[str]:
+    """`pod=IP` of every endpoint of the serve Service, as kube-proxy is told them: which
+    backend a failed request could have gone to."""
+    service = f"{names.ray_service_name(NAME)}-serve-svc"
+    slices = client.DiscoveryV1Api(kube.api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return sorted(
+        f"{endpoint.target_ref.name if endpoint.target_ref else '-'}="
+        f"{','.join(endpoint.addresses)}"
+        f"{'' if endpoint.conditions and endpoint.conditions.ready else ' (not ready)'}"
+        for piece in slices.items
+        for endpoint in piece.endpoints or []
+    )
+
+
 @dataclass
 class Timeline:
     """What the operator and KubeRay report, sampled; a line whenever it changes."""
@@ -341,6 +357,7 @@ class Timeline:
             "replicasReady": (st.get("replicas") or {}).get("ready"),
             "rayService": f"{service_ready.get('status')}/{service_ready.get('reason')}",
             "serveEndpoints": (service.get("status") or {}).get("numServeEndpoints"),
+            "serveAddresses": serve_addresses(self.kube, self.namespace),
         }
 
     def sample(self) -> None:
