@@ -149,6 +149,23 @@ def through_api_server(
         return json.loads(response.read().decode())
 
 
+def unreachable_neighbours() -> str:
+    """The addresses this host failed to resolve on its links: after "No route to host",
+    whether the request went to a pod IP (DNAT to a gone backend) or to the ClusterIP
+    itself (no DNAT: the Service range is routed to the pod bridge). Empty off the node."""
+    try:
+        shown = subprocess.run(
+            ["ip", "neigh", "show", "nud", "failed"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return " | ".join(line for line in shown.stdout.splitlines() if line)
+
+
 @dataclass
 class RequestLoop:
     """A bounded request loop in a thread: counts answers and failures with their times."""
@@ -168,8 +185,11 @@ class RequestLoop:
             try:
                 chat(self.url, max_tokens=4)
             except Exception as exc:  # every failure counts, whatever its kind
+                reason = repr(exc)[:200]
+                if "No route to host" in reason:
+                    reason += f" neighbours: {unreachable_neighbours()}"
                 with self._lock:
-                    self.failures.append((time.monotonic(), repr(exc)[:200]))
+                    self.failures.append((time.monotonic(), reason))
                 self._stop.wait(0.2)
             else:
                 with self._lock:
