@@ -89,7 +89,7 @@ def wait_ready(kube: Kube, namespace: str, name: str) -> Body:
 
 
 def serve_service(kube: Kube, namespace: str, name: str) -> Any:
-    return kube.core.read_namespaced_service(f"{names.ray_service_name(name)}-serve-svc", namespace)
+    return kube.core.read_namespaced_service(names.serve_service_name(name), namespace)
 
 
 def base_url(kube: Kube, namespace: str, name: str) -> str:
@@ -247,7 +247,7 @@ def test_quick_start_answers_a_chat_completion(
     assert [m["id"] for m in models["data"]] == [MODEL]
 
     # The same through the API server's service proxy.
-    service = f"{names.ray_service_name(NAME)}-serve-svc"
+    service = names.serve_service_name(NAME)
     proxied = through_api_server(kube, ns, service, "/v1/models")
     assert [m["id"] for m in proxied["data"]] == [MODEL]
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}]}

@@ -322,7 +322,7 @@ def container_usage(kube: Kube, node: str, namespace: str, pod: str) -> dict[str
 def serve_addresses(kube: Kube, namespace: str) -> list[str]:
     """`pod=IP` of every endpoint of the serve Service, as kube-proxy is told them: which
     backend a failed request could have gone to."""
-    service = f"{names.ray_service_name(NAME)}-serve-svc"
+    service = names.serve_service_name(NAME)
     slices = client.DiscoveryV1Api(kube.api).list_namespaced_endpoint_slice(
         namespace, label_selector=f"kubernetes.io/service-name={service}"
     )
